@@ -1,0 +1,299 @@
+//! Side-by-side benchmark on the simulated organization: sso-fanout against the seed's
+//! "before" and tiered settings, modelled faithfully (chunks of C concurrent accounts, a fixed
+//! delay between chunks, an existence check per account, retries at a fixed base, no status
+//! polling), on the same organization, seed and per-account provisioning latencies.
+
+use crate::engine::EngineOptions;
+use crate::error::{FanoutError, Result};
+use crate::model::{AssignmentKey, OpState, Operation, PrincipalType};
+use crate::pipeline::{execute, plan_run, Services};
+use crate::plan::{unix_now, PlannerConfig};
+use crate::request::{PrincipalRef, RunRequest, Targets, Tuning};
+use crate::sim::{Faults, SimCloud, SimConfig};
+use crate::store::{MemoryStore, RunStore};
+use crate::tiers::{greedy_makespan, makespan_bound, TierTable};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::{sleep, timeout, Duration, Instant};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    pub accounts: usize,
+    pub strategy: String,
+    /// Until every request was accepted by AWS.
+    pub accepted_s: f64,
+    /// Until every assignment actually finished, as the simulator knows it.
+    pub makespan_s: f64,
+    /// Until the tool returned and reported its result.
+    pub reported_s: f64,
+    /// DESIGN.md lower bound for this organization's latencies.
+    pub bound_s: f64,
+    pub ratio: f64,
+    /// Ideal greedy list scheduling of the same latencies in the same order, with no overhead:
+    /// what the best scheduler that cannot see latencies in advance achieves.
+    pub greedy_s: f64,
+    pub api_calls: u64,
+    pub throttled: u64,
+    /// Quota violations the tool caused (rate, outstanding operations, conflicts).
+    pub violations: u64,
+    pub failed: usize,
+    /// Reported successful, but the assignment did not end SUCCEEDED.
+    pub false_successes: usize,
+    /// Re-running the same request right after: sso-admin calls and writes (sso-fanout only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerun_api_calls: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerun_writes: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub seed: u64,
+    pub faults: Faults,
+    pub tuning: Option<Tuning>,
+}
+
+/// The seed's strategy settings.
+#[derive(Debug, Clone)]
+pub struct SeedSettings {
+    pub name: &'static str,
+    pub concurrency: usize,
+    pub chunk: Option<usize>,
+    pub chunk_delay: Duration,
+    pub retries: u32,
+    pub retry_base: Duration,
+    pub account_timeout: Duration,
+}
+
+impl SeedSettings {
+    /// "Before": 10 concurrent, chunks of 10, 0.1 s between chunks, 3 retries at 1.0 s, 300 s.
+    pub fn before() -> SeedSettings {
+        SeedSettings {
+            name: "seed-before",
+            concurrency: 10,
+            chunk: Some(10),
+            chunk_delay: Duration::from_millis(100),
+            retries: 3,
+            retry_base: Duration::from_secs(1),
+            account_timeout: Duration::from_secs(300),
+        }
+    }
+
+    /// The seed's tier table for this organization size, 2 retries at 0.5 s, 60 s timeout.
+    pub fn tiered(org_accounts: usize, op: Operation) -> SeedSettings {
+        let table = TierTable::seed();
+        let tier = table.pick(org_accounts);
+        SeedSettings {
+            name: "seed-tiered",
+            concurrency: table.concurrency(tier, op) as usize,
+            chunk: tier.batch_size.map(|b| b as usize),
+            chunk_delay: Duration::from_millis(table.chunk_delay_ms(tier, op)),
+            retries: 2,
+            retry_base: Duration::from_millis(500),
+            account_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+fn bench_request(tuning: Option<Tuning>) -> RunRequest {
+    RunRequest {
+        operation: Operation::Assign,
+        permission_set: "AdministratorAccess".into(),
+        principal: PrincipalRef { kind: PrincipalType::Group, name: Some("PlatformAdmins".into()), id: None },
+        targets: Targets { filter: Some("*".into()), ..Default::default() },
+        dry_run: false,
+        refresh_cache: false,
+        tuning,
+    }
+}
+
+fn sim_for(accounts: usize, options: &BenchOptions) -> Arc<SimCloud> {
+    let mut config = SimConfig::clean(accounts, options.seed);
+    config.faults = options.faults.clone();
+    Arc::new(SimCloud::new(config))
+}
+
+/// Target accounts of the bench request: every ACTIVE member account.
+fn targets(sim: &SimCloud) -> Vec<String> {
+    let org = sim.org();
+    org.accounts.iter().filter(|a| a.id != org.management_account_id).map(|a| a.id.clone()).collect()
+}
+
+/// (bound, greedy reference) for this organization's latencies.
+fn references(sim: &SimCloud, accounts: &[String]) -> (f64, f64) {
+    let latencies: Vec<f64> = accounts.iter().map(|a| sim.provisioning_latency(a, Operation::Assign).as_secs_f64()).collect();
+    let quotas = &sim.config().quotas;
+    (makespan_bound(&latencies, quotas, 2.0), greedy_makespan(&latencies, quotas.max_outstanding_operations as usize))
+}
+
+/// Truth from the simulator: accounts whose assignment exists now.
+fn assigned(sim: &SimCloud, accounts: &[String], ps_arn: &str, principal_id: &str) -> BTreeSet<String> {
+    accounts.iter().filter(|a| sim.has_assignment(a, ps_arn, principal_id)).cloned().collect()
+}
+
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("tokio runtime")
+}
+
+/// sso-fanout on a fresh simulated organization; also measures a re-run.
+pub fn run_sso_fanout(accounts: usize, options: &BenchOptions) -> Result<BenchRow> {
+    paused_runtime().block_on(async {
+        let sim = sim_for(accounts, options);
+        let store = Arc::new(MemoryStore::new());
+        let mut snapshot = sim.org().clone();
+        snapshot.fetched_at = unix_now();
+        store.put_org(&snapshot).await?; // both sides start with the account list in hand
+        let services = Services { org: sim.clone(), ic: sim.clone(), store: store.clone() };
+        let request = bench_request(options.tuning.clone());
+        let config = PlannerConfig::default();
+        let t0 = Instant::now();
+        let t0_sim = sim.elapsed_s();
+        let plan = plan_run(&services, &request, &config).await?;
+        let engine = EngineOptions { jitter_seed: options.seed, ..Default::default() };
+        let summary = execute(&services, &plan, engine.clone(), None).await?;
+        let reported_s = t0.elapsed().as_secs_f64();
+        let ops = sim.operations();
+        let accepted_s = ops.iter().map(|o| o.accepted_s).fold(t0_sim, f64::max) - t0_sim;
+        let makespan_s = sim.all_done_s().max(t0_sim) - t0_sim;
+        let counters = sim.counters();
+
+        let targets = targets(&sim);
+        let truth = assigned(&sim, &targets, &plan.permission_set.arn, &plan.principal.id);
+        let results = store.results(&plan.run_id).await?;
+        let false_successes = results
+            .iter()
+            .filter(|r| r.outcome == crate::model::Outcome::Succeeded && !truth.contains(&r.account_id))
+            .count();
+
+        // The same request again: should find nothing to do.
+        let before = sim.counters().sso_admin_calls();
+        let writes_before = writes(&sim);
+        let again = plan_run(&services, &request, &config).await?;
+        execute(&services, &again, engine, None).await?;
+        let (bound_s, greedy_s) = references(&sim, &targets);
+        Ok(BenchRow {
+            accounts,
+            strategy: "sso-fanout".into(),
+            accepted_s,
+            makespan_s,
+            reported_s,
+            bound_s,
+            ratio: makespan_s / bound_s,
+            greedy_s,
+            api_calls: counters.sso_admin_calls(),
+            throttled: counters.throttled(),
+            violations: counters.violations(),
+            failed: summary.counts.failed + summary.counts.timed_out + summary.counts.missing,
+            false_successes,
+            rerun_api_calls: Some(sim.counters().sso_admin_calls() - before),
+            rerun_writes: Some(writes(&sim) - writes_before),
+        })
+    })
+}
+
+fn writes(sim: &SimCloud) -> u64 {
+    let c = sim.counters();
+    ["CreateAccountAssignment", "DeleteAccountAssignment"].iter().map(|k| c.calls.get(k).copied().unwrap_or(0)).sum()
+}
+
+/// The seed's algorithm on a fresh simulated organization.
+pub fn run_seed(accounts: usize, settings: &SeedSettings, options: &BenchOptions) -> Result<BenchRow> {
+    paused_runtime().block_on(async {
+        let sim = sim_for(accounts, options);
+        let ps = sim.resolve_permission_set_quiet("AdministratorAccess")?;
+        let principal = crate::sim::org::principals().into_iter().next().expect("PlatformAdmins");
+        let targets = targets(&sim);
+        let t0 = Instant::now();
+        let t0_sim = sim.elapsed_s();
+        let chunk = settings.chunk.unwrap_or(targets.len()).max(1);
+        let mut reported: BTreeMap<String, bool> = BTreeMap::new();
+        for (i, accounts) in targets.chunks(chunk).enumerate() {
+            if i > 0 {
+                sleep(settings.chunk_delay).await;
+            }
+            let gate = Arc::new(Semaphore::new(settings.concurrency));
+            let mut tasks = JoinSet::new();
+            for account in accounts {
+                let (sim, gate, settings, account) = (sim.clone(), gate.clone(), settings.clone(), account.clone());
+                let key = AssignmentKey {
+                    account_id: account.clone(),
+                    permission_set_arn: ps.clone(),
+                    principal_type: principal.kind,
+                    principal_id: principal.id.clone(),
+                };
+                tasks.spawn(async move {
+                    let _slot = gate.acquire_owned().await.expect("gate");
+                    let ok = timeout(settings.account_timeout, seed_account(&sim, &key, &settings)).await.unwrap_or(false);
+                    (account, ok)
+                });
+            }
+            while let Some(joined) = tasks.join_next().await {
+                let (account, ok) = joined.map_err(|e| FanoutError::Internal(e.to_string()))?;
+                reported.insert(account, ok);
+            }
+        }
+        let reported_s = t0.elapsed().as_secs_f64();
+        let ops = sim.operations();
+        let accepted_s = ops.iter().map(|o| o.accepted_s).fold(t0_sim, f64::max) - t0_sim;
+        // Let AWS finish what was accepted, to know the truth.
+        let done = sim.all_done_s();
+        let now = sim.elapsed_s();
+        if done > now {
+            sleep(Duration::from_secs_f64(done - now + 0.001)).await;
+        }
+        let makespan_s = sim.all_done_s().max(t0_sim) - t0_sim;
+        let truth = assigned(&sim, &targets, &ps, &principal.id);
+        let counters = sim.counters();
+        let (bound_s, greedy_s) = references(&sim, &targets);
+        Ok(BenchRow {
+            accounts,
+            strategy: settings.name.into(),
+            accepted_s,
+            makespan_s,
+            reported_s,
+            bound_s,
+            ratio: makespan_s / bound_s,
+            greedy_s,
+            api_calls: counters.sso_admin_calls(),
+            throttled: counters.throttled(),
+            violations: counters.violations(),
+            failed: reported.values().filter(|ok| !**ok).count(),
+            false_successes: reported.iter().filter(|(a, ok)| **ok && !truth.contains(*a)).count(),
+            rerun_api_calls: None,
+            rerun_writes: None,
+        })
+    })
+}
+
+/// One account as the seed does it: check, create, retry on error, success when accepted.
+async fn seed_account(sim: &SimCloud, key: &AssignmentKey, settings: &SeedSettings) -> bool {
+    for attempt in 0..=settings.retries {
+        if attempt > 0 {
+            sleep(settings.retry_base * 2u32.pow(attempt - 1)).await;
+        }
+        match sim.list_account_assignments(&key.account_id, &key.permission_set_arn).await {
+            Ok(principals) if principals.contains(&key.principal_id) => return true,
+            Ok(_) => {}
+            Err(_) => continue,
+        }
+        match crate::ports::IdentityCenter::create_assignment(sim, key).await {
+            Ok(status) => return status.state != OpState::Failed,
+            Err(_) => continue,
+        }
+    }
+    false
+}
+
+/// All three strategies for each size, side by side.
+pub fn run_all(sizes: &[usize], options: &BenchOptions) -> Result<Vec<BenchRow>> {
+    let mut rows = Vec::new();
+    for &n in sizes {
+        rows.push(run_sso_fanout(n, options)?);
+        rows.push(run_seed(n, &SeedSettings::before(), options)?);
+        rows.push(run_seed(n, &SeedSettings::tiered(n + 1, Operation::Assign), options)?);
+    }
+    Ok(rows)
+}

@@ -1,0 +1,518 @@
+//! The engine: executes one batch at the speed its quota share allows, and proves each change.
+//!
+//! - At most `share.in_flight` operations are outstanding (a semaphore slot is held from the
+//!   create/delete until AWS reports SUCCEEDED/FAILED), one per account.
+//! - Every sso-admin call (writes and status checks) goes through one `Pacer` at the share's rate.
+//! - Completion is detected by one `in_progress_operations` listing for all pending operations
+//!   (then one describe per finished operation for its final state); where the listing is not
+//!   supported, each operation is described on a backoff schedule.
+//! - Throttling is retried until the account's timeout (it is not the account's fault); conflicts
+//!   and transient errors up to `max_retries`; everything else fails that account only.
+
+use crate::error::{FanoutError, Result};
+use crate::model::*;
+use crate::pacing::Pacer;
+use crate::plan::{Batch, EngineSettings, Plan, PlanItem};
+use crate::ports::IdentityCenter;
+use crate::store::RunStore;
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::{sleep, sleep_until, timeout_at, Duration, Instant};
+
+/// What a worker needs to know about its run, independent of the batch.
+#[derive(Debug, Clone)]
+pub struct BatchContext {
+    pub run_id: String,
+    pub operation: Operation,
+    pub permission_set_arn: String,
+    pub principal: Principal,
+    pub settings: EngineSettings,
+}
+
+impl BatchContext {
+    pub fn from_plan(plan: &Plan) -> BatchContext {
+        BatchContext {
+            run_id: plan.run_id.clone(),
+            operation: plan.operation,
+            permission_set_arn: plan.permission_set.arn.clone(),
+            principal: plan.principal.clone(),
+            settings: plan.settings,
+        }
+    }
+
+    fn key(&self, account_id: &str) -> AssignmentKey {
+        AssignmentKey {
+            account_id: account_id.into(),
+            permission_set_arn: self.permission_set_arn.clone(),
+            principal_type: self.principal.kind,
+            principal_id: self.principal.id.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Seed for backoff jitter (runs on the simulator are reproducible).
+    pub jitter_seed: u64,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { jitter_seed: rand::random(), backoff_base: Duration::from_millis(250), backoff_cap: Duration::from_secs(8) }
+    }
+}
+
+/// Live progress for the CLI.
+#[derive(Debug, Clone)]
+pub enum EngineEvent {
+    Started { batch: u32, account_id: String },
+    Finished(AccountResult),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub calls: u64,
+    pub throttled: u64,
+    pub conflicts: u64,
+    pub transient: u64,
+    pub store_errors: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct BatchReport {
+    pub batch: u32,
+    pub results: Vec<AccountResult>,
+    pub stats: EngineStats,
+}
+
+impl BatchReport {
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.results.iter().filter(|r| r.outcome == outcome).count()
+    }
+}
+
+/// Runs one batch to verified completion and streams each account's result to `store`.
+pub async fn run_batch(
+    ic: Arc<dyn IdentityCenter>,
+    store: Arc<dyn RunStore>,
+    ctx: &BatchContext,
+    batch: &Batch,
+    options: EngineOptions,
+    events: Option<mpsc::UnboundedSender<EngineEvent>>,
+) -> Result<BatchReport> {
+    let started = Instant::now();
+    let hard_deadline = started + Duration::from_secs(ctx.settings.time_budget_s as u64);
+    let account_timeout = Duration::from_secs(ctx.settings.account_timeout_s as u64);
+    let shared = Arc::new(Shared {
+        ic,
+        store,
+        ctx: ctx.clone(),
+        batch: batch.index,
+        pacer: Pacer::new(batch.share.requests_per_second),
+        slots: Arc::new(Semaphore::new(batch.share.in_flight.max(1) as usize)),
+        poller: Poller::default(),
+        poll_interval: Duration::from_secs_f64((2.0 / batch.share.requests_per_second).clamp(0.1, 1.0)),
+        stats: Stats::default(),
+        rng: Mutex::new(SmallRng::seed_from_u64(options.jitter_seed)),
+        options,
+        events,
+        hard_deadline,
+        // Do not start an operation that could not finish before the worker must return.
+        start_deadline: hard_deadline - account_timeout.min(Duration::from_secs(30)),
+        account_timeout,
+    });
+
+    let poller = tokio::spawn(poll_loop(shared.clone()));
+    let mut accounts = JoinSet::new();
+    for item in batch.items.clone() {
+        let shared = shared.clone();
+        accounts.spawn(async move {
+            let result = shared.run_account(item).await;
+            shared.record(&result).await;
+            result
+        });
+    }
+    let mut results = Vec::with_capacity(batch.items.len());
+    while let Some(joined) = accounts.join_next().await {
+        results.push(joined.map_err(|e| FanoutError::Internal(format!("account task failed: {e}")))?);
+    }
+    poller.abort();
+
+    let samples: Vec<u64> = results.iter().filter(|r| r.outcome == Outcome::Succeeded).filter_map(|r| r.provisioning_ms).collect();
+    if !samples.is_empty() {
+        if let Err(e) = shared.store.add_latency_samples(&samples).await {
+            tracing::warn!(run_id = %ctx.run_id, error = %e, "could not store latency samples");
+        }
+    }
+    let stats = shared.stats.snapshot();
+    if stats.store_errors > 0 {
+        return Err(FanoutError::Store(format!(
+            "{} of {} results could not be stored; re-running the batch converges",
+            stats.store_errors,
+            results.len()
+        )));
+    }
+    results.sort_by(|a, b| a.account_name.cmp(&b.account_name));
+    Ok(BatchReport { batch: batch.index, results, stats })
+}
+
+struct Shared {
+    ic: Arc<dyn IdentityCenter>,
+    store: Arc<dyn RunStore>,
+    ctx: BatchContext,
+    batch: u32,
+    pacer: Pacer,
+    slots: Arc<Semaphore>,
+    poller: Poller,
+    poll_interval: Duration,
+    stats: Stats,
+    rng: Mutex<SmallRng>,
+    options: EngineOptions,
+    events: Option<mpsc::UnboundedSender<EngineEvent>>,
+    hard_deadline: Instant,
+    start_deadline: Instant,
+    account_timeout: Duration,
+}
+
+#[derive(Default)]
+struct Stats {
+    calls: AtomicU64,
+    throttled: AtomicU64,
+    conflicts: AtomicU64,
+    transient: AtomicU64,
+    store_errors: AtomicU64,
+}
+
+impl Stats {
+    fn snapshot(&self) -> EngineStats {
+        EngineStats {
+            calls: self.calls.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
+            conflicts: self.conflicts.load(Ordering::Relaxed),
+            transient: self.transient.load(Ordering::Relaxed),
+            store_errors: self.store_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One account's progress through its attempts.
+struct Attempt {
+    item: PlanItem,
+    started: Instant,
+    attempts: u32,
+    request_id: Option<String>,
+    provisioning_ms: Option<u64>,
+}
+
+impl Attempt {
+    fn finish(self, ctx: &BatchContext, batch: u32, outcome: Outcome, reason: Option<String>) -> AccountResult {
+        AccountResult {
+            run_id: ctx.run_id.clone(),
+            batch,
+            account_id: self.item.account_id,
+            account_name: self.item.account_name,
+            action: self.item.action,
+            outcome,
+            request_id: self.request_id,
+            reason,
+            attempts: self.attempts,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            provisioning_ms: self.provisioning_ms,
+        }
+    }
+}
+
+impl Shared {
+    async fn call<T>(&self, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        self.pacer.acquire().await;
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let result = fut.await;
+        match &result {
+            Err(FanoutError::Throttled { .. }) => {
+                self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                self.pacer.throttled();
+            }
+            Err(FanoutError::Conflict { .. }) => {
+                self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(FanoutError::Transient { .. }) => {
+                self.stats.transient.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        result
+    }
+
+    fn backoff(&self, retry: u32) -> Duration {
+        let cap = self.options.backoff_cap.min(self.options.backoff_base * 2u32.saturating_pow(retry.min(16)));
+        let f: f64 = self.rng.lock().expect("rng").random_range(0.5..1.0);
+        cap.mul_f64(f)
+    }
+
+    async fn run_account(self: &Arc<Self>, item: PlanItem) -> AccountResult {
+        let mut attempt = Attempt { item, started: Instant::now(), attempts: 0, request_id: None, provisioning_ms: None };
+        let permit = tokio::select! {
+            permit = self.slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+            _ = sleep_until(self.start_deadline) => {
+                let reason = "not started: the worker's time budget ran out first; re-run to converge".to_string();
+                return attempt.finish(&self.ctx, self.batch, Outcome::TimedOut, Some(reason));
+            }
+        };
+        if let Some(tx) = &self.events {
+            let _ = tx.send(EngineEvent::Started { batch: self.batch, account_id: attempt.item.account_id.clone() });
+        }
+        attempt.started = Instant::now();
+        let deadline = (attempt.started + self.account_timeout).min(self.hard_deadline);
+        let key = self.ctx.key(&attempt.item.account_id);
+        let op = self.ctx.operation;
+        let mut counted_retries = 0u32;
+        loop {
+            attempt.attempts += 1;
+            let call = async {
+                match op {
+                    Operation::Assign => self.ic.create_assignment(&key).await,
+                    Operation::Revoke => self.ic.delete_assignment(&key).await,
+                }
+            };
+            let Ok(response) = timeout_at(deadline, self.call(call)).await else {
+                return self.timed_out(attempt, None);
+            };
+            let error = match response {
+                Ok(status) => {
+                    attempt.request_id = Some(status.request_id.clone());
+                    return self.await_final(attempt, status, permit, deadline).await;
+                }
+                Err(FanoutError::NotFound { .. }) if op == Operation::Revoke => {
+                    return attempt.finish(&self.ctx, self.batch, Outcome::Succeeded, Some("already absent".into()));
+                }
+                Err(e) if e.is_retryable() => e,
+                Err(e) => return attempt.finish(&self.ctx, self.batch, Outcome::Failed, Some(e.to_string())),
+            };
+            if !matches!(error, FanoutError::Throttled { .. }) {
+                counted_retries += 1;
+                if counted_retries > self.ctx.settings.max_retries {
+                    let reason = format!("gave up after {} attempts: {error}", attempt.attempts);
+                    return attempt.finish(&self.ctx, self.batch, Outcome::Failed, Some(reason));
+                }
+            }
+            let wait = self.backoff(attempt.attempts);
+            if Instant::now() + wait >= deadline {
+                let reason = format!("no attempt accepted before the timeout; last error: {error}");
+                return attempt.finish(&self.ctx, self.batch, Outcome::TimedOut, Some(reason));
+            }
+            tracing::debug!(run_id = %self.ctx.run_id, account = %attempt.item.account_id, error = %error, ?wait, "retrying");
+            sleep(wait).await;
+        }
+    }
+
+    async fn await_final(
+        self: &Arc<Self>,
+        mut attempt: Attempt,
+        status: OpStatus,
+        permit: OwnedSemaphorePermit,
+        deadline: Instant,
+    ) -> AccountResult {
+        let accepted = Instant::now();
+        let status = match status.state {
+            OpState::InProgress => {
+                // The poller holds the slot from here: it frees it as soon as AWS no longer
+                // lists the operation as in progress, also after this account timed out.
+                let rx = self.poller.register(status.request_id.clone(), accepted, permit);
+                match timeout_at(deadline, rx).await {
+                    Ok(Ok(final_status)) => final_status,
+                    Ok(Err(_)) => return attempt.finish(&self.ctx, self.batch, Outcome::Failed, Some("status poller stopped".into())),
+                    Err(_) => {
+                        let id = status.request_id.clone();
+                        return self.timed_out(attempt, Some(id));
+                    }
+                }
+            }
+            _ => {
+                drop(permit);
+                status
+            }
+        };
+        attempt.provisioning_ms = Some(accepted.elapsed().as_millis() as u64);
+        match status.state {
+            OpState::Succeeded => attempt.finish(&self.ctx, self.batch, Outcome::Succeeded, None),
+            _ => {
+                let reason = status.failure_reason.unwrap_or_else(|| "FAILED without a reason".into());
+                attempt.finish(&self.ctx, self.batch, Outcome::Failed, Some(reason))
+            }
+        }
+    }
+
+    fn timed_out(&self, attempt: Attempt, request_id: Option<String>) -> AccountResult {
+        let reason = match &request_id {
+            Some(id) => format!("still IN_PROGRESS after {} s (request {id}); re-run or check its status", self.account_timeout.as_secs()),
+            None => format!("no final state within {} s", self.account_timeout.as_secs()),
+        };
+        let mut r = attempt.finish(&self.ctx, self.batch, Outcome::TimedOut, Some(reason));
+        if request_id.is_some() {
+            r.request_id = request_id;
+        }
+        r
+    }
+
+    async fn record(&self, result: &AccountResult) {
+        for retry in 0..4u32 {
+            match self.store.put_result(result).await {
+                Ok(()) => break,
+                Err(e) if retry == 3 => {
+                    self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(run_id = %result.run_id, account = %result.account_id, error = %e, "result not stored");
+                }
+                Err(_) => sleep(Duration::from_millis(200 << retry)).await,
+            }
+        }
+        tracing::info!(run_id = %result.run_id, account = %result.account_id, outcome = result.outcome.as_str(),
+            attempts = result.attempts, reason = result.reason.as_deref().unwrap_or(""), "account finished");
+        if let Some(tx) = &self.events {
+            let _ = tx.send(EngineEvent::Finished(result.clone()));
+        }
+    }
+}
+
+/// Pending operations waiting for their final state.
+#[derive(Default)]
+struct Poller {
+    pending: Mutex<HashMap<String, Waiter>>,
+    wake: Notify,
+    /// Set once the endpoint says it cannot list operations by status (or keeps failing to).
+    describe_only: AtomicBool,
+    listing_failures: AtomicU64,
+}
+
+struct Waiter {
+    tx: oneshot::Sender<OpStatus>,
+    /// The operation's slot, until AWS stops listing it as in progress.
+    slot: Option<OwnedSemaphorePermit>,
+    accepted: Instant,
+    /// When to describe this operation next (None: wait for the listing to say it finished).
+    next_check: Option<Instant>,
+    interval: Duration,
+}
+
+const DESCRIBE_FIRST: Duration = Duration::from_millis(500);
+const DESCRIBE_MAX: Duration = Duration::from_secs(5);
+
+impl Poller {
+    fn register(&self, request_id: String, accepted: Instant, slot: OwnedSemaphorePermit) -> oneshot::Receiver<OpStatus> {
+        let (tx, rx) = oneshot::channel();
+        let next_check = self.describe_only.load(Ordering::Relaxed).then(|| accepted + DESCRIBE_FIRST);
+        let waiter = Waiter { tx, slot: Some(slot), accepted, next_check, interval: DESCRIBE_FIRST };
+        self.pending.lock().expect("poller").insert(request_id, waiter);
+        self.wake.notify_one();
+        rx
+    }
+
+    fn is_idle(&self) -> bool {
+        self.pending.lock().expect("poller").is_empty()
+    }
+
+    /// Operations accepted before the listing began and absent from it have finished.
+    fn finished_per_listing(&self, in_progress: &BTreeSet<String>, listed_at: Instant) {
+        let mut pending = self.pending.lock().expect("poller");
+        for (id, w) in pending.iter_mut() {
+            if w.accepted < listed_at && !in_progress.contains(id) {
+                w.next_check = Some(listed_at);
+                w.slot = None; // finished at AWS: the next account may start while we describe
+            }
+        }
+    }
+
+    fn switch_to_describe(&self) {
+        self.describe_only.store(true, Ordering::Relaxed);
+        let now = Instant::now();
+        for w in self.pending.lock().expect("poller").values_mut() {
+            w.next_check.get_or_insert(now);
+        }
+    }
+
+    fn due(&self, now: Instant) -> Vec<String> {
+        let mut pending = self.pending.lock().expect("poller");
+        let mut due = Vec::new();
+        for (id, w) in pending.iter_mut() {
+            if w.next_check.is_some_and(|t| t <= now) {
+                w.next_check = None; // in flight; rescheduled by `after_describe`
+                due.push(id.clone());
+            }
+        }
+        due
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.pending.lock().expect("poller").values().filter_map(|w| w.next_check).min()
+    }
+
+    fn after_describe(&self, id: &str, outcome: Result<OpStatus>) {
+        let mut pending = self.pending.lock().expect("poller");
+        match outcome {
+            Ok(status) if status.state != OpState::InProgress => {
+                if let Some(w) = pending.remove(id) {
+                    let _ = w.tx.send(status);
+                }
+            }
+            _ => {
+                let describe_only = self.describe_only.load(Ordering::Relaxed);
+                if let Some(w) = pending.get_mut(id) {
+                    w.interval = (w.interval.mul_f64(1.5)).min(DESCRIBE_MAX);
+                    // With the listing, an operation still in progress waits for the next listing.
+                    w.next_check = describe_only.then(|| Instant::now() + w.interval);
+                }
+            }
+        }
+    }
+}
+
+async fn poll_loop(shared: Arc<Shared>) {
+    let op = shared.ctx.operation;
+    loop {
+        if shared.poller.is_idle() {
+            shared.poller.wake.notified().await;
+            continue;
+        }
+        if !shared.poller.describe_only.load(Ordering::Relaxed) {
+            let listed_at = Instant::now();
+            match shared.call(shared.ic.in_progress_operations(op)).await {
+                Ok(in_progress) => {
+                    shared.poller.listing_failures.store(0, Ordering::Relaxed);
+                    shared.poller.finished_per_listing(&in_progress, listed_at)
+                }
+                Err(e) => {
+                    // Unsupported at once, or three failures in a row: describe each operation instead.
+                    let failures = shared.poller.listing_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    if matches!(e, FanoutError::Unsupported { .. }) || failures >= 3 {
+                        tracing::info!(run_id = %shared.ctx.run_id, error = %e, "status listing unavailable; describing each operation");
+                        shared.poller.switch_to_describe();
+                    }
+                }
+            }
+        }
+        let due = shared.poller.due(Instant::now());
+        let mut describes = JoinSet::new();
+        for id in due {
+            let shared = shared.clone();
+            describes.spawn(async move {
+                let outcome = shared.call(shared.ic.operation_status(op, &id)).await;
+                shared.poller.after_describe(&id, outcome);
+            });
+        }
+        while describes.join_next().await.is_some() {}
+        if shared.poller.describe_only.load(Ordering::Relaxed) {
+            let next = shared.poller.next_due().unwrap_or_else(|| Instant::now() + DESCRIBE_FIRST);
+            tokio::select! {
+                _ = sleep_until(next) => {}
+                _ = shared.poller.wake.notified() => {}
+            }
+        } else {
+            sleep(shared.poll_interval).await;
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! sso-fanout's domain: everything that decides and executes, with no Lambda and no AWS SDK.
+//!
+//! request -> (targeting, tiers) -> plan -> engine (per batch) -> report, over the `ports`
+//! traits, which the AWS adapters, the simulator (`sim`) and the stores implement.
+
+pub mod bench;
+pub mod engine;
+pub mod error;
+pub mod model;
+pub mod pacing;
+pub mod pipeline;
+pub mod plan;
+pub mod ports;
+pub mod report;
+pub mod request;
+pub mod retry;
+pub mod sim;
+pub mod store;
+pub mod targeting;
+pub mod tiers;
+
+pub use error::{FanoutError, Result};

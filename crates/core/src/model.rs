@@ -1,0 +1,189 @@
+//! Plain data shared by every layer: accounts, principals, assignments and operation states.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    Assign,
+    Revoke,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Assign => "assign",
+            Operation::Revoke => "revoke",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum AccountStatus {
+    Active,
+    Suspended,
+    PendingClosure,
+}
+
+/// One account of the organization, as kept in the account cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub status: AccountStatus,
+    /// OU ids from the root's child down to the account's parent (empty when directly under root).
+    #[serde(default)]
+    pub ou_path: Vec<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A snapshot of the organization: what the planner targets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrgSnapshot {
+    pub organization_id: String,
+    pub management_account_id: String,
+    pub accounts: Vec<Account>,
+    /// Unix seconds when this snapshot was read from Organizations.
+    pub fetched_at: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum PrincipalType {
+    Group,
+    User,
+}
+
+impl PrincipalType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalType::Group => "GROUP",
+            PrincipalType::User => "USER",
+        }
+    }
+}
+
+/// A resolved principal.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Principal {
+    #[serde(rename = "type")]
+    pub kind: PrincipalType,
+    pub id: String,
+    /// Display name (group) or user name, when known.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A resolved permission set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionSet {
+    pub arn: String,
+    pub name: String,
+}
+
+/// The Identity Center instance the run works on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Instance {
+    pub instance_arn: String,
+    pub identity_store_id: String,
+}
+
+/// One assignment: (permission set, principal) in one account.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignmentKey {
+    pub account_id: String,
+    pub permission_set_arn: String,
+    pub principal_type: PrincipalType,
+    pub principal_id: String,
+}
+
+/// State of an asynchronous create/delete, as Identity Center reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OpState {
+    InProgress,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpStatus {
+    pub request_id: String,
+    pub state: OpState,
+    #[serde(default)]
+    pub failure_reason: Option<String>,
+}
+
+/// The final state of one account in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Skipped,
+    Failed,
+    TimedOut,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Skipped => "skipped",
+            Outcome::Failed => "failed",
+            Outcome::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// The result of one account in one run; streamed to the store as it happens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountResult {
+    pub run_id: String,
+    pub batch: u32,
+    pub account_id: String,
+    pub account_name: String,
+    pub action: Action,
+    pub outcome: Outcome,
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// AWS's FailureReason, or the error that ended the account.
+    #[serde(default)]
+    pub reason: Option<String>,
+    pub attempts: u32,
+    /// From the first call for this account to its final state.
+    pub duration_ms: u64,
+    /// From acceptance of the successful request to SUCCEEDED/FAILED, when known.
+    #[serde(default)]
+    pub provisioning_ms: Option<u64>,
+}
+
+/// What the plan does in one account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Delete,
+    Skip,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Delete => "delete",
+            Action::Skip => "skip",
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! A token bucket on tokio's clock that spends a batch's share of the sso-admin request rate,
+//! backs off when AWS throttles anyway (another tool sharing the account-wide quota), and
+//! recovers gradually.
+
+use std::sync::Mutex;
+use tokio::time::{sleep, Duration, Instant};
+
+pub struct Pacer {
+    state: Mutex<State>,
+}
+
+struct State {
+    tokens: f64,
+    burst: f64,
+    rate: f64,
+    max_rate: f64,
+    last: Instant,
+}
+
+impl Pacer {
+    /// `rate` requests per second; a burst of half a second's worth (at least one request).
+    pub fn new(rate: f64) -> Pacer {
+        let burst = (rate / 2.0).max(1.0);
+        Pacer { state: Mutex::new(State { tokens: burst, burst, rate, max_rate: rate, last: Instant::now() }) }
+    }
+
+    /// Waits until one request may be sent.
+    pub async fn acquire(&self) {
+        loop {
+            let wait = {
+                let mut s = self.state.lock().expect("pacer lock");
+                s.refill();
+                if s.tokens >= 1.0 {
+                    s.tokens -= 1.0;
+                    return;
+                }
+                Duration::from_secs_f64((1.0 - s.tokens) / s.rate)
+            };
+            sleep(wait).await;
+        }
+    }
+
+    /// AWS throttled us: halve the rate (never below 1 req/s) and drop saved-up tokens.
+    pub fn throttled(&self) {
+        let mut s = self.state.lock().expect("pacer lock");
+        s.refill();
+        s.rate = (s.rate / 2.0).max(1.0);
+        s.tokens = s.tokens.min(0.0);
+    }
+
+    pub fn current_rate(&self) -> f64 {
+        self.state.lock().expect("pacer lock").rate
+    }
+}
+
+impl State {
+    fn refill(&mut self) {
+        let now = Instant::now();
+        let dt = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        // Additive recovery: back to the full share within a few seconds of calm.
+        self.rate = (self.rate + dt * self.max_rate / 4.0).min(self.max_rate);
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn never_exceeds_rate_plus_burst() {
+        let pacer = Pacer::new(10.0);
+        let start = Instant::now();
+        for _ in 0..105 {
+            pacer.acquire().await;
+        }
+        // 5 burst tokens, then 10/s: 100 more need 10 s.
+        let elapsed = start.elapsed().as_secs_f64();
+        assert!((9.9..10.2).contains(&elapsed), "{elapsed}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_halves_the_rate_then_recovers() {
+        let pacer = Pacer::new(16.0);
+        pacer.throttled();
+        assert_eq!(pacer.current_rate(), 8.0);
+        sleep(Duration::from_secs(10)).await;
+        pacer.acquire().await;
+        assert_eq!(pacer.current_rate(), 16.0);
+    }
+}

@@ -1,0 +1,99 @@
+//! The planner -> workers -> reporter pipeline as three steps that the Lambda handlers call one
+//! each, and that `execute` chains in-process for the CLI.
+
+use crate::engine::{run_batch, BatchContext, BatchReport, EngineEvent, EngineOptions};
+use crate::error::{FanoutError, Result};
+use crate::plan::{make_plan, Plan, PlannerConfig};
+use crate::ports::{IdentityCenter, OrgDirectory};
+use crate::report::{summarize, BatchFailure, RunSummary};
+use crate::request::RunRequest;
+use crate::store::{RunRecord, RunStatus, RunStore};
+use std::sync::Arc;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// The three ports a run needs, built once per process / Lambda container.
+#[derive(Clone)]
+pub struct Services {
+    pub org: Arc<dyn OrgDirectory>,
+    pub ic: Arc<dyn IdentityCenter>,
+    pub store: Arc<dyn RunStore>,
+}
+
+/// Step 1 (planner): validate, resolve, diff, size; store the plan unless it is a dry run.
+pub async fn plan_run(services: &Services, request: &RunRequest, config: &PlannerConfig) -> Result<Plan> {
+    let plan = make_plan(request, config, services.org.as_ref(), services.ic.as_ref(), services.store.as_ref()).await?;
+    if !request.dry_run {
+        services.store.put_run(&RunRecord { plan: plan.clone(), status: RunStatus::Planned, summary: None }).await?;
+    }
+    Ok(plan)
+}
+
+/// Step 2 (worker): run one stored batch.
+pub async fn run_stored_batch(
+    services: &Services,
+    run_id: &str,
+    batch_index: u32,
+    options: EngineOptions,
+    events: Option<mpsc::UnboundedSender<EngineEvent>>,
+) -> Result<BatchReport> {
+    let record = load_run(services.store.as_ref(), run_id).await?;
+    let batch = record.plan.batches.iter().find(|b| b.index == batch_index).ok_or_else(|| {
+        FanoutError::invalid("batch", batch_index, format!("a batch index below {} for run {run_id}", record.plan.batches.len()))
+    })?;
+    if record.status == RunStatus::Planned {
+        services.store.update_run(run_id, RunStatus::Running, None).await?;
+    }
+    run_batch(services.ic.clone(), services.store.clone(), &BatchContext::from_plan(&record.plan), batch, options, events).await
+}
+
+/// Step 3 (reporter): the summary from the plan and the stored results; stored with the run.
+pub async fn report_run(
+    store: &dyn RunStore,
+    run_id: &str,
+    failed_batches: Vec<BatchFailure>,
+    duration_seconds: Option<f64>,
+) -> Result<RunSummary> {
+    let record = load_run(store, run_id).await?;
+    let results = store.results(run_id).await?;
+    let summary = summarize(&record.plan, &results, failed_batches, duration_seconds);
+    store.update_run(run_id, RunStatus::Finished, Some(&summary)).await?;
+    Ok(summary)
+}
+
+async fn load_run(store: &dyn RunStore, run_id: &str) -> Result<RunRecord> {
+    store.get_run(run_id).await?.ok_or_else(|| FanoutError::not_found("run", run_id, "check the run id (`sso-fanout report` lists recent runs)"))
+}
+
+/// Runs a stored plan in-process the way the state machine does: batches with at most
+/// `map_concurrency` at once, a failed batch recorded and the others carried on, then the report.
+pub async fn execute(
+    services: &Services,
+    plan: &Plan,
+    options: EngineOptions,
+    events: Option<mpsc::UnboundedSender<EngineEvent>>,
+) -> Result<RunSummary> {
+    let started = Instant::now();
+    let gate = Arc::new(Semaphore::new(plan.map_concurrency.max(1) as usize));
+    let mut workers = JoinSet::new();
+    for batch in &plan.batches {
+        let (services, gate, events, run_id, index) = (services.clone(), gate.clone(), events.clone(), plan.run_id.clone(), batch.index);
+        let mut options = options.clone();
+        options.jitter_seed = options.jitter_seed.wrapping_add(index as u64);
+        workers.spawn(async move {
+            let _slot = gate.acquire_owned().await.expect("gate is never closed");
+            (index, run_stored_batch(&services, &run_id, index, options, events).await)
+        });
+    }
+    let mut failed_batches = Vec::new();
+    while let Some(joined) = workers.join_next().await {
+        let (index, outcome) = joined.map_err(|e| FanoutError::Internal(format!("worker task failed: {e}")))?;
+        if let Err(e) = outcome {
+            failed_batches.push(BatchFailure { batch: index, error: e.error_type().into(), cause: e.to_string() });
+        }
+    }
+    failed_batches.sort_by_key(|f| f.batch);
+    let duration = (!plan.batches.is_empty()).then(|| started.elapsed().as_secs_f64());
+    report_run(services.store.as_ref(), &plan.run_id, failed_batches, duration).await
+}

@@ -1,0 +1,405 @@
+//! The planner: request -> resolved names -> target accounts -> diff against what exists ->
+//! tier, batches, quota shares and an estimate. Pure decisions (`decide`) are separate from the
+//! I/O that gathers their inputs (`make_plan`).
+
+use crate::error::{FanoutError, Result};
+use crate::model::*;
+use crate::ports::{IdentityCenter, OrgDirectory};
+use crate::request::RunRequest;
+use crate::retry::retrying;
+use crate::store::RunStore;
+use crate::targeting;
+use crate::tiers::{BindingLimit, LatencyModel, Quotas, TierTable};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// Planner settings, read once at start-up (CLI flags or Lambda environment).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannerConfig {
+    pub quotas: Quotas,
+    pub tiers: TierTable,
+    /// Wall-clock time a worker may spend on one batch (well inside the Lambda timeout).
+    pub worker_time_budget_s: u32,
+    /// The account cache is used while younger than this.
+    pub account_cache_max_age_s: u64,
+    pub default_account_timeout_s: u32,
+    pub default_max_retries: u32,
+    /// Step Functions inline Map allows at most 40 concurrent iterations.
+    pub max_map_concurrency: u32,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        PlannerConfig {
+            quotas: Quotas::default(),
+            tiers: TierTable::sso_fanout_default(),
+            worker_time_budget_s: 600,
+            account_cache_max_age_s: 3600,
+            default_account_timeout_s: 300,
+            default_max_retries: 5,
+            max_map_concurrency: 40,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanItem {
+    pub account_id: String,
+    pub account_name: String,
+    pub action: Action,
+}
+
+/// What one batch may spend of the account-wide quota. The shares of all batches that run
+/// together add up to at most the quota.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaShare {
+    pub in_flight: u32,
+    pub requests_per_second: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Batch {
+    pub index: u32,
+    pub share: QuotaShare,
+    pub items: Vec<PlanItem>,
+}
+
+/// Engine settings carried in the plan so every worker applies the same ones.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineSettings {
+    pub account_timeout_s: u32,
+    pub max_retries: u32,
+    pub time_budget_s: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TierChoice {
+    pub name: String,
+    pub org_accounts: usize,
+    /// What the tier asked for (accounts at once) before the quotas applied.
+    pub requested_concurrency: u32,
+    pub in_flight: u32,
+    pub requests_per_second: f64,
+    pub binding: BindingLimit,
+    pub binding_text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Estimate {
+    pub seconds: f64,
+    pub changes: usize,
+    pub latency: LatencyModel,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub run_id: String,
+    /// Unix seconds.
+    pub created_at: u64,
+    pub request: RunRequest,
+    pub operation: Operation,
+    pub instance: Instance,
+    pub permission_set: PermissionSet,
+    pub principal: Principal,
+    /// Accounts that already are as requested: no write.
+    pub skipped: Vec<PlanItem>,
+    pub batches: Vec<Batch>,
+    /// Batches to run at once (the Map state's MaxConcurrency).
+    pub map_concurrency: u32,
+    pub tier: TierChoice,
+    pub settings: EngineSettings,
+    pub estimate: Estimate,
+    /// Clamped tuning, ignored accounts and the like: shown to the user, never silent.
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    pub fn changes(&self) -> usize {
+        self.batches.iter().map(|b| b.items.len()).sum()
+    }
+
+    pub fn target_count(&self) -> usize {
+        self.changes() + self.skipped.len()
+    }
+
+    /// Every target with its action, in account-name order.
+    pub fn items(&self) -> Vec<&PlanItem> {
+        let mut all: Vec<&PlanItem> = self.batches.iter().flat_map(|b| &b.items).chain(&self.skipped).collect();
+        all.sort_by(|a, b| a.account_name.cmp(&b.account_name).then(a.account_id.cmp(&b.account_id)));
+        all
+    }
+
+    pub fn assignment_key(&self, account_id: &str) -> AssignmentKey {
+        AssignmentKey {
+            account_id: account_id.to_string(),
+            permission_set_arn: self.permission_set.arn.clone(),
+            principal_type: self.principal.kind,
+            principal_id: self.principal.id.clone(),
+        }
+    }
+}
+
+/// The planner's I/O: gathers names, accounts and existing assignments, then `decide`s.
+pub async fn make_plan(
+    request: &RunRequest,
+    config: &PlannerConfig,
+    org: &dyn OrgDirectory,
+    ic: &dyn IdentityCenter,
+    store: &dyn RunStore,
+) -> Result<Plan> {
+    request.validate()?;
+    let instance = retrying(|| ic.instance()).await?;
+    // Independent look-ups run together.
+    let (permission_set, principal, snapshot) = tokio::try_join!(
+        retrying(|| ic.resolve_permission_set(&request.permission_set)),
+        retrying(|| ic.resolve_principal(request.principal.kind, request.principal.name.as_deref(), request.principal.id.as_deref())),
+        load_org(org, store, request.refresh_cache, config.account_cache_max_age_s),
+    )?;
+    let selection = targeting::select(&snapshot, &request.targets)?;
+    check_selection(request, &selection)?;
+    let target_ids: Vec<String> = selection.targets.iter().map(|a| a.id.clone()).collect();
+    let existing = retrying(|| ic.assigned_accounts(&principal, &permission_set.arn, &target_ids)).await?;
+    let latency = LatencyModel::from_samples(&store.latency_samples(500).await?).unwrap_or_default();
+
+    let targets: Vec<(String, String)> = selection.targets.iter().map(|a| (a.id.clone(), a.name.clone())).collect();
+    let mut warnings: Vec<String> = selection
+        .inactive
+        .iter()
+        .map(|a| format!("account {} ({}) is {:?}: not a target", a.id, a.name, a.status))
+        .collect();
+    let decision = decide(request.operation, &targets, &existing, snapshot.accounts.len(), request, config, latency);
+    warnings.extend(decision.warnings);
+    Ok(Plan {
+        run_id: new_run_id(),
+        created_at: unix_now(),
+        request: request.clone(),
+        operation: request.operation,
+        instance,
+        permission_set,
+        principal,
+        skipped: decision.skipped,
+        batches: decision.batches,
+        map_concurrency: decision.map_concurrency,
+        tier: decision.tier,
+        settings: decision.settings,
+        estimate: decision.estimate,
+        warnings,
+    })
+}
+
+/// The account cache when fresh, else Organizations (and the cache is refreshed).
+pub async fn load_org(org: &dyn OrgDirectory, store: &dyn RunStore, refresh: bool, max_age_s: u64) -> Result<OrgSnapshot> {
+    if !refresh {
+        if let Some(cached) = store.cached_org().await? {
+            if unix_now().saturating_sub(cached.fetched_at) <= max_age_s {
+                return Ok(cached);
+            }
+        }
+    }
+    let fresh = retrying(|| org.snapshot()).await?;
+    store.put_org(&fresh).await?;
+    Ok(fresh)
+}
+
+fn check_selection(request: &RunRequest, selection: &targeting::Selection<'_>) -> Result<()> {
+    if let Some(id) = selection.unknown_ids.first() {
+        let index = request.targets.accounts.iter().position(|a| a == id).unwrap_or(0);
+        return Err(FanoutError::invalid(
+            format!("targets.accounts[{index}]"),
+            id,
+            "an account of this organization (run `sso-fanout cache refresh` if it was just created)",
+        ));
+    }
+    if selection.targets.is_empty() {
+        let t = &request.targets;
+        let (field, value) = match (&t.filter, t.ous.is_empty(), t.tags.is_empty()) {
+            (Some(f), _, _) => ("targets.filter", format!("{f:?}")),
+            (None, false, _) => ("targets.ous", format!("{:?}", t.ous)),
+            (None, true, false) => ("targets.tags", format!("{:?}", t.tags)),
+            _ => ("targets", "the selection".to_string()),
+        };
+        let why = if selection.inactive.is_empty() {
+            "a selection that matches at least one ACTIVE account (nothing matched; `sso-fanout cache status` lists the accounts)".to_string()
+        } else {
+            format!("a selection that matches at least one ACTIVE account ({} matched, none ACTIVE)", selection.inactive.len())
+        };
+        return Err(FanoutError::invalid(field, value, why));
+    }
+    Ok(())
+}
+
+/// Everything the planner decides, given its inputs.
+pub struct Decision {
+    pub skipped: Vec<PlanItem>,
+    pub batches: Vec<Batch>,
+    pub map_concurrency: u32,
+    pub tier: TierChoice,
+    pub settings: EngineSettings,
+    pub estimate: Estimate,
+    pub warnings: Vec<String>,
+}
+
+/// Pure planning: diff, tier, clamps, batches and estimate.
+pub fn decide(
+    operation: Operation,
+    targets: &[(String, String)],
+    existing: &BTreeSet<String>,
+    org_accounts: usize,
+    request: &RunRequest,
+    config: &PlannerConfig,
+    latency: LatencyModel,
+) -> Decision {
+    let q = &config.quotas;
+    let tuning = request.tuning.clone().unwrap_or_default();
+    let mut warnings = Vec::new();
+
+    let mut changes = Vec::new();
+    let mut skipped = Vec::new();
+    for (id, name) in targets {
+        let has = existing.contains(id);
+        let action = match (operation, has) {
+            (Operation::Assign, false) => Action::Create,
+            (Operation::Revoke, true) => Action::Delete,
+            _ => Action::Skip,
+        };
+        let item = PlanItem { account_id: id.clone(), account_name: name.clone(), action };
+        if action == Action::Skip { skipped.push(item) } else { changes.push(item) }
+    }
+
+    // Concurrency: the tier's (or the user's) wish, clamped to the outstanding-operation quota.
+    let tier = config.tiers.pick(org_accounts);
+    let requested = tuning.concurrency.unwrap_or_else(|| config.tiers.concurrency(tier, operation));
+    let in_flight = requested.min(q.max_outstanding_operations).max(1);
+    if tuning.concurrency.is_some_and(|c| c > q.max_outstanding_operations) {
+        warnings.push(format!(
+            "tuning.concurrency {requested} clamped to {in_flight}: Identity Center allows {} outstanding assignment operations",
+            q.max_outstanding_operations
+        ));
+    }
+    let rate = q.planned_rate();
+
+    // Time budget: a worker must finish its batch well inside the Lambda timeout.
+    let mut time_budget_s = config.worker_time_budget_s;
+    let mut account_timeout_s = tuning.account_timeout_seconds.unwrap_or(config.default_account_timeout_s);
+    if account_timeout_s > time_budget_s {
+        warnings.push(format!(
+            "tuning.accountTimeoutSeconds {account_timeout_s} clamped to {time_budget_s}: the worker's time budget"
+        ));
+        account_timeout_s = time_budget_s;
+    }
+    time_budget_s = time_budget_s.max(account_timeout_s);
+    let max_retries = tuning.max_retries.unwrap_or(config.default_max_retries).min(20);
+    if tuning.max_retries.is_some_and(|r| r > 20) {
+        warnings.push("tuning.maxRetries clamped to 20".into());
+    }
+
+    // Batches: as large as fit in the time budget (fewer drains, fewer transitions).
+    // Plan to use 80% of the budget: the rest absorbs slower-than-assumed provisioning.
+    let per_change_s = latency.mean_s() + CALL_OVERHEAD_S;
+    let usable_s = time_budget_s as f64 * BUDGET_USE - latency.p99_s;
+    let fit = (usable_s * in_flight as f64 / per_change_s).floor().max(in_flight as f64) as u32;
+    let wanted = tuning.batch_size.or(tier.batch_size).unwrap_or(fit);
+    let batch_size = wanted.min(fit).max(1);
+    if wanted > fit {
+        warnings.push(format!(
+            "batch size {wanted} clamped to {fit}: a worker must finish within {time_budget_s} s at {in_flight} operations in flight"
+        ));
+    }
+    let share = QuotaShare { in_flight, requests_per_second: rate };
+    let batches: Vec<Batch> = changes
+        .chunks(batch_size as usize)
+        .enumerate()
+        .map(|(i, items)| Batch { index: i as u32, share, items: items.to_vec() })
+        .collect();
+    // The quota is account-wide, so parallel batches would only split it: batches run one
+    // after another, each with the whole share.
+    let map_concurrency = 1u32.min(config.max_map_concurrency);
+
+    let (seconds, binding) = estimate_seconds(&batches, &latency, q);
+    let tier_choice = TierChoice {
+        name: tier.name.clone(),
+        org_accounts,
+        requested_concurrency: requested,
+        in_flight,
+        requests_per_second: rate,
+        binding,
+        binding_text: binding.describe(q),
+    };
+    Decision {
+        skipped,
+        estimate: Estimate { seconds, changes: batches.iter().map(|b| b.items.len()).sum(), latency },
+        batches,
+        map_concurrency,
+        tier: tier_choice,
+        settings: EngineSettings { account_timeout_s, max_retries, time_budget_s },
+        warnings,
+    }
+}
+
+/// Create call + detection lag per change, on top of provisioning latency.
+const CALL_OVERHEAD_S: f64 = 0.25;
+/// Share of the worker's time budget a batch is planned to take.
+const BUDGET_USE: f64 = 0.8;
+
+/// The quota model: per batch, the larger of the in-flight-bound and rate-bound durations (two
+/// calls per change), plus the drain of its last operations; batches run one after another.
+pub fn estimate_seconds(batches: &[Batch], latency: &LatencyModel, q: &Quotas) -> (f64, BindingLimit) {
+    let mut total = 0.0;
+    let mut binding = BindingLimit::SlowestAccount;
+    for b in batches {
+        let n = b.items.len() as f64;
+        let by_slots = n * (latency.mean_s() + CALL_OVERHEAD_S) / b.share.in_flight as f64;
+        let by_rate = 2.0 * n / b.share.requests_per_second;
+        // The last wave ends with the slowest of its operations.
+        let tail = latency.median_s * (1.0 + latency.sigma());
+        let (steady, limit) =
+            if by_rate > by_slots { (by_rate, BindingLimit::RequestRate) } else { (by_slots, BindingLimit::OutstandingOperations) };
+        let batch_s = (steady + tail * 0.5).max(tail);
+        if n <= b.share.in_flight as f64 {
+            binding = BindingLimit::SlowestAccount;
+        } else {
+            binding = limit;
+        }
+        total += batch_s;
+    }
+    if batches.is_empty() {
+        binding = BindingLimit::OutstandingOperations;
+    }
+    let _ = q;
+    (total, binding)
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// `run-20261127T035012Z-3f9a`: sortable by time, unique enough with the random suffix.
+pub fn new_run_id() -> String {
+    let now = unix_now();
+    let suffix: u16 = rand::random();
+    format!("run-{}-{suffix:04x}", compact_utc(now))
+}
+
+/// Unix seconds as `YYYYMMDDTHHMMSSZ` (civil-from-days, proleptic Gregorian).
+pub fn compact_utc(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}

@@ -1,0 +1,50 @@
+//! The I/O boundary. The planner and engine talk only to these traits; behind them sit the AWS
+//! adapters (`sso-fanout-aws`), the simulator (`crate::sim`) and the stores (`crate::store`).
+
+use crate::error::Result;
+use crate::model::*;
+use async_trait::async_trait;
+use std::collections::BTreeSet;
+
+/// AWS Organizations, read-only.
+#[async_trait]
+pub trait OrgDirectory: Send + Sync {
+    /// The whole inventory: every account with status, OU path (walked from the OU tree, not
+    /// `ListParents` per account) and tags, plus the management account id.
+    async fn snapshot(&self) -> Result<OrgSnapshot>;
+}
+
+/// IAM Identity Center (sso-admin) and its Identity Store. Every call here spends the shared
+/// sso-admin request budget except the identity-store lookups.
+#[async_trait]
+pub trait IdentityCenter: Send + Sync {
+    async fn instance(&self) -> Result<Instance>;
+
+    /// A permission set by name or ARN. Unknown -> `NotFound`; several with one name -> `Ambiguous`.
+    async fn resolve_permission_set(&self, name_or_arn: &str) -> Result<PermissionSet>;
+
+    /// A group by display name or a user by user name (Identity Store), or check an id.
+    async fn resolve_principal(&self, kind: PrincipalType, name: Option<&str>, id: Option<&str>) -> Result<Principal>;
+
+    /// Accounts in which `principal` already holds `permission_set_arn`. One paginated
+    /// principal-wide listing where available; adapters may fall back to per-account listing
+    /// of `candidates` (the target accounts) where it is not.
+    async fn assigned_accounts(
+        &self,
+        principal: &Principal,
+        permission_set_arn: &str,
+        candidates: &[String],
+    ) -> Result<BTreeSet<String>>;
+
+    async fn create_assignment(&self, key: &AssignmentKey) -> Result<OpStatus>;
+
+    /// Deleting an assignment that does not exist is `NotFound` (callers treat it as done).
+    async fn delete_assignment(&self, key: &AssignmentKey) -> Result<OpStatus>;
+
+    /// Status of one create (`Operation::Assign`) or delete (`Operation::Revoke`) request.
+    async fn operation_status(&self, op: Operation, request_id: &str) -> Result<OpStatus>;
+
+    /// Request ids of all create/delete operations of the instance still IN_PROGRESS: one call
+    /// answers for every pending operation. `Unsupported` where the endpoint lacks it.
+    async fn in_progress_operations(&self, op: Operation) -> Result<BTreeSet<String>>;
+}

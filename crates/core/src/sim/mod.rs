@@ -1,0 +1,521 @@
+//! The simulated Organization and Identity Center: the same traits as the AWS adapters,
+//! in-process, on tokio's clock (paused in tests and benchmarks, so 5,000 accounts simulate in
+//! well under a second and every run is reproducible from its seed).
+//!
+//! Calibrated to the published quotas: one 20 req/s bucket for all sso-admin calls, at most 10
+//! outstanding assignment operations ("There are too many requests processing"), one operation
+//! per account (`ConflictException`), lognormal provisioning latency (median 3 s, p99 15 s), 50-150
+//! ms per call. Every request that breaks a quota is counted as a violation; faults the user
+//! cannot avoid (throttle storms, 5xx, late FAILED) are injected on purpose and counted apart.
+
+pub mod org;
+
+use crate::error::{FanoutError, Result};
+use crate::model::*;
+use crate::ports::{IdentityCenter, OrgDirectory};
+use crate::tiers::{LatencyModel, Quotas};
+use async_trait::async_trait;
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+use rand_distr::{Distribution, LogNormal};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+use tokio::time::{sleep, Duration, Instant};
+
+/// Faults on purpose; all off by default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Faults {
+    /// Share of sso-admin calls that fail with a 5xx.
+    pub transient_rate: f64,
+    /// Share of operations that end FAILED after provisioning (e.g. account at its IAM role quota).
+    pub late_failure_rate: f64,
+    /// Windows (start, length) in seconds from the simulator's start in which every sso-admin
+    /// call is throttled, as when another tool floods the account-wide quota.
+    pub throttle_storms: Vec<(f64, f64)>,
+    /// Share of operations that provision far too slowly (ten times the drawn latency).
+    pub stuck_rate: f64,
+}
+
+impl Faults {
+    /// A rough day: 3% 5xx, 3% late FAILED, two throttle storms, 1% very slow operations.
+    pub fn chaos() -> Faults {
+        Faults { transient_rate: 0.03, late_failure_rate: 0.03, throttle_storms: vec![(4.0, 3.0), (30.0, 5.0)], stuck_rate: 0.01 }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub accounts: usize,
+    pub suspended_fraction: f64,
+    /// Share of accounts in which PlatformAdmins already has AdministratorAccess.
+    pub existing_fraction: f64,
+    pub latency: LatencyModel,
+    pub call_latency_ms: (u64, u64),
+    pub quotas: Quotas,
+    pub faults: Faults,
+    /// The stack runs in the delegated administrator account: the management account refuses.
+    pub delegated_admin: bool,
+    /// Organizations: requests per second before it throttles, accounts per page.
+    pub org_requests_per_second: f64,
+    pub org_page_size: usize,
+    /// Whether `ListAccountAssignmentCreationStatus`-style listing works (moto lacks it).
+    pub supports_status_listing: bool,
+}
+
+impl SimConfig {
+    pub fn new(accounts: usize, seed: u64) -> SimConfig {
+        SimConfig {
+            seed,
+            accounts,
+            suspended_fraction: 0.03,
+            existing_fraction: 0.1,
+            latency: LatencyModel::default(),
+            call_latency_ms: (50, 150),
+            quotas: Quotas::default(),
+            faults: Faults::default(),
+            delegated_admin: true,
+            org_requests_per_second: 20.0,
+            org_page_size: 20,
+            supports_status_listing: true,
+        }
+    }
+
+    /// A clean organization for benchmarks: all accounts ACTIVE, nothing assigned yet.
+    pub fn clean(accounts: usize, seed: u64) -> SimConfig {
+        SimConfig { suspended_fraction: 0.0, existing_fraction: 0.0, ..SimConfig::new(accounts, seed) }
+    }
+}
+
+/// One assignment operation as the simulator ran it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpRecord {
+    pub request_id: String,
+    pub account_id: String,
+    pub operation: Operation,
+    pub accepted_s: f64,
+    pub done_s: f64,
+    pub failed: bool,
+}
+
+/// Counters: every call, and every quota the caller broke.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SimCounters {
+    pub calls: BTreeMap<&'static str, u64>,
+    /// Calls refused because the 20 req/s bucket was empty (the caller broke the quota).
+    pub rate_violations: u64,
+    /// Creates/deletes refused with "too many requests processing".
+    pub outstanding_violations: u64,
+    /// Creates/deletes refused because the account had an operation running.
+    pub conflict_violations: u64,
+    /// Throttled by an injected storm (not the caller's fault).
+    pub storm_throttles: u64,
+    pub injected_5xx: u64,
+    pub org_calls: u64,
+    pub identity_store_calls: u64,
+}
+
+impl SimCounters {
+    pub fn sso_admin_calls(&self) -> u64 {
+        self.calls.values().sum()
+    }
+    pub fn violations(&self) -> u64 {
+        self.rate_violations + self.outstanding_violations + self.conflict_violations
+    }
+    pub fn throttled(&self) -> u64 {
+        self.rate_violations + self.outstanding_violations + self.storm_throttles
+    }
+}
+
+struct PendingOp {
+    account_id: String,
+    key: (String, String, String),
+    operation: Operation,
+    accepted: Instant,
+    done: Instant,
+    failure: Option<String>,
+}
+
+struct State {
+    rng: SmallRng,
+    tokens: f64,
+    last_refill: Instant,
+    org_tokens: f64,
+    org_last: Instant,
+    next_request: u64,
+    ops: HashMap<String, PendingOp>,
+    finished: HashMap<String, OpStatus>,
+    active_by_account: HashMap<String, String>,
+    /// (account, permission set ARN, principal id)
+    assignments: HashSet<(String, String, String)>,
+    counters: SimCounters,
+    log: Vec<OpRecord>,
+}
+
+pub struct SimCloud {
+    config: SimConfig,
+    org: OrgSnapshot,
+    permission_sets: Vec<PermissionSet>,
+    principals: Vec<Principal>,
+    started: Instant,
+    state: Mutex<State>,
+}
+
+impl SimCloud {
+    pub fn new(config: SimConfig) -> SimCloud {
+        let org = org::generate(&org::OrgSpec { accounts: config.accounts, seed: config.seed, suspended_fraction: config.suspended_fraction });
+        let permission_sets = org::permission_sets();
+        let principals = org::principals();
+        let mut rng = SmallRng::seed_from_u64(config.seed);
+        let mut assignments = HashSet::new();
+        for a in org.accounts.iter().filter(|a| a.id != org.management_account_id) {
+            if rng.random_bool(config.existing_fraction.clamp(0.0, 1.0)) {
+                assignments.insert((a.id.clone(), permission_sets[0].arn.clone(), principals[0].id.clone()));
+            }
+        }
+        let now = Instant::now();
+        let capacity = config.quotas.requests_per_second;
+        SimCloud {
+            state: Mutex::new(State {
+                rng,
+                tokens: capacity,
+                last_refill: now,
+                org_tokens: config.org_requests_per_second,
+                org_last: now,
+                next_request: 1,
+                ops: HashMap::new(),
+                finished: HashMap::new(),
+                active_by_account: HashMap::new(),
+                assignments,
+                counters: SimCounters::default(),
+                log: Vec::new(),
+            }),
+            config,
+            org,
+            permission_sets,
+            principals,
+            started: now,
+        }
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    pub fn org(&self) -> &OrgSnapshot {
+        &self.org
+    }
+
+    pub fn counters(&self) -> SimCounters {
+        self.state.lock().expect("sim").counters.clone()
+    }
+
+    /// Every operation accepted so far, settled up to now.
+    pub fn operations(&self) -> Vec<OpRecord> {
+        let mut s = self.state.lock().expect("sim");
+        self.settle(&mut s, Instant::now());
+        s.log.clone()
+    }
+
+    /// Operations still provisioning now.
+    pub fn outstanding(&self) -> usize {
+        let mut s = self.state.lock().expect("sim");
+        self.settle(&mut s, Instant::now());
+        s.ops.len()
+    }
+
+    /// Whether `principal` holds `permission_set_arn` in `account_id`, right now.
+    pub fn has_assignment(&self, account_id: &str, permission_set_arn: &str, principal_id: &str) -> bool {
+        let mut s = self.state.lock().expect("sim");
+        self.settle(&mut s, Instant::now());
+        s.assignments.contains(&(account_id.to_string(), permission_set_arn.to_string(), principal_id.to_string()))
+    }
+
+    /// When every accepted operation will have finished (seconds since the simulator started).
+    pub fn all_done_s(&self) -> f64 {
+        let s = self.state.lock().expect("sim");
+        let pending = s.ops.values().map(|o| self.secs(o.done)).fold(0.0, f64::max);
+        s.log.iter().map(|r| r.done_s).fold(pending, f64::max)
+    }
+
+    pub fn elapsed_s(&self) -> f64 {
+        self.secs(Instant::now())
+    }
+
+    fn secs(&self, t: Instant) -> f64 {
+        t.duration_since(self.started).as_secs_f64()
+    }
+
+    /// The provisioning latency of `account_id` for `op`: the same in every run with the same
+    /// seed, so strategies compared side by side face the same work.
+    pub fn provisioning_latency(&self, account_id: &str, op: Operation) -> Duration {
+        let mut rng = SmallRng::seed_from_u64(mix(self.config.seed, account_id, op as u64));
+        let l = &self.config.latency;
+        let dist = LogNormal::new(l.median_s.ln(), l.sigma()).expect("valid lognormal");
+        let mut secs: f64 = dist.sample(&mut rng);
+        if rng.random_bool(self.config.faults.stuck_rate.clamp(0.0, 1.0)) {
+            secs *= 10.0;
+        }
+        Duration::from_secs_f64(secs.clamp(0.2, 900.0))
+    }
+
+    fn late_failure(&self, account_id: &str, op: Operation) -> Option<String> {
+        if self.config.delegated_admin && account_id == self.org.management_account_id {
+            return Some("The management account cannot be assigned by a delegated administrator".into());
+        }
+        let mut rng = SmallRng::seed_from_u64(mix(self.config.seed ^ 0xfa11, account_id, op as u64));
+        rng.random_bool(self.config.faults.late_failure_rate.clamp(0.0, 1.0)).then(|| {
+            "Received a 409 status error: the account has reached its IAM role quota".to_string()
+        })
+    }
+
+    /// Moves operations whose time has come to their final state.
+    fn settle(&self, s: &mut State, now: Instant) {
+        let done: Vec<String> = s.ops.iter().filter(|(_, o)| o.done <= now).map(|(id, _)| id.clone()).collect();
+        for id in done {
+            let op = s.ops.remove(&id).expect("listed");
+            s.active_by_account.remove(&op.account_id);
+            let failed = op.failure.is_some();
+            if !failed {
+                match op.operation {
+                    Operation::Assign => s.assignments.insert(op.key.clone()),
+                    Operation::Revoke => s.assignments.remove(&op.key),
+                };
+            }
+            s.log.push(OpRecord {
+                request_id: id.clone(),
+                account_id: op.account_id.clone(),
+                operation: op.operation,
+                accepted_s: self.secs(op.accepted),
+                done_s: self.secs(op.done),
+                failed,
+            });
+            let state = if failed { OpState::Failed } else { OpState::Succeeded };
+            s.finished.insert(id.clone(), OpStatus { request_id: id, state, failure_reason: op.failure });
+        }
+    }
+
+    fn in_storm(&self, now: Instant) -> bool {
+        let t = self.secs(now);
+        self.config.faults.throttle_storms.iter().any(|(start, len)| t >= *start && t < start + len)
+    }
+
+    /// Network delay of half a call, drawn from the configured range.
+    fn half_call(&self) -> Duration {
+        let (lo, hi) = self.config.call_latency_ms;
+        let ms = self.state.lock().expect("sim").rng.random_range(lo..=hi.max(lo));
+        Duration::from_millis(ms / 2)
+    }
+
+    /// One sso-admin request: travel, quota checks and `body` at the server, travel back.
+    async fn sso_call<T>(&self, api: &'static str, body: impl FnOnce(&mut State, Instant) -> Result<T>) -> Result<T> {
+        sleep(self.half_call()).await;
+        let result = {
+            let mut s = self.state.lock().expect("sim");
+            let now = Instant::now();
+            *s.counters.calls.entry(api).or_default() += 1;
+            let q = &self.config.quotas;
+            let dt = now.duration_since(s.last_refill).as_secs_f64();
+            s.tokens = (s.tokens + dt * q.requests_per_second).min(q.requests_per_second);
+            s.last_refill = now;
+            if self.in_storm(now) {
+                s.counters.storm_throttles += 1;
+                Err(FanoutError::Throttled { api: api.into(), message: "Rate exceeded".into() })
+            } else if s.tokens < 1.0 {
+                s.counters.rate_violations += 1;
+                Err(FanoutError::Throttled { api: api.into(), message: "Rate exceeded".into() })
+            } else {
+                s.tokens -= 1.0;
+                let fault = self.config.faults.transient_rate;
+                if fault > 0.0 && s.rng.random_bool(fault.clamp(0.0, 1.0)) {
+                    s.counters.injected_5xx += 1;
+                    Err(FanoutError::Transient { api: api.into(), message: "InternalServerException (simulated 500)".into() })
+                } else {
+                    self.settle(&mut s, now);
+                    body(&mut s, now)
+                }
+            }
+        };
+        sleep(self.half_call()).await;
+        result
+    }
+
+    fn start_operation(&self, s: &mut State, now: Instant, key: &AssignmentKey, op: Operation, api: &'static str) -> Result<OpStatus> {
+        if s.active_by_account.contains_key(&key.account_id) {
+            s.counters.conflict_violations += 1;
+            return Err(FanoutError::Conflict {
+                api: api.into(),
+                message: format!("An operation is already in progress for account {}", key.account_id),
+            });
+        }
+        if s.ops.len() >= self.config.quotas.max_outstanding_operations as usize {
+            s.counters.outstanding_violations += 1;
+            return Err(FanoutError::Throttled { api: api.into(), message: "There are too many requests processing".into() });
+        }
+        let tuple = (key.account_id.clone(), key.permission_set_arn.clone(), key.principal_id.clone());
+        if op == Operation::Revoke && !s.assignments.contains(&tuple) {
+            return Err(FanoutError::not_found("account assignment", format!("{} in {}", key.permission_set_arn, key.account_id), ""));
+        }
+        let id = format!("{:08x}-5e11-4a5b-9c0d-{:012x}", self.config.seed as u32, s.next_request);
+        s.next_request += 1;
+        let done = now + self.provisioning_latency(&key.account_id, op);
+        s.active_by_account.insert(key.account_id.clone(), id.clone());
+        s.ops.insert(
+            id.clone(),
+            PendingOp { account_id: key.account_id.clone(), key: tuple, operation: op, accepted: now, done, failure: self.late_failure(&key.account_id, op) },
+        );
+        Ok(OpStatus { request_id: id, state: OpState::InProgress, failure_reason: None })
+    }
+
+    async fn org_calls(&self, calls: u64) {
+        // Organizations throttles at its own rate: wait for its tokens, as the SDK's retries would.
+        let wait = {
+            let mut s = self.state.lock().expect("sim");
+            s.counters.org_calls += calls;
+            let now = Instant::now();
+            let rate = self.config.org_requests_per_second;
+            s.org_tokens = (s.org_tokens + now.duration_since(s.org_last).as_secs_f64() * rate).min(rate);
+            s.org_last = now;
+            s.org_tokens -= calls as f64;
+            if s.org_tokens < 0.0 { Duration::from_secs_f64(-s.org_tokens / rate) } else { Duration::ZERO }
+        };
+        sleep(wait + self.half_call() * 2).await;
+    }
+}
+
+fn mix(seed: u64, account: &str, salt: u64) -> u64 {
+    // FNV-1a over the account id, folded with the seed and salt (stable across platforms).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed.rotate_left(17) ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for b in account.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x1000_0000_01b3);
+    }
+    h
+}
+
+#[async_trait]
+impl OrgDirectory for SimCloud {
+    async fn snapshot(&self) -> Result<OrgSnapshot> {
+        // DescribeOrganization + ListRoots, the OU walk, account pages per OU, tags per account.
+        let pages = self.org.accounts.len().div_ceil(self.config.org_page_size) as u64;
+        let calls = 2 + 2 * org::OUS.len() as u64 + pages + self.org.accounts.len() as u64;
+        self.org_calls(calls).await;
+        let mut snapshot = self.org.clone();
+        snapshot.fetched_at = crate::plan::unix_now();
+        Ok(snapshot)
+    }
+}
+
+#[async_trait]
+impl IdentityCenter for SimCloud {
+    async fn instance(&self) -> Result<Instance> {
+        self.sso_call("ListInstances", |_, _| {
+            Ok(Instance { instance_arn: org::INSTANCE_ARN.into(), identity_store_id: org::IDENTITY_STORE_ID.into() })
+        })
+        .await
+    }
+
+    async fn resolve_permission_set(&self, name_or_arn: &str) -> Result<PermissionSet> {
+        let sets = self.permission_sets.clone();
+        let describes = self.sso_call("ListPermissionSets", |_, _| Ok(sets.len())).await?;
+        for _ in 0..describes {
+            self.sso_call("DescribePermissionSet", |_, _| Ok(())).await?;
+        }
+        self.permission_sets
+            .iter()
+            .find(|p| p.arn == name_or_arn || p.name == name_or_arn)
+            .cloned()
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.permission_sets.iter().map(|p| p.name.as_str()).collect();
+                FanoutError::not_found("permission set", name_or_arn, format!("known: {}", known.join(", ")))
+            })
+    }
+
+    async fn resolve_principal(&self, kind: PrincipalType, name: Option<&str>, id: Option<&str>) -> Result<Principal> {
+        self.state.lock().expect("sim").counters.identity_store_calls += 1;
+        sleep(self.half_call() * 2).await;
+        let what = match kind {
+            PrincipalType::Group => "group",
+            PrincipalType::User => "user",
+        };
+        self.principals
+            .iter()
+            .find(|p| p.kind == kind && (id.is_some_and(|i| i == p.id) || name.is_some_and(|n| Some(n) == p.name.as_deref())))
+            .cloned()
+            .ok_or_else(|| FanoutError::not_found(what, name.or(id).unwrap_or_default(), "check the Identity Store name (case-sensitive)"))
+    }
+
+    async fn assigned_accounts(&self, principal: &Principal, permission_set_arn: &str, _candidates: &[String]) -> Result<BTreeSet<String>> {
+        let found: BTreeSet<String> = {
+            let mut s = self.state.lock().expect("sim");
+            self.settle(&mut s, Instant::now());
+            s.assignments
+                .iter()
+                .filter(|(_, ps, p)| ps == permission_set_arn && p == &principal.id)
+                .map(|(a, _, _)| a.clone())
+                .collect()
+        };
+        // ListAccountAssignmentsForPrincipal returns up to 100 per page.
+        let pages = found.len().div_ceil(100).max(1);
+        for _ in 0..pages {
+            self.sso_call("ListAccountAssignmentsForPrincipal", |_, _| Ok(())).await?;
+        }
+        Ok(found)
+    }
+
+    async fn create_assignment(&self, key: &AssignmentKey) -> Result<OpStatus> {
+        self.sso_call("CreateAccountAssignment", |s, now| self.start_operation(s, now, key, Operation::Assign, "CreateAccountAssignment"))
+            .await
+    }
+
+    async fn delete_assignment(&self, key: &AssignmentKey) -> Result<OpStatus> {
+        self.sso_call("DeleteAccountAssignment", |s, now| self.start_operation(s, now, key, Operation::Revoke, "DeleteAccountAssignment"))
+            .await
+    }
+
+    async fn operation_status(&self, op: Operation, request_id: &str) -> Result<OpStatus> {
+        let api = match op {
+            Operation::Assign => "DescribeAccountAssignmentCreationStatus",
+            Operation::Revoke => "DescribeAccountAssignmentDeletionStatus",
+        };
+        self.sso_call(api, |s, _| {
+            if s.ops.contains_key(request_id) {
+                return Ok(OpStatus { request_id: request_id.into(), state: OpState::InProgress, failure_reason: None });
+            }
+            s.finished.get(request_id).cloned().ok_or_else(|| FanoutError::not_found("request", request_id, ""))
+        })
+        .await
+    }
+
+    async fn in_progress_operations(&self, op: Operation) -> Result<BTreeSet<String>> {
+        let api = match op {
+            Operation::Assign => "ListAccountAssignmentCreationStatus",
+            Operation::Revoke => "ListAccountAssignmentDeletionStatus",
+        };
+        if !self.config.supports_status_listing {
+            return Err(FanoutError::Unsupported { api: api.into(), message: "not implemented by this endpoint".into() });
+        }
+        self.sso_call(api, |s, _| Ok(s.ops.iter().filter(|(_, o)| o.operation == op).map(|(id, _)| id.clone()).collect())).await
+    }
+}
+
+impl SimCloud {
+    /// `ListAccountAssignments` for one account and permission set (the seed's existence check).
+    pub async fn list_account_assignments(&self, account_id: &str, permission_set_arn: &str) -> Result<Vec<String>> {
+        self.sso_call("ListAccountAssignments", |s, _| {
+            Ok(s.assignments
+                .iter()
+                .filter(|(a, ps, _)| a == account_id && ps == permission_set_arn)
+                .map(|(_, _, p)| p.clone())
+                .collect())
+        })
+        .await
+    }
+}
+
+impl SimCloud {
+    /// A permission set's ARN by name without spending calls (bench set-up).
+    pub fn resolve_permission_set_quiet(&self, name: &str) -> Result<String> {
+        self.permission_sets.iter().find(|p| p.name == name).map(|p| p.arn.clone()).ok_or_else(|| FanoutError::not_found("permission set", name, ""))
+    }
+}

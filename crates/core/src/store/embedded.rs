@@ -1,0 +1,233 @@
+//! The CLI's default store: one redb file in the user's data directory, so the account cache
+//! and past runs persist without any AWS resource. Values are JSON.
+
+use super::{supersedes, RunRecord, RunStatus, RunStore};
+use crate::error::{FanoutError, Result};
+use crate::model::{AccountResult, OrgSnapshot};
+use crate::report::RunSummary;
+use async_trait::async_trait;
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{de::DeserializeOwned, Serialize};
+use std::path::{Path, PathBuf};
+
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+const RUNS: TableDefinition<&str, &str> = TableDefinition::new("runs");
+/// Key: "<run id>/<account id>".
+const RESULTS: TableDefinition<&str, &str> = TableDefinition::new("results");
+const LATENCIES: TableDefinition<u64, u64> = TableDefinition::new("latencies");
+
+const ORG_KEY: &str = "org";
+const MAX_LATENCY_SAMPLES: u64 = 5_000;
+
+pub struct EmbeddedStore {
+    db: Database,
+    path: PathBuf,
+}
+
+fn store_err(e: impl std::fmt::Display) -> FanoutError {
+    FanoutError::Store(e.to_string())
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(store_err)
+}
+
+fn from_json<T: DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(store_err)
+}
+
+impl EmbeddedStore {
+    pub fn open(path: &Path) -> Result<EmbeddedStore> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| FanoutError::Store(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let db = Database::create(path).map_err(|e| FanoutError::Store(format!("cannot open {}: {e}", path.display())))?;
+        let tx = db.begin_write().map_err(store_err)?;
+        {
+            tx.open_table(META).map_err(store_err)?;
+            tx.open_table(RUNS).map_err(store_err)?;
+            tx.open_table(RESULTS).map_err(store_err)?;
+            tx.open_table(LATENCIES).map_err(store_err)?;
+        }
+        tx.commit().map_err(store_err)?;
+        Ok(EmbeddedStore { db, path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<T>) -> Result<T> {
+        let tx = self.db.begin_read().map_err(store_err)?;
+        f(&tx)
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&redb::WriteTransaction) -> Result<T>) -> Result<T> {
+        let tx = self.db.begin_write().map_err(store_err)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(store_err)?;
+        Ok(out)
+    }
+
+    fn get_json<T: DeserializeOwned>(&self, table: TableDefinition<&str, &str>, key: &str) -> Result<Option<T>> {
+        self.read(|tx| {
+            let t = tx.open_table(table).map_err(store_err)?;
+            let value = t.get(key).map_err(store_err)?;
+            value.map(|v| from_json(v.value())).transpose()
+        })
+    }
+
+    fn put_json<T: Serialize>(&self, table: TableDefinition<&str, &str>, key: &str, value: &T) -> Result<()> {
+        let json = to_json(value)?;
+        self.write(|tx| {
+            tx.open_table(table).map_err(store_err)?.insert(key, json.as_str()).map_err(store_err)?;
+            Ok(())
+        })
+    }
+}
+
+// redb calls are synchronous and short (local file, small values): run them inline.
+#[async_trait]
+impl RunStore for EmbeddedStore {
+    async fn cached_org(&self) -> Result<Option<OrgSnapshot>> {
+        self.get_json(META, ORG_KEY)
+    }
+
+    async fn put_org(&self, snapshot: &OrgSnapshot) -> Result<()> {
+        self.put_json(META, ORG_KEY, snapshot)
+    }
+
+    async fn put_run(&self, record: &RunRecord) -> Result<()> {
+        let json = to_json(record)?;
+        self.write(|tx| {
+            let mut t = tx.open_table(RUNS).map_err(store_err)?;
+            if t.get(record.plan.run_id.as_str()).map_err(store_err)?.is_some() {
+                return Err(FanoutError::Store(format!("run {} exists", record.plan.run_id)));
+            }
+            t.insert(record.plan.run_id.as_str(), json.as_str()).map_err(store_err)?;
+            Ok(())
+        })
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        self.get_json(RUNS, run_id)
+    }
+
+    async fn update_run(&self, run_id: &str, status: RunStatus, summary: Option<&RunSummary>) -> Result<()> {
+        let mut record: RunRecord = self.get_json(RUNS, run_id)?.ok_or_else(|| FanoutError::Store(format!("no run {run_id}")))?;
+        record.status = status;
+        if let Some(s) = summary {
+            record.summary = Some(s.clone());
+        }
+        self.put_json(RUNS, run_id, &record)
+    }
+
+    async fn list_runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
+        self.read(|tx| {
+            let t = tx.open_table(RUNS).map_err(store_err)?;
+            let mut out = Vec::new();
+            for entry in t.iter().map_err(store_err)?.rev().take(limit) {
+                let (_, v) = entry.map_err(store_err)?;
+                out.push(from_json(v.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    async fn put_result(&self, result: &AccountResult) -> Result<()> {
+        let key = format!("{}/{}", result.run_id, result.account_id);
+        let json = to_json(result)?;
+        self.write(|tx| {
+            let mut t = tx.open_table(RESULTS).map_err(store_err)?;
+            let old: Option<AccountResult> = t.get(key.as_str()).map_err(store_err)?.map(|v| from_json(v.value())).transpose()?;
+            if old.is_none_or(|old| supersedes(result, &old)) {
+                t.insert(key.as_str(), json.as_str()).map_err(store_err)?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn results(&self, run_id: &str) -> Result<Vec<AccountResult>> {
+        let lo = format!("{run_id}/");
+        let hi = format!("{run_id}0"); // '0' sorts right after '/'
+        self.read(|tx| {
+            let t = tx.open_table(RESULTS).map_err(store_err)?;
+            let mut out = Vec::new();
+            for entry in t.range(lo.as_str()..hi.as_str()).map_err(store_err)? {
+                let (_, v) = entry.map_err(store_err)?;
+                out.push(from_json(v.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    async fn latency_samples(&self, limit: usize) -> Result<Vec<u64>> {
+        self.read(|tx| {
+            let t = tx.open_table(LATENCIES).map_err(store_err)?;
+            let mut out: Vec<u64> = Vec::new();
+            for entry in t.iter().map_err(store_err)?.rev().take(limit) {
+                out.push(entry.map_err(store_err)?.1.value());
+            }
+            out.reverse();
+            Ok(out)
+        })
+    }
+
+    async fn add_latency_samples(&self, samples: &[u64]) -> Result<()> {
+        self.write(|tx| {
+            let mut t = tx.open_table(LATENCIES).map_err(store_err)?;
+            let mut next = t.last().map_err(store_err)?.map(|(k, _)| k.value() + 1).unwrap_or(0);
+            for s in samples {
+                t.insert(next, *s).map_err(store_err)?;
+                next += 1;
+            }
+            // Keep the most recent samples only.
+            let first_kept = next.saturating_sub(MAX_LATENCY_SAMPLES);
+            t.retain_in(..first_kept, |_, _| false).map_err(store_err)?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Action, Outcome};
+
+    fn result(outcome: Outcome) -> AccountResult {
+        AccountResult {
+            run_id: "run-1".into(),
+            batch: 0,
+            account_id: "111111111111".into(),
+            account_name: "a".into(),
+            action: Action::Create,
+            outcome,
+            request_id: None,
+            reason: None,
+            attempts: 1,
+            duration_ms: 5,
+            provisioning_ms: Some(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn results_persist_and_final_outcomes_are_never_overwritten_by_timeouts() {
+        let dir = std::env::temp_dir().join(format!("sso-fanout-test-{}", rand::random::<u64>()));
+        let path = dir.join("store.redb");
+        {
+            let store = EmbeddedStore::open(&path).unwrap();
+            store.put_result(&result(Outcome::Succeeded)).await.unwrap();
+            store.put_result(&result(Outcome::TimedOut)).await.unwrap();
+            let mut other = result(Outcome::Failed);
+            other.run_id = "run-10".into();
+            store.put_result(&other).await.unwrap();
+            store.add_latency_samples(&[1, 2, 3]).await.unwrap();
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        let results = store.results("run-1").await.unwrap();
+        assert_eq!(results.len(), 1);
+        assert_eq!(results[0].outcome, Outcome::Succeeded);
+        assert_eq!(store.latency_samples(2).await.unwrap(), vec![2, 3]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,92 @@
+//! In-memory store for tests and simulator runs.
+
+use super::{supersedes, RunRecord, RunStatus, RunStore};
+use crate::error::{FanoutError, Result};
+use crate::model::{AccountResult, OrgSnapshot};
+use crate::report::RunSummary;
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    org: Option<OrgSnapshot>,
+    runs: BTreeMap<String, RunRecord>,
+    results: BTreeMap<(String, String), AccountResult>,
+    latencies: Vec<u64>,
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+}
+
+#[async_trait]
+impl RunStore for MemoryStore {
+    async fn cached_org(&self) -> Result<Option<OrgSnapshot>> {
+        Ok(self.inner.lock().expect("store").org.clone())
+    }
+
+    async fn put_org(&self, snapshot: &OrgSnapshot) -> Result<()> {
+        self.inner.lock().expect("store").org = Some(snapshot.clone());
+        Ok(())
+    }
+
+    async fn put_run(&self, record: &RunRecord) -> Result<()> {
+        let mut inner = self.inner.lock().expect("store");
+        if inner.runs.contains_key(&record.plan.run_id) {
+            return Err(FanoutError::Store(format!("run {} exists", record.plan.run_id)));
+        }
+        inner.runs.insert(record.plan.run_id.clone(), record.clone());
+        Ok(())
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        Ok(self.inner.lock().expect("store").runs.get(run_id).cloned())
+    }
+
+    async fn update_run(&self, run_id: &str, status: RunStatus, summary: Option<&RunSummary>) -> Result<()> {
+        let mut inner = self.inner.lock().expect("store");
+        let run = inner.runs.get_mut(run_id).ok_or_else(|| FanoutError::Store(format!("no run {run_id}")))?;
+        run.status = status;
+        if let Some(s) = summary {
+            run.summary = Some(s.clone());
+        }
+        Ok(())
+    }
+
+    async fn list_runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
+        Ok(self.inner.lock().expect("store").runs.values().rev().take(limit).cloned().collect())
+    }
+
+    async fn put_result(&self, result: &AccountResult) -> Result<()> {
+        let mut inner = self.inner.lock().expect("store");
+        let key = (result.run_id.clone(), result.account_id.clone());
+        if inner.results.get(&key).is_none_or(|old| supersedes(result, old)) {
+            inner.results.insert(key, result.clone());
+        }
+        Ok(())
+    }
+
+    async fn results(&self, run_id: &str) -> Result<Vec<AccountResult>> {
+        let inner = self.inner.lock().expect("store");
+        Ok(inner.results.iter().filter(|((r, _), _)| r == run_id).map(|(_, v)| v.clone()).collect())
+    }
+
+    async fn latency_samples(&self, limit: usize) -> Result<Vec<u64>> {
+        let inner = self.inner.lock().expect("store");
+        let skip = inner.latencies.len().saturating_sub(limit);
+        Ok(inner.latencies[skip..].to_vec())
+    }
+
+    async fn add_latency_samples(&self, samples: &[u64]) -> Result<()> {
+        self.inner.lock().expect("store").latencies.extend_from_slice(samples);
+        Ok(())
+    }
+}

@@ -1,0 +1,69 @@
+//! Where runs, results, the account cache and observed latencies live. The CLI defaults to the
+//! embedded store (a redb file in the user's data dir); tests use memory; Lambdas use DynamoDB
+//! (`sso-fanout-aws`).
+
+mod embedded;
+mod memory;
+
+pub use embedded::EmbeddedStore;
+pub use memory::MemoryStore;
+
+use crate::error::Result;
+use crate::model::{AccountResult, OrgSnapshot};
+use crate::plan::Plan;
+use crate::report::RunSummary;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// Lifecycle of a run as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Planned,
+    Running,
+    Finished,
+}
+
+/// A stored run: the plan (which holds the request and batches) and, once reported, the summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    pub plan: Plan,
+    pub status: RunStatus,
+    #[serde(default)]
+    pub summary: Option<RunSummary>,
+}
+
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    /// The cached organization snapshot, if any (freshness is the caller's decision).
+    async fn cached_org(&self) -> Result<Option<OrgSnapshot>>;
+    async fn put_org(&self, snapshot: &OrgSnapshot) -> Result<()>;
+
+    /// Stores a new run. Fails if the run id exists.
+    async fn put_run(&self, record: &RunRecord) -> Result<()>;
+    async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>>;
+    async fn update_run(&self, run_id: &str, status: RunStatus, summary: Option<&RunSummary>) -> Result<()>;
+    /// Most recent runs first.
+    async fn list_runs(&self, limit: usize) -> Result<Vec<RunRecord>>;
+
+    /// Records one account's result; a second write for the same (run, account) replaces the
+    /// first only if it is at least as final (a retried worker never loses a final result).
+    async fn put_result(&self, result: &AccountResult) -> Result<()>;
+    async fn results(&self, run_id: &str) -> Result<Vec<AccountResult>>;
+
+    /// Provisioning latencies (ms) observed in past runs, most recent last, at most `limit`.
+    async fn latency_samples(&self, limit: usize) -> Result<Vec<u64>>;
+    async fn add_latency_samples(&self, samples: &[u64]) -> Result<()>;
+}
+
+/// Whether `new` may replace `old` for the same (run, account): final outcomes win over
+/// timed-out ones, and a final outcome is never replaced by a non-final one.
+pub fn supersedes(new: &AccountResult, old: &AccountResult) -> bool {
+    use crate::model::Outcome::*;
+    let rank = |o| match o {
+        TimedOut => 0,
+        Skipped | Succeeded | Failed => 1,
+    };
+    rank(new.outcome) >= rank(old.outcome)
+}

@@ -1,0 +1,186 @@
+//! Which accounts a request targets. The rule, exactly:
+//!
+//! 1. An account is *selected* when it matches every selector given among `filter`, `ous` and
+//!    `tags` (an account matches `ous` when any listed OU is its parent or an ancestor), or
+//!    when its id is listed in `accounts`.
+//! 2. Then `exclude` removes accounts by id.
+//! 3. Only ACTIVE accounts are targets. The management account is a target only when listed in
+//!    `accounts` (a wildcard, OU or tag never selects it).
+//!
+//! `filter` is a case-sensitive wildcard on the account name (`*` any run, `?` one character),
+//! or `tag:Key=Value` (the seed's form; the same as `tags: {Key: Value}`).
+
+use crate::error::{FanoutError, Result};
+use crate::model::{Account, AccountStatus, OrgSnapshot};
+use crate::request::Targets;
+use std::collections::BTreeSet;
+use wildmatch::WildMatch;
+
+#[derive(Debug, Clone)]
+pub enum NameFilter {
+    Name(WildMatch),
+    Tag { key: String, value: String },
+}
+
+impl NameFilter {
+    pub fn parse(text: &str) -> Result<NameFilter> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(FanoutError::invalid("targets.filter", "\"\"", "a wildcard such as \"*\", \"prod-*\" or \"tag:env=prod\""));
+        }
+        if let Some(rest) = text.strip_prefix("tag:") {
+            return match rest.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok(NameFilter::Tag { key: k.to_string(), value: v.to_string() }),
+                _ => Err(FanoutError::invalid("targets.filter", text, "tag:Key=Value, e.g. tag:env=prod")),
+            };
+        }
+        Ok(NameFilter::Name(WildMatch::new(text)))
+    }
+
+    pub fn matches(&self, account: &Account) -> bool {
+        match self {
+            NameFilter::Name(w) => w.matches(&account.name),
+            NameFilter::Tag { key, value } => account.tags.get(key) == Some(value),
+        }
+    }
+}
+
+/// Why an account was considered but is not a target (shown by `plan --verbose`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection<'a> {
+    pub targets: Vec<&'a Account>,
+    /// Selected but not ACTIVE.
+    pub inactive: Vec<&'a Account>,
+    /// Ids listed in `accounts` that the organization does not have.
+    pub unknown_ids: Vec<String>,
+}
+
+pub fn select<'a>(org: &'a OrgSnapshot, targets: &Targets) -> Result<Selection<'a>> {
+    let filter = targets.filter.as_deref().map(NameFilter::parse).transpose()?;
+    let listed: BTreeSet<&str> = targets.accounts.iter().map(String::as_str).collect();
+    let excluded: BTreeSet<&str> = targets.exclude.iter().map(String::as_str).collect();
+    let has_selector = filter.is_some() || !targets.ous.is_empty() || !targets.tags.is_empty();
+
+    let by_selectors = |a: &Account| {
+        has_selector
+            && a.id != org.management_account_id
+            && filter.as_ref().is_none_or(|f| f.matches(a))
+            && (targets.ous.is_empty() || targets.ous.iter().any(|ou| a.ou_path.iter().any(|p| p == ou) || is_root(ou)))
+            && targets.tags.iter().all(|(k, v)| a.tags.get(k) == Some(v))
+    };
+
+    let mut selection = Selection { targets: vec![], inactive: vec![], unknown_ids: vec![] };
+    for account in &org.accounts {
+        let chosen = listed.contains(account.id.as_str()) || by_selectors(account);
+        if !chosen || excluded.contains(account.id.as_str()) {
+            continue;
+        }
+        if account.status == AccountStatus::Active {
+            selection.targets.push(account);
+        } else {
+            selection.inactive.push(account);
+        }
+    }
+    let known: BTreeSet<&str> = org.accounts.iter().map(|a| a.id.as_str()).collect();
+    selection.unknown_ids = listed.iter().filter(|id| !known.contains(*id)).map(|s| s.to_string()).collect();
+    Ok(selection)
+}
+
+fn is_root(id: &str) -> bool {
+    id.starts_with("r-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn acct(id: &str, name: &str, status: AccountStatus, ous: &[&str], tags: &[(&str, &str)]) -> Account {
+        Account {
+            id: id.into(),
+            name: name.into(),
+            email: format!("{name}@example.com"),
+            status,
+            ou_path: ous.iter().map(|s| s.to_string()).collect(),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    fn org() -> OrgSnapshot {
+        use AccountStatus::*;
+        OrgSnapshot {
+            organization_id: "o-test".into(),
+            management_account_id: "000000000000".into(),
+            fetched_at: 0,
+            accounts: vec![
+                acct("000000000000", "management", Active, &[], &[]),
+                acct("111111111111", "prod-payments", Active, &["ou-prod-aaaaaaaa"], &[("env", "prod")]),
+                acct("222222222222", "prod-search", Active, &["ou-prod-aaaaaaaa", "ou-prod-bbbbbbbb"], &[("env", "prod"), ("team", "search")]),
+                acct("333333333333", "dev-sandbox", Active, &["ou-dev-cccccccc"], &[("env", "dev")]),
+                acct("444444444444", "prod-legacy", Suspended, &["ou-prod-aaaaaaaa"], &[("env", "prod")]),
+            ],
+        }
+    }
+
+    fn ids(t: &Targets) -> Vec<String> {
+        let o = org();
+        select(&o, t).unwrap().targets.iter().map(|a| a.id.clone()).collect()
+    }
+
+    #[test]
+    fn wildcard_selects_active_non_management_accounts() {
+        let t = Targets { filter: Some("*".into()), ..Default::default() };
+        assert_eq!(ids(&t), ["111111111111", "222222222222", "333333333333"]);
+        let t = Targets { filter: Some("prod-*".into()), ..Default::default() };
+        assert_eq!(ids(&t), ["111111111111", "222222222222"]);
+        let t = Targets { filter: Some("*-sandbox".into()), ..Default::default() };
+        assert_eq!(ids(&t), ["333333333333"]);
+    }
+
+    #[test]
+    fn suspended_accounts_are_reported_not_targeted() {
+        let o = org();
+        let s = select(&o, &Targets { filter: Some("prod-*".into()), ..Default::default() }).unwrap();
+        assert_eq!(s.inactive.len(), 1);
+        assert_eq!(s.inactive[0].id, "444444444444");
+    }
+
+    #[test]
+    fn selectors_are_anded_and_accounts_are_ored() {
+        let t = Targets { filter: Some("prod-*".into()), tags: [("team".into(), "search".into())].into(), ..Default::default() };
+        assert_eq!(ids(&t), ["222222222222"]);
+        let t = Targets {
+            tags: [("team".into(), "search".into())].into(),
+            accounts: vec!["333333333333".into()],
+            ..Default::default()
+        };
+        assert_eq!(ids(&t), ["222222222222", "333333333333"]);
+    }
+
+    #[test]
+    fn ou_selection_is_recursive() {
+        let t = Targets { ous: vec!["ou-prod-aaaaaaaa".into()], ..Default::default() };
+        assert_eq!(ids(&t), ["111111111111", "222222222222"]);
+        let t = Targets { ous: vec!["ou-prod-bbbbbbbb".into()], ..Default::default() };
+        assert_eq!(ids(&t), ["222222222222"]);
+    }
+
+    #[test]
+    fn tag_filter_form_equals_tags_map() {
+        let a = Targets { filter: Some("tag:env=prod".into()), ..Default::default() };
+        let b = Targets { tags: [("env".into(), "prod".into())].into(), ..Default::default() };
+        assert_eq!(ids(&a), ids(&b));
+        assert!(NameFilter::parse("tag:=x").is_err());
+    }
+
+    #[test]
+    fn management_account_only_when_listed() {
+        let t = Targets { filter: Some("*".into()), exclude: vec!["111111111111".into()], ..Default::default() };
+        assert!(!ids(&t).contains(&"000000000000".to_string()));
+        assert!(!ids(&t).contains(&"111111111111".to_string()));
+        let t = Targets { accounts: vec!["000000000000".into(), "999999999999".into()], ..Default::default() };
+        assert_eq!(ids(&t), ["000000000000"]);
+        let o = org();
+        assert_eq!(select(&o, &t).unwrap().unknown_ids, ["999999999999"]);
+    }
+}

@@ -1,0 +1,249 @@
+//! The published Identity Center quotas and the tier table. This file is the one place where
+//! these numbers live; the planner, the estimate, the simulator and the bench all read them here.
+
+use crate::model::Operation;
+use serde::{Deserialize, Serialize};
+
+/// IAM Identity Center throttle limits (user guide, "Quotas"); not adjustable.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Quotas {
+    /// All sso-admin APIs together, requests per second, per account and region.
+    pub requests_per_second: f64,
+    /// CreateAccountAssignment / DeleteAccountAssignment operations outstanding at once.
+    pub max_outstanding_operations: u32,
+    /// Assignment operations on one account at a time.
+    pub operations_per_account: u32,
+    /// Fraction of the request rate we plan to use: the rate limit is account-wide, so a bit
+    /// stays free for the console and other tools, and for jitter in call latency.
+    pub rate_headroom: f64,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas { requests_per_second: 20.0, max_outstanding_operations: 10, operations_per_account: 1, rate_headroom: 0.9 }
+    }
+}
+
+impl Quotas {
+    pub fn planned_rate(&self) -> f64 {
+        self.requests_per_second * self.rate_headroom
+    }
+}
+
+/// One row of the tier table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tier {
+    pub name: String,
+    /// The tier applies to organizations with at most this many accounts (None = any size).
+    pub max_accounts: Option<usize>,
+    /// Accounts to work on at once, as the seed's table asks (clamped to the quota).
+    pub concurrency: u32,
+    /// Accounts per worker batch. None = as many as fit in the worker's time budget.
+    pub batch_size: Option<u32>,
+    /// The seed's fixed delay between its chunks. sso-fanout paces with a token bucket instead;
+    /// kept so the bench can model the seed faithfully.
+    pub chunk_delay_ms: u64,
+}
+
+/// The tier table: organization size -> settings. Defaults follow the seed's table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TierTable {
+    pub tiers: Vec<Tier>,
+    /// Revoke runs get this many more concurrent accounts (seed: +5).
+    pub revoke_extra_concurrency: u32,
+    /// Revoke runs multiply the chunk delay by this (seed: 20% faster).
+    pub revoke_delay_factor: f64,
+}
+
+impl TierTable {
+    /// The seed's table, verbatim: what its users were promised, and what the bench models.
+    pub fn seed() -> TierTable {
+        let tier = |name: &str, max, concurrency, batch, delay| Tier {
+            name: name.into(),
+            max_accounts: max,
+            concurrency,
+            batch_size: batch,
+            chunk_delay_ms: delay,
+        };
+        TierTable {
+            tiers: vec![
+                tier("small", Some(10), 15, None, 100),
+                tier("medium", Some(50), 25, Some(50), 50),
+                tier("large", None, 30, Some(50), 20),
+            ],
+            revoke_extra_concurrency: 5,
+            revoke_delay_factor: 0.8,
+        }
+    }
+
+    /// sso-fanout's defaults: the seed's tiers and concurrency, but batches sized to the
+    /// worker's time budget. The seed's 50-account chunks drain to zero in-flight operations at
+    /// every boundary; `sso-fanout bench --batch-size 50` measures what that costs.
+    pub fn sso_fanout_default() -> TierTable {
+        let mut table = TierTable::seed();
+        for tier in &mut table.tiers {
+            tier.batch_size = None;
+        }
+        table
+    }
+
+    /// The tier for an organization of `org_accounts` accounts.
+    pub fn pick(&self, org_accounts: usize) -> &Tier {
+        self.tiers
+            .iter()
+            .find(|t| t.max_accounts.is_none_or(|m| org_accounts <= m))
+            .unwrap_or_else(|| self.tiers.last().expect("tier table is never empty"))
+    }
+
+    pub fn concurrency(&self, tier: &Tier, op: Operation) -> u32 {
+        match op {
+            Operation::Assign => tier.concurrency,
+            Operation::Revoke => tier.concurrency + self.revoke_extra_concurrency,
+        }
+    }
+
+    pub fn chunk_delay_ms(&self, tier: &Tier, op: Operation) -> u64 {
+        match op {
+            Operation::Assign => tier.chunk_delay_ms,
+            Operation::Revoke => (tier.chunk_delay_ms as f64 * self.revoke_delay_factor).round() as u64,
+        }
+    }
+}
+
+/// Provisioning latency assumption: a lognormal distribution given by its median and p99.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencyModel {
+    pub median_s: f64,
+    pub p99_s: f64,
+    /// Where the numbers come from: "default" or "observed (N samples)".
+    #[serde(default)]
+    pub samples: usize,
+}
+
+/// z-score of the 99th percentile of a standard normal distribution.
+const Z99: f64 = 2.326_347_874;
+
+impl Default for LatencyModel {
+    /// Median 3 s, p99 about 15 s: what assignments into ordinary accounts take.
+    fn default() -> Self {
+        LatencyModel { median_s: 3.0, p99_s: 15.0, samples: 0 }
+    }
+}
+
+impl LatencyModel {
+    pub fn sigma(&self) -> f64 {
+        (self.p99_s / self.median_s).ln().max(0.0) / Z99
+    }
+
+    pub fn mean_s(&self) -> f64 {
+        self.median_s * (self.sigma().powi(2) / 2.0).exp()
+    }
+
+    /// Learns from observed provisioning latencies (ms); needs at least 20 to replace the default.
+    pub fn from_samples(samples_ms: &[u64]) -> Option<LatencyModel> {
+        if samples_ms.len() < 20 {
+            return None;
+        }
+        let mut sorted = samples_ms.to_vec();
+        sorted.sort_unstable();
+        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+        let median_s = at(0.5).max(0.05);
+        Some(LatencyModel { median_s, p99_s: at(0.99).max(median_s), samples: sorted.len() })
+    }
+}
+
+/// Which limit decides a run's speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindingLimit {
+    /// 10 outstanding assignment operations: throughput = 10 / provisioning latency.
+    OutstandingOperations,
+    /// 20 sso-admin requests per second shared by all calls.
+    RequestRate,
+    /// The slowest single provisioning decides (few accounts).
+    SlowestAccount,
+}
+
+impl BindingLimit {
+    pub fn describe(self, q: &Quotas) -> String {
+        match self {
+            BindingLimit::OutstandingOperations => {
+                format!("outstanding assignment operations ({} at once)", q.max_outstanding_operations)
+            }
+            BindingLimit::RequestRate => format!("sso-admin request rate ({} req/s)", q.requests_per_second),
+            BindingLimit::SlowestAccount => "the slowest single provisioning".into(),
+        }
+    }
+}
+
+/// The DESIGN.md lower bound on the makespan of `latencies_s` changes under the quotas:
+/// `max(sum(L)/outstanding, max(L), calls_per_change * N / rate)`.
+pub fn makespan_bound(latencies_s: &[f64], quotas: &Quotas, calls_per_change: f64) -> f64 {
+    let sum: f64 = latencies_s.iter().sum();
+    let max = latencies_s.iter().cloned().fold(0.0, f64::max);
+    let calls = calls_per_change * latencies_s.len() as f64 / quotas.requests_per_second;
+    (sum / quotas.max_outstanding_operations as f64).max(max).max(calls)
+}
+
+/// Makespan of greedy list scheduling: jobs start in the given order whenever one of `slots`
+/// frees up, with no overhead. No scheduler that cannot see latencies in advance does better on
+/// average, so this is the reference for "how close to ideal" beside the (unreachable) bound.
+pub fn greedy_makespan(latencies_s: &[f64], slots: usize) -> f64 {
+    let mut free_at = vec![0.0f64; slots.max(1)];
+    for &l in latencies_s {
+        let (i, start) = free_at.iter().cloned().enumerate().fold((0, f64::MAX), |best, (i, t)| if t < best.1 { (i, t) } else { best });
+        free_at[i] = start + l;
+    }
+    free_at.into_iter().fold(0.0, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_follow_the_seed_table() {
+        let t = TierTable::seed();
+        assert_eq!(t.pick(1).name, "small");
+        assert_eq!(t.pick(10).name, "small");
+        assert_eq!(t.pick(11).name, "medium");
+        assert_eq!(t.pick(50).name, "medium");
+        assert_eq!(t.pick(51).name, "large");
+        assert_eq!(t.pick(5000).name, "large");
+        let medium = t.pick(29).clone();
+        assert_eq!(t.concurrency(&medium, Operation::Assign), 25);
+        assert_eq!(t.concurrency(&medium, Operation::Revoke), 30);
+        assert_eq!(t.chunk_delay_ms(&medium, Operation::Revoke), 40);
+    }
+
+    #[test]
+    fn latency_model_mean_exceeds_median_and_learns() {
+        let m = LatencyModel::default();
+        assert!((m.sigma() - 0.6918).abs() < 1e-3);
+        assert!(m.mean_s() > 3.7 && m.mean_s() < 3.9, "{}", m.mean_s());
+        assert!(LatencyModel::from_samples(&[1000; 19]).is_none());
+        let samples: Vec<u64> = (1..=100).map(|i| i * 100).collect();
+        let learned = LatencyModel::from_samples(&samples).unwrap();
+        assert!((learned.median_s - 5.0).abs() < 0.11 && learned.p99_s >= 9.8, "{learned:?}");
+    }
+
+    #[test]
+    fn bound_takes_the_largest_term() {
+        let q = Quotas::default();
+        assert_eq!(makespan_bound(&[4.0; 100], &q, 2.0), 40.0);
+        assert_eq!(makespan_bound(&[1.0, 30.0], &q, 2.0), 30.0);
+        assert_eq!(makespan_bound(&[0.1; 1000], &q, 2.0), 100.0);
+    }
+
+    #[test]
+    fn greedy_fills_the_earliest_free_slot() {
+        assert_eq!(greedy_makespan(&[3.0, 1.0, 1.0, 1.0], 2), 3.0);
+        // The long job last: it starts when the first slot frees.
+        assert_eq!(greedy_makespan(&[1.0, 1.0, 5.0], 2), 6.0);
+        assert_eq!(greedy_makespan(&[2.0; 10], 10), 2.0);
+    }
+}

@@ -1,0 +1,267 @@
+//! The engine and pipeline on the simulated Identity Center, on tokio's paused clock: quotas,
+//! faults, timeouts, re-runs. The simulator counts every request that breaks a quota; tests
+//! assert there are none.
+
+use sso_fanout_core::engine::{run_batch, BatchContext, EngineOptions};
+use sso_fanout_core::model::{Operation, Outcome, PrincipalType};
+use sso_fanout_core::pipeline::{execute, plan_run, Services};
+use sso_fanout_core::plan::{Plan, PlannerConfig, QuotaShare};
+use sso_fanout_core::ports::IdentityCenter;
+use sso_fanout_core::report::{RunOutcome, RunSummary};
+use sso_fanout_core::request::{PrincipalRef, RunRequest, Targets, Tuning};
+use sso_fanout_core::sim::{SimCloud, SimConfig};
+use sso_fanout_core::store::{MemoryStore, RunStore};
+use std::sync::Arc;
+use tokio::time::{sleep, Duration};
+
+struct Env {
+    sim: Arc<SimCloud>,
+    store: Arc<MemoryStore>,
+    services: Services,
+}
+
+fn env(config: SimConfig) -> Env {
+    let sim = Arc::new(SimCloud::new(config));
+    let store = Arc::new(MemoryStore::new());
+    let services = Services { org: sim.clone(), ic: sim.clone(), store: store.clone() };
+    Env { sim, store, services }
+}
+
+fn request(op: Operation, filter: &str) -> RunRequest {
+    RunRequest {
+        operation: op,
+        permission_set: "AdministratorAccess".into(),
+        principal: PrincipalRef { kind: PrincipalType::Group, name: Some("PlatformAdmins".into()), id: None },
+        targets: Targets { filter: Some(filter.into()), ..Default::default() },
+        dry_run: false,
+        refresh_cache: false,
+        tuning: None,
+    }
+}
+
+async fn run(env: &Env, request: &RunRequest) -> (Plan, RunSummary) {
+    let plan = plan_run(&env.services, request, &PlannerConfig::default()).await.expect("plan");
+    let options = EngineOptions { jitter_seed: 42, ..Default::default() };
+    let summary = execute(&env.services, &plan, options, None).await.expect("execute");
+    (plan, summary)
+}
+
+fn writes(sim: &SimCloud) -> u64 {
+    let c = sim.counters();
+    c.calls.get("CreateAccountAssignment").copied().unwrap_or(0) + c.calls.get("DeleteAccountAssignment").copied().unwrap_or(0)
+}
+
+/// Every planned change, as the simulator sees it now, matches the results' claims.
+fn assert_truthful(env: &Env, plan: &Plan, results: &[sso_fanout_core::model::AccountResult]) {
+    for r in results {
+        let has = env.sim.has_assignment(&r.account_id, &plan.permission_set.arn, &plan.principal.id);
+        match (plan.operation, r.outcome) {
+            (Operation::Assign, Outcome::Succeeded) => assert!(has, "{} reported succeeded but is not assigned", r.account_id),
+            (Operation::Revoke, Outcome::Succeeded) => assert!(!has, "{} reported revoked but is still assigned", r.account_id),
+            (Operation::Assign, Outcome::Failed) => assert!(!has, "{} reported failed but is assigned", r.account_id),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn clean_run_verifies_every_assignment_within_the_quotas() {
+    let env = env(SimConfig::new(200, 3));
+    let (plan, summary) = run(&env, &request(Operation::Assign, "*")).await;
+    assert_eq!(summary.outcome, RunOutcome::Succeeded, "{summary:?}");
+    assert_eq!(summary.counts.succeeded, plan.changes());
+    assert_eq!(summary.counts.skipped, plan.skipped.len());
+    assert!(plan.skipped.len() > 5, "the generated org has existing assignments to skip");
+    let results = env.store.results(&plan.run_id).await.unwrap();
+    assert_eq!(results.len(), plan.changes(), "one result per change; skips are in the plan");
+    assert_truthful(&env, &plan, &results);
+    // Every result waited for SUCCEEDED: its provisioning time is the simulator's latency.
+    assert!(results.iter().all(|r| r.provisioning_ms.unwrap() >= 200));
+    let c = env.sim.counters();
+    assert_eq!(c.violations(), 0, "{c:?}");
+    // Completion came from the batched listing, plus one describe per finished operation.
+    assert!(c.calls["ListAccountAssignmentCreationStatus"] > 0);
+    assert_eq!(c.calls["DescribeAccountAssignmentCreationStatus"], plan.changes() as u64);
+    assert_eq!(env.store.latency_samples(1000).await.unwrap().len(), plan.changes());
+}
+
+#[tokio::test(start_paused = true)]
+async fn rerun_with_nothing_to_do_makes_no_writes_and_few_calls() {
+    let env = env(SimConfig::new(300, 5));
+    let req = request(Operation::Assign, "prod-*");
+    run(&env, &req).await;
+    let (calls, w) = (env.sim.counters().sso_admin_calls(), writes(&env.sim));
+    let (plan, summary) = run(&env, &req).await;
+    assert_eq!(plan.changes(), 0);
+    assert_eq!(summary.counts.skipped, summary.counts.total);
+    assert_eq!(summary.outcome, RunOutcome::Succeeded);
+    assert_eq!(writes(&env.sim), w, "a re-run must not write");
+    let rerun_calls = env.sim.counters().sso_admin_calls() - calls;
+    assert!(rerun_calls <= 10, "re-run used {rerun_calls} sso-admin calls");
+}
+
+#[tokio::test(start_paused = true)]
+async fn revoke_removes_what_assign_created() {
+    let env = env(SimConfig::new(60, 8));
+    let (assigned, _) = run(&env, &request(Operation::Assign, "dev-*")).await;
+    let (plan, summary) = run(&env, &request(Operation::Revoke, "dev-*")).await;
+    assert_eq!(summary.outcome, RunOutcome::Succeeded);
+    assert_eq!(plan.changes(), assigned.target_count());
+    let results = env.store.results(&plan.run_id).await.unwrap();
+    assert_truthful(&env, &plan, &results);
+    assert_eq!(env.sim.counters().violations(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttle_storms_slow_the_run_but_everything_lands() {
+    let mut config = SimConfig::new(120, 11);
+    config.faults.throttle_storms = vec![(2.0, 6.0), (20.0, 4.0)];
+    let env = env(config);
+    let (plan, summary) = run(&env, &request(Operation::Assign, "*")).await;
+    assert_eq!(summary.outcome, RunOutcome::Succeeded, "{:?}", summary.failures);
+    let c = env.sim.counters();
+    assert!(c.storm_throttles > 0, "the storm must have hit");
+    assert_eq!(c.violations(), 0, "{c:?}");
+    assert_truthful(&env, &plan, &env.store.results(&plan.run_id).await.unwrap());
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_errors_are_retried() {
+    let mut config = SimConfig::new(100, 13);
+    config.faults.transient_rate = 0.15;
+    let env = env(config);
+    let (plan, summary) = run(&env, &request(Operation::Assign, "*")).await;
+    assert_eq!(summary.outcome, RunOutcome::Succeeded, "{:?}", summary.failures);
+    assert!(env.sim.counters().injected_5xx > 5);
+    let results = env.store.results(&plan.run_id).await.unwrap();
+    assert!(results.iter().any(|r| r.attempts > 1), "some creates needed a retry");
+    assert_truthful(&env, &plan, &results);
+}
+
+#[tokio::test(start_paused = true)]
+async fn late_failures_are_reported_with_aws_reason_and_rerun_touches_only_them() {
+    let mut config = SimConfig::new(150, 17);
+    config.faults.late_failure_rate = 0.1;
+    let env = env(config);
+    let req = request(Operation::Assign, "*");
+    let (plan, summary) = run(&env, &req).await;
+    assert_eq!(summary.outcome, RunOutcome::Incomplete);
+    assert!(summary.counts.failed > 3, "{:?}", summary.counts);
+    assert_eq!(summary.exit_code(), 2);
+    for f in &summary.failures {
+        assert_eq!(f.outcome, "failed");
+        assert!(f.reason.contains("IAM role quota"), "{}", f.reason);
+        assert!(f.request_id.is_some());
+    }
+    assert_truthful(&env, &plan, &env.store.results(&plan.run_id).await.unwrap());
+    // The re-run converges: it retries exactly the failed accounts, nothing else.
+    let before = writes(&env.sim);
+    let (again, _) = run(&env, &req).await;
+    assert_eq!(again.changes(), summary.counts.failed);
+    assert_eq!(writes(&env.sim) - before, summary.counts.failed as u64);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_operations_time_out_keep_their_slot_and_converge_later() {
+    let mut config = SimConfig::new(80, 19);
+    config.faults.stuck_rate = 0.15;
+    let env = env(config);
+    let mut req = request(Operation::Assign, "*");
+    req.tuning = Some(Tuning { account_timeout_seconds: Some(20), ..Default::default() });
+    let (plan, summary) = run(&env, &req).await;
+    assert!(summary.counts.timed_out > 0, "{:?}", summary.counts);
+    for f in summary.failures.iter().filter(|f| f.outcome == "timed_out") {
+        assert!(f.request_id.is_some(), "a timed-out account names its request: {f:?}");
+        assert!(f.reason.contains("IN_PROGRESS"), "{}", f.reason);
+    }
+    // A timed-out operation still counts against AWS's outstanding quota: the engine kept its
+    // slot, so nothing was ever refused for "too many requests processing".
+    assert_eq!(env.sim.counters().violations(), 0);
+    // Once AWS finishes them, a re-run finds them done.
+    sleep(Duration::from_secs(600)).await;
+    let (again, second) = run(&env, &req).await;
+    assert_eq!(second.outcome, RunOutcome::Succeeded, "{:?}", second.failures);
+    assert_eq!(again.changes(), 0, "the slow ones landed meanwhile");
+    let _ = plan;
+}
+
+#[tokio::test(start_paused = true)]
+async fn conflicting_operation_from_another_tool_is_retried() {
+    let env = env(SimConfig::new(20, 23));
+    let req = request(Operation::Assign, "*");
+    let plan = plan_run(&env.services, &req, &PlannerConfig::default()).await.unwrap();
+    // Another tool starts an operation on the first target just before us.
+    let victim = plan.batches[0].items[0].account_id.clone();
+    let mut other = plan.assignment_key(&victim);
+    other.permission_set_arn = env.sim.resolve_permission_set_quiet("ReadOnlyAccess").unwrap();
+    env.sim.create_assignment(&other).await.unwrap();
+    let summary = execute(&env.services, &plan, EngineOptions { jitter_seed: 1, ..Default::default() }, None).await.unwrap();
+    assert_eq!(summary.outcome, RunOutcome::Succeeded, "{:?}", summary.failures);
+    let results = env.store.results(&plan.run_id).await.unwrap();
+    let r = results.iter().find(|r| r.account_id == victim).unwrap();
+    assert!(r.attempts > 1, "the conflict was retried: {r:?}");
+    assert!(env.sim.counters().conflict_violations >= 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn describes_each_operation_where_status_listing_is_unsupported() {
+    let mut config = SimConfig::new(60, 29);
+    config.supports_status_listing = false;
+    let env = env(config);
+    let (plan, summary) = run(&env, &request(Operation::Assign, "*")).await;
+    assert_eq!(summary.outcome, RunOutcome::Succeeded);
+    let c = env.sim.counters();
+    assert!(!c.calls.contains_key("ListAccountAssignmentCreationStatus"));
+    assert!(c.calls["DescribeAccountAssignmentCreationStatus"] >= plan.changes() as u64);
+    assert_eq!(c.violations(), 0, "{c:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn batches_sharing_the_quota_never_exceed_it() {
+    // Two workers at once, each with half the quota, as a Map with concurrency 2 would run them.
+    let env = env(SimConfig::clean(200, 31));
+    let mut req = request(Operation::Assign, "*");
+    req.tuning = Some(Tuning { batch_size: Some(100), ..Default::default() });
+    let plan = plan_run(&env.services, &req, &PlannerConfig::default()).await.unwrap();
+    assert_eq!(plan.batches.len(), 2);
+    let ctx = BatchContext::from_plan(&plan);
+    let mut handles = Vec::new();
+    for batch in plan.batches.clone() {
+        let mut batch = batch;
+        batch.share = QuotaShare { in_flight: 5, requests_per_second: 9.0 };
+        let (ic, store, ctx) = (env.sim.clone() as Arc<dyn IdentityCenter>, env.store.clone() as Arc<dyn RunStore>, ctx.clone());
+        handles.push(tokio::spawn(async move { run_batch(ic, store, &ctx, &batch, EngineOptions::default(), None).await }));
+    }
+    for h in handles {
+        let report = h.await.unwrap().unwrap();
+        assert_eq!(report.count(Outcome::Succeeded), 100);
+    }
+    assert_eq!(env.sim.counters().violations(), 0, "{:?}", env.sim.counters());
+}
+
+#[tokio::test(start_paused = true)]
+async fn worker_time_budget_leaves_unstarted_accounts_timed_out_for_a_rerun() {
+    let env = env(SimConfig::clean(300, 37));
+    let req = request(Operation::Assign, "*");
+    let mut config = PlannerConfig { worker_time_budget_s: 60, ..PlannerConfig::default() };
+    config.default_account_timeout_s = 40;
+    let mut plan = plan_run(&env.services, &req, &config).await.unwrap();
+    // Force one oversized batch, as if latencies were far above the estimate.
+    let all: Vec<_> = plan.batches.iter().flat_map(|b| b.items.clone()).collect();
+    plan.batches.truncate(1);
+    plan.batches[0].items = all;
+    let report = run_batch(
+        env.sim.clone(),
+        env.store.clone(),
+        &BatchContext::from_plan(&plan),
+        &plan.batches[0],
+        EngineOptions::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    let not_started = report.results.iter().filter(|r| r.reason.as_deref().is_some_and(|x| x.starts_with("not started"))).count();
+    assert!(not_started > 100, "{not_started}");
+    assert!(report.count(Outcome::Succeeded) > 50);
+    assert_eq!(report.results.len(), 300, "every account has a definite result");
+}
