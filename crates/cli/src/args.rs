@@ -1,0 +1,310 @@
+//! Command-line arguments. Request flags build the same `RunRequest` JSON that Step Functions,
+//! schedules and CI send, so `--request FILE` and flags are interchangeable.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sso_fanout_core::model::{Operation, PrincipalType};
+use sso_fanout_core::request::{PrincipalRef, RunRequest, Targets, Tuning};
+use sso_fanout_core::{FanoutError, Result};
+use std::path::PathBuf;
+
+const EXAMPLES: &str = "\
+Examples:
+  # Try everything on a simulated organization of 29 accounts (no AWS account needed)
+  sso-fanout run --sim 29 --operation assign --permission-set AdministratorAccess \\
+      --group PlatformAdmins --filter 'prod-*'
+
+  # Preview, then do it for real (standard AWS credential chain)
+  sso-fanout plan --profile mgmt --operation assign --permission-set AdministratorAccess \\
+      --group PlatformAdmins --ou ou-ab12-cd34ef56 --exclude 123456789012
+  sso-fanout run --request examples/assign-prod.json --output json
+
+  # The exact document a schedule or CI pipeline sends, from stdin
+  cat request.json | sso-fanout plan --request -
+
+  # Compare with the seed's strategies on the simulator
+  sso-fanout bench --accounts 29,500,5000 --seed 7
+
+Exit codes: 0 every account succeeded or was already as requested; 2 some accounts failed or
+timed out (the summary lists them); 1 the request was rejected or the run could not start.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sso-fanout",
+    version,
+    about = "Assign or revoke an IAM Identity Center permission set across many AWS accounts, \
+             as fast as the Identity Center quotas allow, and verify that every assignment landed.",
+    after_long_help = EXAMPLES
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Dry run: resolve names, select accounts, diff against existing assignments, and show
+    /// the actions, the tier, the binding quota and the estimate. Changes nothing.
+    Plan(RunArgs),
+    /// Plan, then execute in-process with live progress, verifying every assignment.
+    Run(RunArgs),
+    /// Compare sso-fanout with the seed's strategies on the simulated organization.
+    Bench(BenchArgs),
+    /// Show or refresh the account cache.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+    /// Show a past run's summary, or list recent runs.
+    Report {
+        /// Run id; without it, the most recent runs are listed.
+        run_id: Option<String>,
+        #[command(flatten)]
+        backend: BackendArgs,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CacheAction {
+    /// Age, organization and account counts of the cached snapshot.
+    Status(CacheArgs),
+    /// Re-read the organization (OU tree, accounts, tags) and store it.
+    Refresh(CacheArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CacheArgs {
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Human-readable tables and a progress bar (on stderr).
+    Table,
+    /// One JSON document on stdout, for scripts.
+    Json,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FaultProfile {
+    #[default]
+    None,
+    /// 3% 5xx, 3% late FAILED, two throttle storms, 1% very slow operations.
+    Chaos,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub request: RequestArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// List every target account (default: the first 40 in the table output).
+    #[arg(long)]
+    pub all: bool,
+    /// With --sim: run on a virtual clock (finishes at once; timings are still simulated).
+    #[arg(long, requires = "sim")]
+    pub virtual_time: bool,
+}
+
+#[derive(Args, Debug, Default)]
+#[command(next_help_heading = "Request (or give it all as JSON with --request)")]
+pub struct RequestArgs {
+    /// The run request as JSON: a file, or `-` for stdin. Same document as the Step Functions
+    /// input; excludes the request flags below.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["operation", "permission_set", "group", "user", "principal_id"])]
+    pub request: Option<PathBuf>,
+    /// assign or revoke.
+    #[arg(long, value_enum, required_unless_present = "request")]
+    pub operation: Option<OperationArg>,
+    /// Permission set name (e.g. AdministratorAccess) or ARN.
+    #[arg(long, value_name = "NAME|ARN", required_unless_present = "request")]
+    pub permission_set: Option<String>,
+    /// Group display name in the Identity Store.
+    #[arg(long, value_name = "NAME", group = "principal")]
+    pub group: Option<String>,
+    /// User name in the Identity Store.
+    #[arg(long, value_name = "NAME", group = "principal")]
+    pub user: Option<String>,
+    /// Principal id (Identity Store UUID); needs --principal-type.
+    #[arg(long, value_name = "ID", group = "principal", requires = "principal_type")]
+    pub principal_id: Option<String>,
+    #[arg(long, value_enum)]
+    pub principal_type: Option<PrincipalTypeArg>,
+    /// Account-name wildcard (`*`, `prod-*`, `*-sandbox`) or `tag:Key=Value`.
+    #[arg(long, value_name = "PATTERN")]
+    pub filter: Option<String>,
+    /// Explicit 12-digit account id (repeatable); the only way to target the management account.
+    #[arg(long = "account", value_name = "ID")]
+    pub accounts: Vec<String>,
+    /// OU id, recursive (repeatable).
+    #[arg(long = "ou", value_name = "OU_ID")]
+    pub ous: Vec<String>,
+    /// Tag that must match, Key=Value (repeatable; all must match).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    /// Account id to leave out (repeatable).
+    #[arg(long = "exclude", value_name = "ID")]
+    pub exclude: Vec<String>,
+    /// Re-read the organization even if the account cache is fresh.
+    #[arg(long)]
+    pub refresh_cache: bool,
+    /// Accounts per worker batch (clamped to what fits the worker's time budget).
+    #[arg(long)]
+    pub batch_size: Option<u32>,
+    /// Assignment operations in flight (clamped to the quota of 10).
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+    /// Seconds an account may take from its first call to its final state.
+    #[arg(long, value_name = "SECONDS")]
+    pub account_timeout: Option<u32>,
+    /// Retries for conflicts and 5xx (throttling is retried until the timeout).
+    #[arg(long)]
+    pub max_retries: Option<u32>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum OperationArg {
+    Assign,
+    Revoke,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+#[value(rename_all = "UPPER")]
+pub enum PrincipalTypeArg {
+    Group,
+    User,
+}
+
+#[derive(Args, Debug, Default, Clone)]
+#[command(next_help_heading = "Where to run")]
+pub struct BackendArgs {
+    /// Use a simulated organization of N member accounts instead of AWS.
+    #[arg(long, value_name = "N")]
+    pub sim: Option<usize>,
+    /// Seed of the simulated organization (same seed, same organization and latencies).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Faults injected into the simulator.
+    #[arg(long, value_enum, default_value_t = FaultProfile::None)]
+    pub faults: FaultProfile,
+    /// AWS profile (standard credential chain otherwise).
+    #[arg(long, env = "AWS_PROFILE")]
+    pub profile: Option<String>,
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// Embedded store file (default: sso-fanout/store.redb in the user's data directory; with
+    /// --sim: in memory).
+    #[arg(long, value_name = "PATH", env = "SSO_FANOUT_STORE")]
+    pub store: Option<PathBuf>,
+    /// Use this DynamoDB table (the deployed stack's) as the store instead.
+    #[arg(long, value_name = "TABLE", conflicts_with = "store")]
+    pub table: Option<String>,
+    /// Identity Center instance ARN (default: the only instance `ListInstances` returns).
+    #[arg(long, value_name = "ARN")]
+    pub instance_arn: Option<String>,
+    /// Identity Store id (default: the instance's).
+    #[arg(long, value_name = "ID")]
+    pub identity_store_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Organization sizes (member accounts), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "29,500,5000")]
+    pub accounts: Vec<usize>,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value_t = FaultProfile::None)]
+    pub faults: FaultProfile,
+    /// Force sso-fanout's batch size (to measure the seed's 50-account chunks, say).
+    #[arg(long)]
+    pub batch_size: Option<u32>,
+    /// Run only sso-fanout (skip the seed's strategies).
+    #[arg(long)]
+    pub only_sso_fanout: bool,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+impl RequestArgs {
+    /// The run request from `--request` or from the flags; validated either way.
+    pub fn to_request(&self) -> Result<RunRequest> {
+        let mut request = match &self.request {
+            Some(path) => RunRequest::from_json(&read_request(path)?)?,
+            None => self.from_flags()?,
+        };
+        // Flags that only tune a run may accompany --request.
+        if self.refresh_cache {
+            request.refresh_cache = true;
+        }
+        if self.batch_size.is_some() || self.concurrency.is_some() || self.account_timeout.is_some() || self.max_retries.is_some() {
+            let t = request.tuning.get_or_insert_with(Tuning::default);
+            t.batch_size = self.batch_size.or(t.batch_size);
+            t.concurrency = self.concurrency.or(t.concurrency);
+            t.account_timeout_seconds = self.account_timeout.or(t.account_timeout_seconds);
+            t.max_retries = self.max_retries.or(t.max_retries);
+        }
+        request.validate()?;
+        Ok(request)
+    }
+
+    fn from_flags(&self) -> Result<RunRequest> {
+        let operation = match self.operation {
+            Some(OperationArg::Assign) => Operation::Assign,
+            Some(OperationArg::Revoke) => Operation::Revoke,
+            None => return Err(FanoutError::invalid("--operation", "(missing)", "assign or revoke")),
+        };
+        let principal = match (&self.group, &self.user, &self.principal_id, self.principal_type) {
+            (Some(g), _, _, _) => PrincipalRef { kind: PrincipalType::Group, name: Some(g.clone()), id: None },
+            (_, Some(u), _, _) => PrincipalRef { kind: PrincipalType::User, name: Some(u.clone()), id: None },
+            (_, _, Some(id), Some(t)) => PrincipalRef {
+                kind: match t {
+                    PrincipalTypeArg::Group => PrincipalType::Group,
+                    PrincipalTypeArg::User => PrincipalType::User,
+                },
+                name: None,
+                id: Some(id.clone()),
+            },
+            _ => return Err(FanoutError::invalid("--group/--user/--principal-id", "(missing)", "one principal: --group NAME, --user NAME, or --principal-id ID --principal-type GROUP|USER")),
+        };
+        let mut tags = std::collections::BTreeMap::new();
+        for t in &self.tags {
+            let (k, v) = t.split_once('=').ok_or_else(|| FanoutError::invalid("--tag", t, "KEY=VALUE, e.g. --tag env=prod"))?;
+            tags.insert(k.to_string(), v.to_string());
+        }
+        Ok(RunRequest {
+            operation,
+            permission_set: self.permission_set.clone().unwrap_or_default(),
+            principal,
+            targets: Targets {
+                filter: self.filter.clone(),
+                accounts: self.accounts.clone(),
+                ous: self.ous.clone(),
+                tags,
+                exclude: self.exclude.clone(),
+            },
+            dry_run: false,
+            refresh_cache: false,
+            tuning: None,
+        })
+    }
+}
+
+fn read_request(path: &PathBuf) -> Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    let outcome = if path.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut text).map(|_| ())
+    } else {
+        std::fs::read_to_string(path).map(|t| text = t)
+    };
+    outcome.map_err(|e| FanoutError::invalid("--request", path.display(), format!("a readable JSON file ({e})")))?;
+    Ok(text)
+}

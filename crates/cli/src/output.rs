@@ -1,0 +1,169 @@
+//! Human output: aligned tables and the plan / summary views. JSON output is the serde form of
+//! the same structs, printed by `main`.
+
+use sso_fanout_core::bench::BenchRow;
+use sso_fanout_core::model::Action;
+use sso_fanout_core::plan::Plan;
+use sso_fanout_core::report::RunSummary;
+use std::fmt::Write;
+
+/// Left-aligned columns, two spaces apart; numeric-looking cells right-aligned.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let numeric = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || ".-x%".contains(c));
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| if numeric(c) { format!("{c:>w$}") } else { format!("{c:<w$}") })
+            .collect();
+        let _ = writeln!(out, "  {}", parts.join("  ").trim_end());
+    };
+    line(headers.to_vec(), &mut out);
+    line(widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().iter().map(String::as_str).collect(), &mut out);
+    for row in rows {
+        line(row.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}
+
+pub fn secs(s: f64) -> String {
+    if s >= 120.0 { format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64) } else { format!("{s:.1}s") }
+}
+
+pub fn plan_header(plan: &Plan) -> String {
+    let mut out = String::new();
+    let p = &plan.principal;
+    let creates = plan.batches.iter().flat_map(|b| &b.items).filter(|i| i.action == Action::Create).count();
+    let deletes = plan.changes() - creates;
+    let _ = writeln!(
+        out,
+        "{} {} {} {} {}",
+        if plan.request.dry_run { "Plan" } else { "Run" },
+        plan.run_id,
+        plan.operation.as_str(),
+        plan.permission_set.name,
+        format_args!("{} {}", p.kind.as_str().to_lowercase(), p.name.as_deref().unwrap_or(&p.id)),
+    );
+    let _ = writeln!(
+        out,
+        "  targets   {} accounts: {creates} create, {deletes} delete, {} already as requested (skip)",
+        plan.target_count(),
+        plan.skipped.len()
+    );
+    let t = &plan.tier;
+    let _ = writeln!(
+        out,
+        "  tier      {} ({} accounts in the organization): asks {} at once -> {} in flight, {:.0} req/s",
+        t.name, t.org_accounts, t.requested_concurrency, t.in_flight, t.requests_per_second
+    );
+    let _ = writeln!(out, "  binding   {}", t.binding_text);
+    let _ = writeln!(
+        out,
+        "  batches   {} of up to {} accounts, {} at a time",
+        plan.batches.len(),
+        plan.batches.iter().map(|b| b.items.len()).max().unwrap_or(0),
+        plan.map_concurrency
+    );
+    let l = &plan.estimate.latency;
+    let source = if l.samples > 0 { format!("learned from {} past operations", l.samples) } else { "default assumption".into() };
+    let _ = writeln!(
+        out,
+        "  estimate  {} for {} changes (provisioning median {:.1}s, p99 {:.1}s: {source})",
+        secs(plan.estimate.seconds),
+        plan.estimate.changes,
+        l.median_s,
+        l.p99_s
+    );
+    for w in &plan.warnings {
+        let _ = writeln!(out, "  warning   {w}");
+    }
+    out
+}
+
+pub fn plan_table(plan: &Plan, all: bool) -> String {
+    const SHOWN: usize = 40;
+    let items = plan.items();
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .take(if all { usize::MAX } else { SHOWN })
+        .map(|i| vec![i.account_id.clone(), i.account_name.clone(), i.action.as_str().to_string()])
+        .collect();
+    let mut out = table(&["ACCOUNT", "NAME", "ACTION"], &rows);
+    if !all && items.len() > SHOWN {
+        let _ = writeln!(out, "  ... and {} more (--all lists every account; --output json for scripts)", items.len() - SHOWN);
+    }
+    out
+}
+
+pub fn summary(s: &RunSummary) -> String {
+    let mut out = String::new();
+    let c = &s.counts;
+    let verdict = match s.exit_code() {
+        0 => "done: every target account is as requested",
+        _ => "incomplete: some accounts are not as requested",
+    };
+    let _ = writeln!(out, "\n{} {verdict}", s.run_id);
+    let _ = writeln!(
+        out,
+        "  {} succeeded, {} skipped, {} failed, {} timed out{} of {} targets",
+        c.succeeded,
+        c.skipped,
+        c.failed,
+        c.timed_out,
+        if c.missing > 0 { format!(", {} missing", c.missing) } else { String::new() },
+        c.total
+    );
+    if let Some(d) = s.duration_seconds {
+        let _ = writeln!(out, "  took {} (estimate {})", secs(d), secs(s.estimate_seconds));
+    }
+    if !s.failures.is_empty() {
+        let rows: Vec<Vec<String>> = s
+            .failures
+            .iter()
+            .map(|f| vec![f.account_id.clone(), f.account_name.clone(), f.outcome.clone(), f.reason.clone()])
+            .collect();
+        let _ = writeln!(out);
+        out.push_str(&table(&["ACCOUNT", "NAME", "OUTCOME", "REASON"], &rows));
+        let _ = writeln!(out, "  Re-running the same request retries only these accounts.");
+    }
+    out
+}
+
+pub fn bench_table(rows: &[BenchRow]) -> String {
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.accounts.to_string(),
+                r.strategy.clone(),
+                format!("{:.1}", r.accepted_s),
+                format!("{:.1}", r.makespan_s),
+                format!("{:.1}", r.reported_s),
+                format!("{:.1}", r.bound_s),
+                format!("{:.2}", r.ratio),
+                format!("{:.1}", r.greedy_s),
+                r.api_calls.to_string(),
+                r.throttled.to_string(),
+                r.violations.to_string(),
+                r.failed.to_string(),
+                r.false_successes.to_string(),
+                r.rerun_api_calls.map(|c| format!("{c}/{}", r.rerun_writes.unwrap_or(0))).unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &["ACCOUNTS", "STRATEGY", "ACCEPTED_S", "MAKESPAN_S", "REPORTED_S", "BOUND_S", "RATIO", "GREEDY_S", "API_CALLS", "THROTTLED", "VIOLATIONS", "FAILED", "FALSE_OK", "RERUN_CALLS/WRITES"],
+        &body,
+    );
+    out.push_str(
+        "\n  makespan: until every assignment actually finished; reported: until the tool returned;\n  ratio = makespan / bound (DESIGN.md lower bound); greedy: ideal list scheduling of the same\n  latencies with no overhead (the best any scheduler blind to latencies does on average);\n  FALSE_OK: reported successful, not SUCCEEDED.\n",
+    );
+    out
+}
