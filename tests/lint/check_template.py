@@ -1,0 +1,168 @@
+"""Project-specific checks of infra/template.yaml and the ASL definition.
+
+Run by tests/lint/run.sh with the lint venv's python (needs cfn-lint and
+aws-sam-translator). Makes no network calls and needs no AWS credentials.
+
+Subcommands:
+  asl-contract  ASL facts the rest of the project relies on (JSONPath only,
+                TimeoutSeconds on every Task, Lambda retries, placeholders).
+  transform     Runs the real SAM transform (aws-sam-translator) with the ASL
+                inlined, checks DefinitionSubstitutions cover the placeholders
+                and writes the plain CloudFormation template to OUT.
+  iam           Fails on any IAM action '*' / 'service:*' / wildcard, any
+                NotAction, and any managed policy other than the allowed ones,
+                in the template as written and in the transformed template.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "infra" / "template.yaml"
+ASL = ROOT / "statemachine" / "sso-fanout.asl.json"
+
+PLACEHOLDERS = {"PlannerFunctionArn", "WorkerFunctionArn", "ReporterFunctionArn"}
+LAMBDA_ERRORS = {
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+}
+# Managed policies SAM attaches on its own; their actions are explicit (logs:*Log*).
+ALLOWED_MANAGED_POLICIES = {"AWSLambdaBasicExecutionRole"}
+
+
+def load_template() -> dict[str, Any]:
+    from cfnlint.decode import decode
+
+    tpl, matches = decode(str(TEMPLATE))
+    if matches or tpl is None:
+        for m in matches or []:
+            print(f"  {m}")
+        raise SystemExit(f"cannot parse {TEMPLATE}")
+    # cfn-lint's node types -> plain JSON types
+    return json.loads(json.dumps(tpl, default=str))
+
+
+def states(definition: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, state in definition.get("States", {}).items():
+        yield name, state
+        for sub in ("ItemProcessor", "Iterator"):
+            if sub in state:
+                yield from states(state[sub])
+        for branch in state.get("Branches", []):
+            yield from states(branch)
+
+
+def asl_contract() -> list[str]:
+    errors: list[str] = []
+    text = ASL.read_text()
+    definition = json.loads(text)
+    found = set(re.findall(r"\$\{([A-Za-z0-9_]+)\}", text))
+    if found != PLACEHOLDERS:
+        errors.append(f"placeholders are {sorted(found)}, expected {sorted(PLACEHOLDERS)}")
+    if "JSONata" in text or "QueryLanguage" in text:
+        errors.append("the definition must stay on JSONPath (no QueryLanguage/JSONata)")
+    for name, state in states(definition):
+        if state.get("Type") != "Task":
+            continue
+        if not isinstance(state.get("TimeoutSeconds"), int):
+            errors.append(f"Task {name}: no explicit TimeoutSeconds")
+        retried = {e for r in state.get("Retry", []) for e in r.get("ErrorEquals", [])}
+        missing = LAMBDA_ERRORS - retried
+        if missing:
+            errors.append(f"Task {name}: no retry on {sorted(missing)}")
+        for r in state.get("Retry", []):
+            if r.get("JitterStrategy", "NONE") not in ("FULL", "NONE"):
+                errors.append(f"Task {name}: JitterStrategy must be FULL or NONE")
+        caught = {e for c in state.get("Catch", []) for e in c.get("ErrorEquals", [])}
+        if name == "Plan" and caught:
+            errors.append("Task Plan: must not catch (InvalidRequest has to fail the execution)")
+    return errors
+
+
+def transformed_template(out: Path) -> tuple[dict[str, Any], list[str]]:
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    from samtranslator.translator.transform import transform
+
+    errors: list[str] = []
+    tpl = load_template()
+    definition = json.loads(ASL.read_text())
+    for name, res in tpl.get("Resources", {}).items():
+        props = res.get("Properties", {})
+        if res.get("Type") == "AWS::Serverless::Function":
+            # what `sam package` does to a local CodeUri
+            props["CodeUri"] = f"s3://sso-fanout-artifacts/{name}.zip"
+        if res.get("Type") == "AWS::Serverless::StateMachine":
+            uri = props.pop("DefinitionUri", None)
+            if uri is not None:
+                path = (TEMPLATE.parent / uri).resolve()
+                if path != ASL:
+                    errors.append(f"{name}: DefinitionUri {uri} is not {ASL.relative_to(ROOT)}")
+                props["Definition"] = definition
+            subs = set(props.get("DefinitionSubstitutions", {}))
+            if subs != PLACEHOLDERS:
+                errors.append(f"{name}: DefinitionSubstitutions {sorted(subs)} != {sorted(PLACEHOLDERS)}")
+
+    class NoManagedPolicyLookups:
+        def load(self) -> dict[str, str]:
+            return {}
+
+    result = transform(tpl, {}, NoManagedPolicyLookups())
+    out.write_text(json.dumps(result, indent=2))
+    return result, errors
+
+
+def policy_problems(where: str, node: Any, path: str = "") -> Iterator[str]:
+    if isinstance(node, dict):
+        if "Effect" in node and ("Action" in node or "NotAction" in node):
+            if "NotAction" in node:
+                yield f"{where}{path}: NotAction is not allowed"
+            actions = node.get("Action", [])
+            for action in actions if isinstance(actions, list) else [actions]:
+                if isinstance(action, str) and "*" in action:
+                    yield f"{where}{path}: wildcard IAM action {action!r}"
+        for key, value in node.items():
+            if key == "ManagedPolicyArns":
+                for arn in value if isinstance(value, list) else [value]:
+                    name = arn.rsplit("/", 1)[-1] if isinstance(arn, str) else str(arn)
+                    if name not in ALLOWED_MANAGED_POLICIES:
+                        yield f"{where}{path}.ManagedPolicyArns: {arn!r} not in the allowed list"
+            yield from policy_problems(where, value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from policy_problems(where, value, f"{path}[{i}]")
+
+
+def main(argv: list[str]) -> int:
+    cmd = argv[1] if len(argv) > 1 else ""
+    if cmd == "asl-contract":
+        errors = asl_contract()
+    elif cmd == "transform":
+        _, errors = transformed_template(Path(argv[2]))
+    elif cmd == "iam":
+        errors = list(policy_problems("template.yaml", load_template()))
+        transformed = json.loads(Path(argv[2]).read_text())
+        errors += list(policy_problems("transformed", transformed))
+        # SAM-generated roles must not gain policies we did not write.
+        for name, res in transformed.get("Resources", {}).items():
+            if res.get("Type") == "AWS::IAM::Role" and name.endswith("FunctionRole"):
+                for p in res["Properties"].get("Policies", []):
+                    if not p["PolicyName"].startswith(name + "Policy"):
+                        errors.append(f"transformed: unexpected policy {p['PolicyName']} on {name}")
+    else:
+        print(__doc__)
+        return 2
+    for e in errors:
+        print(f"  {e}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
