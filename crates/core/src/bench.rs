@@ -22,6 +22,7 @@ use tokio::time::{sleep, timeout, Duration, Instant};
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchRow {
     pub accounts: usize,
+    pub seed: u64,
     pub strategy: String,
     /// Until every request was accepted by AWS.
     pub accepted_s: f64,
@@ -176,6 +177,7 @@ pub fn run_sso_fanout(accounts: usize, options: &BenchOptions) -> Result<BenchRo
         let (bound_s, greedy_s) = references(&sim, &targets);
         Ok(BenchRow {
             accounts,
+            seed: options.seed,
             strategy: "sso-fanout".into(),
             accepted_s,
             makespan_s,
@@ -250,6 +252,7 @@ pub fn run_seed(accounts: usize, settings: &SeedSettings, options: &BenchOptions
         let (bound_s, greedy_s) = references(&sim, &targets);
         Ok(BenchRow {
             accounts,
+            seed: options.seed,
             strategy: settings.name.into(),
             accepted_s,
             makespan_s,

@@ -396,6 +396,8 @@ struct Waiter {
     accepted: Instant,
     /// When to describe this operation next (None: wait for the listing to say it finished).
     next_check: Option<Instant>,
+    /// A describe is on its way: do not send another.
+    describing: bool,
     interval: Duration,
 }
 
@@ -406,7 +408,7 @@ impl Poller {
     fn register(&self, request_id: String, accepted: Instant, slot: OwnedSemaphorePermit) -> oneshot::Receiver<OpStatus> {
         let (tx, rx) = oneshot::channel();
         let next_check = self.describe_only.load(Ordering::Relaxed).then(|| accepted + DESCRIBE_FIRST);
-        let waiter = Waiter { tx, slot: Some(slot), accepted, next_check, interval: DESCRIBE_FIRST };
+        let waiter = Waiter { tx, slot: Some(slot), accepted, next_check, describing: false, interval: DESCRIBE_FIRST };
         self.pending.lock().expect("poller").insert(request_id, waiter);
         self.wake.notify_one();
         rx
@@ -420,7 +422,7 @@ impl Poller {
     fn finished_per_listing(&self, in_progress: &BTreeSet<String>, listed_at: Instant) {
         let mut pending = self.pending.lock().expect("poller");
         for (id, w) in pending.iter_mut() {
-            if w.accepted < listed_at && !in_progress.contains(id) {
+            if w.accepted < listed_at && !in_progress.contains(id) && !w.describing {
                 w.next_check = Some(listed_at);
                 w.slot = None; // finished at AWS: the next account may start while we describe
             }
@@ -439,8 +441,9 @@ impl Poller {
         let mut pending = self.pending.lock().expect("poller");
         let mut due = Vec::new();
         for (id, w) in pending.iter_mut() {
-            if w.next_check.is_some_and(|t| t <= now) {
-                w.next_check = None; // in flight; rescheduled by `after_describe`
+            if !w.describing && w.next_check.is_some_and(|t| t <= now) {
+                w.next_check = None;
+                w.describing = true; // rescheduled by `after_describe`
                 due.push(id.clone());
             }
         }
@@ -462,6 +465,7 @@ impl Poller {
             _ => {
                 let describe_only = self.describe_only.load(Ordering::Relaxed);
                 if let Some(w) = pending.get_mut(id) {
+                    w.describing = false;
                     w.interval = (w.interval.mul_f64(1.5)).min(DESCRIBE_MAX);
                     // With the listing, an operation still in progress waits for the next listing.
                     w.next_check = describe_only.then(|| Instant::now() + w.interval);
@@ -473,12 +477,20 @@ impl Poller {
 
 async fn poll_loop(shared: Arc<Shared>) {
     let op = shared.ctx.operation;
+    // A fixed cadence: the listing goes out every `poll_interval` however long calls take, and
+    // describes run beside it (the slot is already free once the listing says "finished").
+    let mut ticker = tokio::time::interval(shared.poll_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut describes = JoinSet::new();
     loop {
+        while describes.try_join_next().is_some() {}
         if shared.poller.is_idle() {
             shared.poller.wake.notified().await;
             continue;
         }
-        if !shared.poller.describe_only.load(Ordering::Relaxed) {
+        let listing = !shared.poller.describe_only.load(Ordering::Relaxed);
+        if listing {
+            ticker.tick().await;
             let listed_at = Instant::now();
             match shared.call(shared.ic.in_progress_operations(op)).await {
                 Ok(in_progress) => {
@@ -495,24 +507,19 @@ async fn poll_loop(shared: Arc<Shared>) {
                 }
             }
         }
-        let due = shared.poller.due(Instant::now());
-        let mut describes = JoinSet::new();
-        for id in due {
+        for id in shared.poller.due(Instant::now()) {
             let shared = shared.clone();
             describes.spawn(async move {
                 let outcome = shared.call(shared.ic.operation_status(op, &id)).await;
                 shared.poller.after_describe(&id, outcome);
             });
         }
-        while describes.join_next().await.is_some() {}
-        if shared.poller.describe_only.load(Ordering::Relaxed) {
+        if !listing {
             let next = shared.poller.next_due().unwrap_or_else(|| Instant::now() + DESCRIBE_FIRST);
             tokio::select! {
                 _ = sleep_until(next) => {}
                 _ = shared.poller.wake.notified() => {}
             }
-        } else {
-            sleep(shared.poll_interval).await;
         }
     }
 }

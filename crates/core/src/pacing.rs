@@ -34,7 +34,9 @@ impl Pacer {
                     s.tokens -= 1.0;
                     return;
                 }
-                Duration::from_secs_f64((1.0 - s.tokens) / s.rate)
+                // At least the timer's 1 ms resolution: a wait of a few nanoseconds (float
+                // residue) would fire at once without time passing, and spin.
+                Duration::from_secs_f64((1.0 - s.tokens) / s.rate).max(Duration::from_millis(1))
             };
             sleep(wait).await;
         }
@@ -78,6 +80,17 @@ mod tests {
         // 5 burst tokens, then 10/s: 100 more need 10 s.
         let elapsed = start.elapsed().as_secs_f64();
         assert!((9.9..10.2).contains(&elapsed), "{elapsed}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn almost_full_token_still_lets_time_pass() {
+        let pacer = Pacer::new(18.0);
+        {
+            let mut s = pacer.state.lock().unwrap();
+            s.tokens = 1.0 - 1e-12;
+        }
+        // Would spin forever if the wait rounded to nothing.
+        tokio::time::timeout(Duration::from_secs(1), pacer.acquire()).await.expect("acquired");
     }
 
     #[tokio::test(start_paused = true)]

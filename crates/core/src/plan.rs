@@ -137,6 +137,28 @@ impl Plan {
         all
     }
 
+    /// The plan as people and scripts read it (CLI `plan --output json`, dry-run execution
+    /// output): every target with its action, plus the decisions.
+    pub fn preview(&self) -> serde_json::Value {
+        let count = |action| self.batches.iter().flat_map(|b| &b.items).filter(|i| i.action == action).count();
+        serde_json::json!({
+            "runId": self.run_id,
+            "operation": self.operation,
+            "permissionSet": self.permission_set,
+            "principal": self.principal,
+            "accounts": self.items(),
+            "creates": count(Action::Create),
+            "deletes": count(Action::Delete),
+            "skips": self.skipped.len(),
+            "tier": self.tier,
+            "batches": self.batches.iter().map(|b| serde_json::json!({"batch": b.index, "accounts": b.items.len(), "share": b.share})).collect::<Vec<_>>(),
+            "mapConcurrency": self.map_concurrency,
+            "settings": self.settings,
+            "estimate": self.estimate,
+            "warnings": self.warnings,
+        })
+    }
+
     pub fn assignment_key(&self, account_id: &str) -> AssignmentKey {
         AssignmentKey {
             account_id: account_id.to_string(),
@@ -170,11 +192,18 @@ pub async fn make_plan(
     let latency = LatencyModel::from_samples(&store.latency_samples(500).await?).unwrap_or_default();
 
     let targets: Vec<(String, String)> = selection.targets.iter().map(|a| (a.id.clone(), a.name.clone())).collect();
-    let mut warnings: Vec<String> = selection
-        .inactive
-        .iter()
-        .map(|a| format!("account {} ({}) is {:?}: not a target", a.id, a.name, a.status))
-        .collect();
+    let mut warnings = Vec::new();
+    if !selection.inactive.is_empty() {
+        const NAMED: usize = 5;
+        let named: Vec<String> = selection.inactive.iter().take(NAMED).map(|a| format!("{} ({}, {:?})", a.id, a.name, a.status)).collect();
+        let more = selection.inactive.len().saturating_sub(NAMED);
+        warnings.push(format!(
+            "{} selected account(s) are not ACTIVE and are left out: {}{}",
+            selection.inactive.len(),
+            named.join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() }
+        ));
+    }
     let decision = decide(request.operation, &targets, &existing, snapshot.accounts.len(), request, config, latency);
     warnings.extend(decision.warnings);
     Ok(Plan {

@@ -170,11 +170,9 @@ fn json_error(e: &serde_json::Error) -> FanoutError {
     } else {
         "request"
     };
-    FanoutError::invalid(
-        field,
-        format!("(line {}, column {})", e.line(), e.column()),
-        format!("{msg}; see `sso-fanout plan --help` or README \"The request\""),
-    )
+    // Values decoded by Lambda have no position; text from a file or stdin does.
+    let at = if e.line() == 0 { "the request".to_string() } else { format!("line {}, column {}", e.line(), e.column()) };
+    FanoutError::invalid(field, at, format!("{msg}; see README \"The request\""))
 }
 
 fn check_account_id(field: &str, id: &str) -> Result<()> {
