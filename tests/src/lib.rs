@@ -1,0 +1,197 @@
+//! Support for the cross-crate tests.
+//!
+//! [`moto::Moto`]: a local moto server (tests/moto/start.sh, or the one at `MOTO_PORT`), reset
+//! and seeded (tests/moto/seed.py) for each test. Tests of one binary share one server and run
+//! one at a time (a process-wide lock), so each sees a fresh moto state. A server given by
+//! `MOTO_PORT` is reset by every test: do not share it between test processes running at once.
+
+pub mod moto {
+    use serde_json::Value;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::path::PathBuf;
+    use std::process::Command;
+    use std::sync::{Mutex, MutexGuard, OnceLock};
+    use std::time::Duration;
+
+    pub const REGION: &str = "us-east-1";
+
+    /// The repository root (this package lives in `<repo>/tests`).
+    pub fn repo_root() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    }
+
+    fn script() -> PathBuf {
+        repo_root().join("tests/moto/start.sh")
+    }
+
+    /// The venv's python (installed on first use).
+    fn python() -> PathBuf {
+        static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+        PYTHON
+            .get_or_init(|| {
+                let out = Command::new("bash").arg(script()).arg("install").output().expect("run tests/moto/start.sh install");
+                assert!(out.status.success(), "tests/moto/start.sh install failed:\n{}", String::from_utf8_lossy(&out.stderr));
+                PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string())
+            })
+            .clone()
+    }
+
+    /// The server's port: `MOTO_PORT` if set, else one server started for this test process
+    /// (stopped by start.sh's watcher when the process exits).
+    pub fn port() -> u16 {
+        static PORT: OnceLock<u16> = OnceLock::new();
+        *PORT.get_or_init(|| {
+            if let Some(port) = std::env::var("MOTO_PORT").ok().and_then(|p| p.trim().parse().ok()) {
+                return port;
+            }
+            let portfile = std::env::temp_dir().join(format!("sso-fanout-moto-{}.port", std::process::id()));
+            let out = Command::new("bash")
+                .arg(script())
+                .arg(&portfile)
+                .env("MOTO_PARENT_PID", std::process::id().to_string())
+                .output()
+                .expect("run tests/moto/start.sh");
+            assert!(out.status.success(), "tests/moto/start.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+            let port = std::fs::read_to_string(&portfile).expect("port file").trim().parse().expect("a port number");
+            let _ = std::fs::remove_file(&portfile);
+            port
+        })
+    }
+
+    /// One raw HTTP request to moto's control API; returns (status, body).
+    pub fn moto_api(method: &str, path: &str, body: &str) -> (u16, String) {
+        let port = port();
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to moto");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("write to moto");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read from moto");
+        let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    }
+
+    /// A test's exclusive use of the moto server, reset (and seeded) for it.
+    pub struct Moto {
+        _serial: MutexGuard<'static, ()>,
+        pub port: u16,
+        pub endpoint: String,
+        pub region: String,
+        /// What seed.py created (`Value::Null` for [`Moto::empty`]).
+        pub seed: Value,
+    }
+
+    fn serial() -> MutexGuard<'static, ()> {
+        static SERIAL: Mutex<()> = Mutex::new(());
+        // A failed test poisons the lock; the next test resets moto anyway.
+        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reset() {
+        let (status, body) = moto_api("POST", "/moto-api/reset", "");
+        assert_eq!(status, 200, "moto reset failed: {body}");
+    }
+
+    impl Moto {
+        /// A freshly reset moto, seeded by tests/moto/seed.py.
+        pub fn seeded() -> Moto {
+            let mut moto = Moto::empty();
+            let out = Command::new(python())
+                .arg(repo_root().join("tests/moto/seed.py"))
+                .args(["--port", &moto.port.to_string(), "--region", REGION])
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env_remove("AWS_PROFILE")
+                .output()
+                .expect("run seed.py");
+            assert!(out.status.success(), "seed.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
+            moto.seed = serde_json::from_slice(&out.stdout).expect("seed.py prints JSON");
+            moto
+        }
+
+        /// A freshly reset moto with nothing in it.
+        pub fn empty() -> Moto {
+            let guard = serial();
+            let port = port();
+            reset();
+            Moto { _serial: guard, port, endpoint: format!("http://127.0.0.1:{port}"), region: REGION.into(), seed: Value::Null }
+        }
+
+        /// Every client pinned to this server, dummy credentials.
+        pub async fn clients(&self) -> sso_fanout_aws::AwsClients {
+            sso_fanout_aws::AwsClients::local(&self.endpoint, &self.region).await
+        }
+
+        fn str_at(&self, pointer: &str) -> String {
+            self.seed.pointer(pointer).and_then(Value::as_str).unwrap_or_else(|| panic!("seed has no {pointer}")).to_string()
+        }
+
+        pub fn instance_arn(&self) -> String {
+            self.str_at("/instanceArn")
+        }
+
+        pub fn identity_store_id(&self) -> String {
+            self.str_at("/identityStoreId")
+        }
+
+        pub fn organization_id(&self) -> String {
+            self.str_at("/organizationId")
+        }
+
+        pub fn management_account_id(&self) -> String {
+            self.str_at("/managementAccountId")
+        }
+
+        pub fn root_id(&self) -> String {
+            self.str_at("/rootId")
+        }
+
+        /// OU id by path of names, e.g. "Prod/Payments".
+        pub fn ou(&self, path: &str) -> String {
+            self.str_at(&format!("/ous/{}", path.replace('~', "~0").replace('/', "~1")))
+        }
+
+        pub fn group(&self, name: &str) -> String {
+            self.str_at(&format!("/groups/{name}"))
+        }
+
+        pub fn user(&self, name: &str) -> String {
+            self.str_at(&format!("/users/{name}"))
+        }
+
+        pub fn permission_set(&self, name: &str) -> String {
+            self.str_at(&format!("/permissionSets/{name}"))
+        }
+
+        pub fn accounts(&self) -> Vec<Value> {
+            self.seed["accounts"].as_array().cloned().unwrap_or_default()
+        }
+
+        pub fn account_id(&self, name: &str) -> String {
+            self.accounts()
+                .iter()
+                .find(|a| a["name"] == name)
+                .and_then(|a| a["id"].as_str())
+                .unwrap_or_else(|| panic!("seed has no account {name}"))
+                .to_string()
+        }
+
+        /// Seeded account names whose OU path (names) starts with `prefix` (e.g. ["Prod"]).
+        pub fn accounts_under(&self, prefix: &[&str]) -> Vec<String> {
+            self.accounts()
+                .iter()
+                .filter(|a| {
+                    let names: Vec<&str> = a["ouNames"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                    names.len() >= prefix.len() && names[..prefix.len()] == *prefix
+                })
+                .filter_map(|a| a["name"].as_str().map(str::to_string))
+                .collect()
+        }
+    }
+}
