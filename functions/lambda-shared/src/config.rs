@@ -1,0 +1,90 @@
+//! Environment configuration, read once per container.
+
+use sso_fanout_aws::{AwsClients, AwsIdentityCenter, AwsOrgDirectory, DynamoStore, IdentityCenterConfig};
+use sso_fanout_core::pipeline::Services;
+use sso_fanout_core::plan::PlannerConfig;
+use sso_fanout_core::{FanoutError, Result};
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct LambdaConfig {
+    /// `FANOUT_TABLE`: the DynamoDB table (required).
+    pub table: String,
+    /// `IDENTITY_CENTER_INSTANCE_ARN` / `IDENTITY_STORE_ID`: skip discovery when set.
+    pub identity_center: IdentityCenterConfig,
+    /// `RESULT_RETENTION_DAYS` (default 30).
+    pub result_retention_days: u32,
+    pub planner: PlannerConfig,
+}
+
+impl LambdaConfig {
+    pub fn from_env() -> Result<LambdaConfig> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// From any variable source (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<LambdaConfig> {
+        let non_empty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let number = |k: &str, default: u64| -> Result<u64> {
+            match non_empty(k) {
+                None => Ok(default),
+                Some(v) => v.trim().parse().map_err(|_| FanoutError::Config(format!("{k}={v:?} is not a whole number"))),
+            }
+        };
+        let table = non_empty("FANOUT_TABLE").ok_or_else(|| FanoutError::Config("FANOUT_TABLE is not set (the DynamoDB table name)".into()))?;
+        let mut planner = PlannerConfig::default();
+        planner.account_cache_max_age_s = number("ACCOUNT_CACHE_MAX_AGE_SECONDS", planner.account_cache_max_age_s)?;
+        planner.worker_time_budget_s = number("WORKER_TIME_BUDGET_SECONDS", planner.worker_time_budget_s as u64)? as u32;
+        Ok(LambdaConfig {
+            table,
+            identity_center: IdentityCenterConfig {
+                instance_arn: non_empty("IDENTITY_CENTER_INSTANCE_ARN"),
+                identity_store_id: non_empty("IDENTITY_STORE_ID"),
+            },
+            result_retention_days: number("RESULT_RETENTION_DAYS", 30)? as u32,
+            planner,
+        })
+    }
+
+    /// The AWS-backed ports, built once per container (clients pool their connections).
+    pub async fn services(&self) -> Services {
+        self.services_with(&AwsClients::from_env(None, None).await)
+    }
+
+    /// The ports over given clients (tests pass clients pinned to a local emulator).
+    pub fn services_with(&self, clients: &AwsClients) -> Services {
+        Services {
+            org: Arc::new(AwsOrgDirectory::new(clients.organizations.clone())),
+            ic: Arc::new(AwsIdentityCenter::from_clients(&clients, self.identity_center.clone())),
+            store: Arc::new(DynamoStore::new(clients.dynamodb.clone(), self.table.clone()).with_retention_days(self.result_retention_days)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn reads_values_and_defaults() {
+        let c = LambdaConfig::from_lookup(lookup(&[("FANOUT_TABLE", "t"), ("IDENTITY_STORE_ID", ""), ("WORKER_TIME_BUDGET_SECONDS", "300")])).unwrap();
+        assert_eq!(c.table, "t");
+        assert_eq!(c.identity_center.identity_store_id, None);
+        assert_eq!(c.planner.worker_time_budget_s, 300);
+        assert_eq!(c.result_retention_days, 30);
+    }
+
+    #[test]
+    fn missing_table_or_bad_number_is_a_config_error() {
+        let e = LambdaConfig::from_lookup(lookup(&[])).unwrap_err();
+        assert_eq!(e.error_type(), "ConfigError");
+        let e = LambdaConfig::from_lookup(lookup(&[("FANOUT_TABLE", "t"), ("RESULT_RETENTION_DAYS", "ten")])).unwrap_err();
+        assert!(e.to_string().contains("RESULT_RETENTION_DAYS"), "{e}");
+    }
+}

@@ -1,0 +1,68 @@
+//! Running a handler: the Lambda runtime loop, or one-shot mode (`--once`: event JSON on stdin,
+//! response JSON on stdout; on error the Lambda-style `{"errorType", "errorMessage"}` and exit
+//! status 1), which lets the real state machine run locally with the built binaries.
+
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use serde::Serialize;
+use serde_json::Value;
+use sso_fanout_core::FanoutError;
+use std::future::Future;
+use std::io::Read;
+
+/// A `FanoutError` as Lambda reports it: `error_type` is the fixed name the state machine's
+/// Retry/Catch match (`InvalidRequest`, `Throttled`, `Retryable`, ...).
+pub fn diagnostic(e: &FanoutError) -> Diagnostic {
+    Diagnostic { error_type: e.error_type().to_string(), error_message: e.to_string() }
+}
+
+/// Serves `handler` in the Lambda runtime, or once when the first argument is `--once`.
+pub async fn serve<H, F, R>(handler: H) -> Result<(), lambda_runtime::Error>
+where
+    H: Fn(Value) -> F,
+    F: Future<Output = sso_fanout_core::Result<R>>,
+    R: Serialize,
+{
+    if std::env::args().nth(1).as_deref() == Some("--once") {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        let outcome = match serde_json::from_str::<Value>(&text) {
+            Ok(event) => handler(event).await,
+            Err(e) => Err(FanoutError::invalid("event", e, "a JSON document on stdin")),
+        };
+        match outcome {
+            Ok(response) => println!("{}", serde_json::to_string(&response)?),
+            Err(e) => {
+                tracing::error!(error = %e, error_type = e.error_type(), "invocation failed");
+                println!("{}", serde_json::to_string(&diagnostic(&e))?);
+                std::process::exit(1);
+            }
+        }
+        return Ok(());
+    }
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        let fut = handler(event.payload);
+        async move {
+            fut.await.map_err(|e| {
+                tracing::error!(error = %e, error_type = e.error_type(), "invocation failed");
+                diagnostic(&e)
+            })
+        }
+    }))
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diagnostics_carry_the_state_machine_names() {
+        let d = diagnostic(&FanoutError::invalid("targets.filter", "x", "y"));
+        assert_eq!(d.error_type, "InvalidRequest");
+        assert!(d.error_message.contains("targets.filter"));
+        let d = diagnostic(&FanoutError::Throttled { api: "CreateAccountAssignment".into(), message: "Rate exceeded".into() });
+        assert_eq!(d.error_type, "Throttled");
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["errorType"], "Throttled", "Lambda's wire names");
+    }
+}
