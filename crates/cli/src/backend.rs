@@ -12,7 +12,6 @@ pub struct Backend {
     pub services: Services,
     /// Where results are kept, for messages.
     pub store_location: String,
-    pub sim: Option<Arc<SimCloud>>,
 }
 
 pub async fn connect(args: &BackendArgs) -> Result<Backend> {
@@ -31,7 +30,7 @@ pub async fn connect(args: &BackendArgs) -> Result<Backend> {
                 Some(path) => (Arc::new(EmbeddedStore::open(path)?) as Arc<dyn RunStore>, path.display().to_string()),
                 None => (Arc::new(MemoryStore::new()) as Arc<dyn RunStore>, "memory (simulator)".to_string()),
             };
-            Ok(Backend { services: Services { org: sim.clone(), ic: sim.clone(), store }, store_location, sim: Some(sim) })
+            Ok(Backend { services: Services { org: sim.clone(), ic: sim, store }, store_location })
         }
         None => crate::aws::connect(args).await,
     }

@@ -6,7 +6,7 @@ use crate::output;
 use sso_fanout_core::bench::{self, BenchOptions};
 use sso_fanout_core::engine::EngineOptions;
 use sso_fanout_core::pipeline::{execute, plan_run};
-use sso_fanout_core::plan::{load_org, unix_now, Plan, PlannerConfig};
+use sso_fanout_core::plan::{load_org, unix_now, PlannerConfig};
 use sso_fanout_core::request::Tuning;
 use sso_fanout_core::sim::Faults;
 use sso_fanout_core::Result;
@@ -24,11 +24,13 @@ pub async fn dispatch(command: Command) -> Result<u8> {
             };
             cache(refresh, &backend::connect(&args.backend).await?, args.output).await
         }
+        Command::Start(args) => crate::remote::start(args).await,
+        Command::Status(args) => crate::remote::status(args).await,
         Command::Report { run_id, backend, output } => report(run_id, &backend::connect(&backend).await?, output).await,
     }
 }
 
-fn print_json<T: serde::Serialize>(value: &T) {
+pub fn print_json<T: serde::Serialize>(value: &T) {
     println!("{}", serde_json::to_string_pretty(value).expect("serializable"));
 }
 
@@ -38,30 +40,10 @@ async fn plan(args: RunArgs) -> Result<u8> {
     let backend = backend::connect(&args.backend).await?;
     let plan = plan_run(&backend.services, &request, &PlannerConfig::default()).await?;
     match args.output {
-        OutputFormat::Json => print_json(&plan_view(&plan)),
+        OutputFormat::Json => print_json(&plan.preview()),
         OutputFormat::Table => print!("{}\n{}", output::plan_header(&plan), output::plan_table(&plan, args.all)),
     }
     Ok(0)
-}
-
-/// The plan as scripts see it: every target with its action, plus the decisions.
-fn plan_view(plan: &Plan) -> serde_json::Value {
-    serde_json::json!({
-        "runId": plan.run_id,
-        "operation": plan.operation,
-        "permissionSet": plan.permission_set,
-        "principal": plan.principal,
-        "accounts": plan.items(),
-        "creates": plan.batches.iter().flat_map(|b| &b.items).filter(|i| i.action == sso_fanout_core::model::Action::Create).count(),
-        "deletes": plan.batches.iter().flat_map(|b| &b.items).filter(|i| i.action == sso_fanout_core::model::Action::Delete).count(),
-        "skips": plan.skipped.len(),
-        "tier": plan.tier,
-        "batches": plan.batches.iter().map(|b| serde_json::json!({"batch": b.index, "accounts": b.items.len(), "share": b.share})).collect::<Vec<_>>(),
-        "mapConcurrency": plan.map_concurrency,
-        "settings": plan.settings,
-        "estimate": plan.estimate,
-        "warnings": plan.warnings,
-    })
 }
 
 async fn run(args: RunArgs) -> Result<u8> {
@@ -89,30 +71,33 @@ async fn run(args: RunArgs) -> Result<u8> {
 }
 
 pub fn bench(args: BenchArgs) -> Result<u8> {
-    let options = BenchOptions {
-        seed: args.seed,
-        faults: match args.faults {
-            FaultProfile::None => Faults::default(),
-            FaultProfile::Chaos => Faults::chaos(),
-        },
-        tuning: args.batch_size.map(|b| Tuning { batch_size: Some(b), ..Default::default() }),
-    };
+    if args.repeat == 0 || args.accounts.contains(&0) {
+        return Err(sso_fanout_core::FanoutError::invalid("--accounts/--repeat", 0, "positive numbers, e.g. --accounts 29,500,5000 --repeat 20"));
+    }
     let mut rows = Vec::new();
-    for &n in &args.accounts {
-        if n == 0 {
-            return Err(sso_fanout_core::FanoutError::invalid("--accounts", 0, "positive organization sizes, e.g. 29,500,5000"));
-        }
-        if args.output == OutputFormat::Table {
-            eprintln!("simulating {n} accounts...");
-        }
-        if args.only_sso_fanout {
-            rows.push(bench::run_sso_fanout(n, &options)?);
-        } else {
-            rows.extend(bench::run_all(&[n], &options)?);
+    for seed in args.seed..args.seed + args.repeat {
+        let options = BenchOptions {
+            seed,
+            faults: match args.faults {
+                FaultProfile::None => Faults::default(),
+                FaultProfile::Chaos => Faults::chaos(),
+            },
+            tuning: args.batch_size.map(|b| Tuning { batch_size: Some(b), ..Default::default() }),
+        };
+        for &n in &args.accounts {
+            if args.output == OutputFormat::Table {
+                eprintln!("simulating {n} accounts, seed {seed}...");
+            }
+            if args.only_sso_fanout {
+                rows.push(bench::run_sso_fanout(n, &options)?);
+            } else {
+                rows.extend(bench::run_all(&[n], &options)?);
+            }
         }
     }
     match args.output {
         OutputFormat::Json => print_json(&rows),
+        OutputFormat::Table if args.repeat > 1 => print!("{}", output::bench_spread(&rows)),
         OutputFormat::Table => print!("{}", output::bench_table(&rows)),
     }
     Ok(0)

@@ -7,6 +7,7 @@ mod backend;
 mod commands;
 mod output;
 mod progress;
+mod remote;
 
 use args::{Cli, Command, OutputFormat};
 use clap::Parser;
@@ -23,6 +24,8 @@ fn main() -> ExitCode {
         Command::Bench(b) => (b.output, false, true),
         Command::Cache { action: args::CacheAction::Status(c) | args::CacheAction::Refresh(c) } => (c.output, false, c.backend.sim.is_some()),
         Command::Report { output, backend, .. } => (*output, false, backend.sim.is_some()),
+        Command::Start(a) => (a.output, false, false),
+        Command::Status(a) => (a.output, false, false),
     };
     // The simulator runs on one thread so that a seed reproduces a run exactly.
     let mut builder = if simulated { tokio::runtime::Builder::new_current_thread() } else { tokio::runtime::Builder::new_multi_thread() };

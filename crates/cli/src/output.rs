@@ -167,3 +167,43 @@ pub fn bench_table(rows: &[BenchRow]) -> String {
     );
     out
 }
+
+/// Over several seeds: per size and strategy, makespan/bound and makespan/greedy spread.
+pub fn bench_spread(rows: &[BenchRow]) -> String {
+    let mut groups: Vec<((usize, String), Vec<&BenchRow>)> = Vec::new();
+    for r in rows {
+        let key = (r.accounts, r.strategy.clone());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.push(r),
+            None => groups.push((key, vec![r])),
+        }
+    }
+    let stats = |xs: Vec<f64>| {
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        let min = xs.iter().cloned().fold(f64::MAX, f64::min);
+        let max = xs.iter().cloned().fold(0.0, f64::max);
+        format!("{mean:.3} ({min:.3}-{max:.3})")
+    };
+    let body: Vec<Vec<String>> = groups
+        .into_iter()
+        .map(|((n, strategy), g)| {
+            vec![
+                n.to_string(),
+                strategy,
+                g.len().to_string(),
+                stats(g.iter().map(|r| r.ratio).collect()),
+                stats(g.iter().map(|r| r.makespan_s / r.greedy_s).collect()),
+                stats(g.iter().map(|r| r.greedy_s / r.bound_s).collect()),
+                g.iter().map(|r| r.violations).sum::<u64>().to_string(),
+                g.iter().map(|r| r.failed).sum::<usize>().to_string(),
+                g.iter().map(|r| r.false_successes).sum::<usize>().to_string(),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &["ACCOUNTS", "STRATEGY", "SEEDS", "MAKESPAN/BOUND mean (min-max)", "MAKESPAN/GREEDY", "GREEDY/BOUND", "VIOLATIONS", "FAILED", "FALSE_OK"],
+        &body,
+    );
+    out.push_str("\n  greedy/bound: how far even ideal latency-blind scheduling is from the bound for these latencies.\n");
+    out
+}
