@@ -1,5 +1,7 @@
 //! Support for the cross-crate tests.
 //!
+//! [`binaries::dir`]: the workspace's binaries (CLI and functions), built on demand.
+//!
 //! [`moto::Moto`]: a local moto server (tests/moto/start.sh, or the one at `MOTO_PORT`), reset
 //! and seeded (tests/moto/seed.py) for each test. Tests of one binary share one server and run
 //! one at a time (a process-wide lock), so each sees a fresh moto state. A server given by
@@ -193,5 +195,53 @@ pub mod moto {
                 .filter_map(|a| a["name"].as_str().map(str::to_string))
                 .collect()
         }
+    }
+}
+
+pub mod binaries {
+    use serde_json::Value;
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::sync::OnceLock;
+
+    /// The directory holding the workspace's binaries (`sso-fanout`, `planner`, `worker`,
+    /// `reporter`), built once per test process. A package's binaries are built by
+    /// `cargo test` only for that package's own tests, so this package builds them itself.
+    /// `--workspace --all-targets` resolves features as `cargo test --workspace` does, so within
+    /// that run only the binaries themselves compile. `SSO_FANOUT_BIN_DIR` skips the build.
+    pub fn dir() -> PathBuf {
+        static DIR: OnceLock<PathBuf> = OnceLock::new();
+        DIR.get_or_init(|| {
+            if let Some(dir) = std::env::var_os("SSO_FANOUT_BIN_DIR") {
+                return PathBuf::from(dir);
+            }
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let out = Command::new(cargo)
+                .current_dir(crate::moto::repo_root())
+                .args(["build", "--workspace", "--all-targets", "--message-format=json-render-diagnostics"])
+                .stdin(Stdio::null())
+                .output()
+                .expect("run cargo build");
+            assert!(out.status.success(), "cargo build of the workspace binaries failed:\n{}", String::from_utf8_lossy(&out.stderr));
+            let mut dirs = BTreeMap::new();
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let Ok(msg) = serde_json::from_str::<Value>(line) else { continue };
+                // The binaries themselves, not their unit-test harnesses (same target name).
+                let is_bin = msg["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "bin"));
+                if msg["reason"] != "compiler-artifact" || !is_bin || msg["profile"]["test"] != false {
+                    continue;
+                }
+                if let (Some(name), Some(exe)) = (msg["target"]["name"].as_str(), msg["executable"].as_str()) {
+                    dirs.insert(name.to_string(), Path::new(exe).parent().expect("a directory").to_path_buf());
+                }
+            }
+            let dir = dirs.get("sso-fanout").cloned().expect("cargo build reported the sso-fanout binary");
+            for name in ["planner", "worker", "reporter"] {
+                assert_eq!(dirs.get(name), Some(&dir), "{name} is not beside sso-fanout: {dirs:?}");
+            }
+            dir
+        })
+        .clone()
     }
 }
