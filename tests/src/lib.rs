@@ -209,20 +209,32 @@ pub mod binaries {
     /// `reporter`), built once per test process. A package's binaries are built by
     /// `cargo test` only for that package's own tests, so this package builds them itself.
     /// `--workspace --all-targets` resolves features as `cargo test --workspace` does, so within
-    /// that run only the binaries themselves compile. `SSO_FANOUT_BIN_DIR` skips the build.
+    /// that run only the binaries themselves compile. `SSO_FANOUT_BIN_DIR` (or
+    /// `LOCAL_CLOUD_BIN_DIR`) skips the build.
     pub fn dir() -> PathBuf {
         static DIR: OnceLock<PathBuf> = OnceLock::new();
         DIR.get_or_init(|| {
-            if let Some(dir) = std::env::var_os("SSO_FANOUT_BIN_DIR") {
+            if let Some(dir) = std::env::var_os("SSO_FANOUT_BIN_DIR").or_else(|| std::env::var_os("LOCAL_CLOUD_BIN_DIR")) {
                 return PathBuf::from(dir);
             }
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let out = Command::new(cargo)
+            let mut build = Command::new(cargo);
+            build
                 .current_dir(crate::moto::repo_root())
                 .args(["build", "--workspace", "--all-targets", "--message-format=json-render-diagnostics"])
-                .stdin(Stdio::null())
-                .output()
-                .expect("run cargo build");
+                .stdin(Stdio::null());
+            // `cargo test` gives this process the package's CARGO_PKG_* / CARGO_MANIFEST_*
+            // variables; passed on, they look like a changed environment to build scripts that
+            // watch them (ring's `rerun-if-env-changed=CARGO_PKG_VERSION_MAJOR`), which would
+            // rebuild ring and the whole AWS SDK here and again in the next plain cargo run.
+            for (key, _) in std::env::vars_os() {
+                let key = key.to_string_lossy();
+                let inherited = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"];
+                if inherited.iter().any(|p| key.starts_with(p)) {
+                    build.env_remove(key.as_ref());
+                }
+            }
+            let out = build.output().expect("run cargo build");
             assert!(out.status.success(), "cargo build of the workspace binaries failed:\n{}", String::from_utf8_lossy(&out.stderr));
             let mut dirs = BTreeMap::new();
             for line in String::from_utf8_lossy(&out.stdout).lines() {
