@@ -171,6 +171,23 @@ pub mod moto {
             self.str_at(&format!("/permissionSets/{name}"))
         }
 
+        /// Principal ids holding `permission_set_arn` in `account`, as sso-admin lists them
+        /// (duplicates kept, so a repeated write shows).
+        pub async fn holders(&self, clients: &sso_fanout_aws::AwsClients, account: &str, permission_set_arn: &str) -> Vec<String> {
+            let pages: Vec<_> = clients
+                .sso_admin
+                .list_account_assignments()
+                .instance_arn(self.instance_arn())
+                .account_id(account)
+                .permission_set_arn(permission_set_arn)
+                .into_paginator()
+                .send()
+                .try_collect()
+                .await
+                .expect("ListAccountAssignments");
+            pages.iter().flat_map(|p| p.account_assignments()).filter_map(|a| a.principal_id().map(str::to_string)).collect()
+        }
+
         pub fn accounts(&self) -> Vec<Value> {
             self.seed["accounts"].as_array().cloned().unwrap_or_default()
         }

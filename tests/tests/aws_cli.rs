@@ -30,19 +30,10 @@ fn json(out: &Output) -> Value {
         .unwrap_or_else(|e| panic!("{e}: stdout {} stderr {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
+/// How many times PlatformAdmins holds AdministratorAccess in `account` (2 would be a duplicate).
 async fn holders(clients: &AwsClients, moto: &Moto, account: &str) -> usize {
-    let pages: Vec<_> = clients
-        .sso_admin
-        .list_account_assignments()
-        .instance_arn(moto.instance_arn())
-        .account_id(account)
-        .permission_set_arn(moto.permission_set("AdministratorAccess"))
-        .into_paginator()
-        .send()
-        .try_collect()
-        .await
-        .unwrap();
-    pages.iter().flat_map(|p| p.account_assignments()).filter(|a| a.principal_id() == Some(moto.group("PlatformAdmins").as_str())).count()
+    let admins = moto.group("PlatformAdmins");
+    moto.holders(clients, account, &moto.permission_set("AdministratorAccess")).await.iter().filter(|p| **p == admins).count()
 }
 
 const ASSIGN: &[&str] = &["run", "--operation", "assign", "--permission-set", "AdministratorAccess", "--group", "PlatformAdmins"];

@@ -23,20 +23,6 @@ fn request(op: &str, targets: Value) -> Value {
     })
 }
 
-async fn holders(clients: &AwsClients, instance_arn: &str, account: &str, ps: &str) -> usize {
-    let pages: Vec<_> = clients
-        .sso_admin
-        .list_account_assignments()
-        .instance_arn(instance_arn)
-        .account_id(account)
-        .permission_set_arn(ps)
-        .into_paginator()
-        .send()
-        .try_collect()
-        .await
-        .unwrap();
-    pages.iter().flat_map(|p| p.account_assignments()).count()
-}
 
 /// Runs the three handlers as the state machine does; returns (planner output, summary).
 async fn execute(services: &sso_fanout_core::pipeline::Services, event: Value) -> (handlers::PlannerOutput, Value) {
@@ -60,7 +46,7 @@ async fn handlers_assign_rerun_and_revoke_on_moto() {
     let clients = moto.clients().await;
     create_table(&clients.dynamodb, TABLE).await.unwrap();
     let services = config().services_with(&clients);
-    let (instance, ps) = (moto.instance_arn(), moto.permission_set("AdministratorAccess"));
+    let ps = moto.permission_set("AdministratorAccess");
     let prod: Vec<String> = moto.accounts_under(&["Prod"]).iter().map(|name| moto.account_id(name)).collect();
     assert!(prod.len() >= 5);
 
@@ -69,7 +55,7 @@ async fn handlers_assign_rerun_and_revoke_on_moto() {
     assert_eq!(summary["counts"]["total"].as_u64().unwrap() as usize, prod.len());
     assert_eq!(summary["counts"]["skipped"], 1, "prod-payments-001 already had it");
     for account in &prod {
-        assert_eq!(holders(&clients, &instance, account, &ps).await, 1, "{account}");
+        assert_eq!(moto.holders(&clients, account, &ps).await.len(), 1, "{account}");
     }
     // Results and summary are in DynamoDB.
     let record = services.store.get_run(&planned.run_id).await.unwrap().unwrap();
@@ -84,14 +70,14 @@ async fn handlers_assign_rerun_and_revoke_on_moto() {
     assert!(again.batches.is_empty(), "{again:?}");
     assert_eq!(summary["counts"]["skipped"].as_u64().unwrap() as usize, prod.len());
     for account in &prod {
-        assert_eq!(holders(&clients, &instance, account, &ps).await, 1, "no duplicate in {account}");
+        assert_eq!(moto.holders(&clients, account, &ps).await.len(), 1, "no duplicate in {account}");
     }
 
     // Revoke removes them all.
     let (_, summary) = execute(&services, request("revoke", json!({"filter": "prod-*"}))).await;
     assert_eq!(summary["outcome"], "succeeded", "{summary}");
     for account in &prod {
-        assert_eq!(holders(&clients, &instance, account, &ps).await, 0, "{account}");
+        assert_eq!(moto.holders(&clients, account, &ps).await.len(), 0, "{account}");
     }
 
     // A dry run returns the plan and stores nothing.
@@ -109,8 +95,8 @@ async fn invalid_requests_are_rejected_by_name_before_any_write() {
     create_table(&clients.dynamodb, TABLE).await.unwrap();
     let services = config().services_with(&clients);
     let cfg = config();
-    let (instance, ps) = (moto.instance_arn(), moto.permission_set("AdministratorAccess"));
-    let before: Vec<usize> = assignment_counts(&clients, &instance, &ps, &moto).await;
+    let ps = moto.permission_set("AdministratorAccess");
+    let before: Vec<usize> = assignment_counts(&clients, &ps, &moto).await;
     let cases = [
         (request("assign", json!({"filter": "staging-*"})), "targets.filter"),
         (json!({"operation": "assign", "permissionSet": "AdminAccess", "principal": {"type": "GROUP", "name": "PlatformAdmins"}, "targets": {"filter": "*"}}), "AdminAccess"),
@@ -126,14 +112,13 @@ async fn invalid_requests_are_rejected_by_name_before_any_write() {
         assert!(d.error_message.contains(needle), "{needle}: {}", d.error_message);
     }
     assert!(services.store.list_runs(10).await.unwrap().is_empty(), "no run stored");
-    assert_eq!(assignment_counts(&clients, &instance, &ps, &moto).await, before, "no assignment changed");
+    assert_eq!(assignment_counts(&clients, &ps, &moto).await, before, "no assignment changed");
 }
 
-async fn assignment_counts(clients: &AwsClients, instance: &str, ps: &str, moto: &Moto) -> Vec<usize> {
+async fn assignment_counts(clients: &AwsClients, ps: &str, moto: &Moto) -> Vec<usize> {
     let mut counts = Vec::new();
     for a in moto.accounts() {
-        let id = a["id"].as_str().unwrap();
-        counts.push(holders(clients, instance, id, ps).await);
+        counts.push(moto.holders(clients, a["id"].as_str().unwrap(), ps).await.len());
     }
     counts
 }

@@ -3,7 +3,7 @@
 //! read sso-admin back after each step.
 
 use async_trait::async_trait;
-use sso_fanout_aws::{create_table, AwsClients, AwsIdentityCenter, AwsOrgDirectory, DynamoStore, IdentityCenterConfig};
+use sso_fanout_aws::{create_table, AwsIdentityCenter, AwsOrgDirectory, DynamoStore, IdentityCenterConfig};
 use sso_fanout_core::engine::EngineOptions;
 use sso_fanout_core::model::*;
 use sso_fanout_core::pipeline::{execute, plan_run, Services};
@@ -55,21 +55,6 @@ impl IdentityCenter for Counting {
     }
 }
 
-/// Principal ids holding `ps` in `account`, as sso-admin lists them (duplicates kept).
-async fn holders(clients: &AwsClients, instance_arn: &str, account: &str, ps: &str) -> Vec<String> {
-    let pages: Vec<_> = clients
-        .sso_admin
-        .list_account_assignments()
-        .instance_arn(instance_arn)
-        .account_id(account)
-        .permission_set_arn(ps)
-        .into_paginator()
-        .send()
-        .try_collect()
-        .await
-        .unwrap();
-    pages.iter().flat_map(|p| p.account_assignments()).filter_map(|a| a.principal_id().map(str::to_string)).collect()
-}
 
 fn request(op: &str, ou: &str) -> RunRequest {
     RunRequest::from_value(serde_json::json!({
@@ -95,7 +80,6 @@ async fn assign_by_ou_rerun_and_revoke() {
     let services =
         Services { org: Arc::new(AwsOrgDirectory::new(clients.organizations.clone())), ic: ic.clone(), store: store.clone() };
     let config = PlannerConfig::default();
-    let instance = moto.instance_arn();
     let ps = moto.permission_set("AdministratorAccess");
     let admins = moto.group("PlatformAdmins");
     let prod: BTreeSet<String> = moto.accounts_under(&["Prod"]).iter().map(|n| moto.account_id(n)).collect();
@@ -114,10 +98,10 @@ async fn assign_by_ou_rerun_and_revoke() {
     assert_eq!((summary.counts.succeeded, summary.counts.skipped, summary.counts.failed), (5, 1, 0));
     assert_eq!(ic.creates.load(Ordering::SeqCst), 5);
     for account in &prod {
-        assert_eq!(holders(&clients, &instance, account, &ps).await, vec![admins.clone()], "account {account}");
+        assert_eq!(moto.holders(&clients, account, &ps).await, vec![admins.clone()], "account {account}");
     }
     for account in &others {
-        assert!(holders(&clients, &instance, account, &ps).await.is_empty(), "account {account} is outside Prod");
+        assert!(moto.holders(&clients, account, &ps).await.is_empty(), "account {account} is outside Prod");
     }
     let stored = store.get_run(&plan.run_id).await.unwrap().unwrap();
     assert_eq!(stored.status, RunStatus::Finished);
@@ -134,7 +118,7 @@ async fn assign_by_ou_rerun_and_revoke() {
     assert_eq!(summary.counts.skipped, 6);
     assert_eq!(ic.creates.load(Ordering::SeqCst), 5, "zero CreateAccountAssignment calls on the re-run");
     for account in &prod {
-        assert_eq!(holders(&clients, &instance, account, &ps).await, vec![admins.clone()], "no duplicate in {account}");
+        assert_eq!(moto.holders(&clients, account, &ps).await, vec![admins.clone()], "no duplicate in {account}");
     }
 
     // 3. Revoke from the same OU: all six go, nothing else is touched.
@@ -145,7 +129,7 @@ async fn assign_by_ou_rerun_and_revoke() {
     assert_eq!(summary.counts.succeeded, 6);
     assert_eq!(ic.deletes.load(Ordering::SeqCst), 6);
     for account in &prod {
-        assert!(holders(&clients, &instance, account, &ps).await.is_empty(), "account {account} still assigned");
+        assert!(moto.holders(&clients, account, &ps).await.is_empty(), "account {account} still assigned");
     }
 
     // The store lists the three runs, most recent first.

@@ -135,6 +135,46 @@ fn assigned(sim: &SimCloud, accounts: &[String], ps_arn: &str, principal_id: &st
     accounts.iter().filter(|a| sim.has_assignment(a, ps_arn, principal_id)).cloned().collect()
 }
 
+/// What the simulator knows of a run that started at `t0` (tokio) / `t0_sim` (simulator seconds).
+struct Measured {
+    accepted_s: f64,
+    makespan_s: f64,
+    reported_s: f64,
+}
+
+fn measure(sim: &SimCloud, t0: Instant, t0_sim: f64) -> Measured {
+    let ops = sim.operations();
+    Measured {
+        accepted_s: ops.iter().map(|o| o.accepted_s).fold(t0_sim, f64::max) - t0_sim,
+        makespan_s: sim.all_done_s().max(t0_sim) - t0_sim,
+        reported_s: t0.elapsed().as_secs_f64(),
+    }
+}
+
+/// One bench row: the run's measurements beside the references for the same latencies.
+fn row(accounts: usize, options: &BenchOptions, strategy: &str, sim: &SimCloud, targets: &[String], m: Measured, failed: usize, false_successes: usize) -> BenchRow {
+    let counters = sim.counters();
+    let (bound_s, greedy_s) = references(sim, targets);
+    BenchRow {
+        accounts,
+        seed: options.seed,
+        strategy: strategy.into(),
+        accepted_s: m.accepted_s,
+        makespan_s: m.makespan_s,
+        reported_s: m.reported_s,
+        bound_s,
+        ratio: m.makespan_s / bound_s,
+        greedy_s,
+        api_calls: counters.sso_admin_calls(),
+        throttled: counters.throttled(),
+        violations: counters.violations(),
+        failed,
+        false_successes,
+        rerun_api_calls: None,
+        rerun_writes: None,
+    }
+}
+
 fn paused_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("tokio runtime")
 }
@@ -150,16 +190,11 @@ pub fn run_sso_fanout(accounts: usize, options: &BenchOptions) -> Result<BenchRo
         let services = Services { org: sim.clone(), ic: sim.clone(), store: store.clone() };
         let request = bench_request(options.tuning.clone());
         let config = PlannerConfig::default();
-        let t0 = Instant::now();
-        let t0_sim = sim.elapsed_s();
+        let (t0, t0_sim) = (Instant::now(), sim.elapsed_s());
         let plan = plan_run(&services, &request, &config).await?;
         let engine = EngineOptions { jitter_seed: options.seed, ..Default::default() };
         let summary = execute(&services, &plan, engine.clone(), None).await?;
-        let reported_s = t0.elapsed().as_secs_f64();
-        let ops = sim.operations();
-        let accepted_s = ops.iter().map(|o| o.accepted_s).fold(t0_sim, f64::max) - t0_sim;
-        let makespan_s = sim.all_done_s().max(t0_sim) - t0_sim;
-        let counters = sim.counters();
+        let measured = measure(&sim, t0, t0_sim);
 
         let targets = targets(&sim);
         let truth = assigned(&sim, &targets, &plan.permission_set.arn, &plan.principal.id);
@@ -168,31 +203,16 @@ pub fn run_sso_fanout(accounts: usize, options: &BenchOptions) -> Result<BenchRo
             .iter()
             .filter(|r| r.outcome == crate::model::Outcome::Succeeded && !truth.contains(&r.account_id))
             .count();
+        let failed = summary.counts.failed + summary.counts.timed_out + summary.counts.missing;
+        let mut row = row(accounts, options, "sso-fanout", &sim, &targets, measured, failed, false_successes);
 
         // The same request again: should find nothing to do.
-        let before = sim.counters().sso_admin_calls();
-        let writes_before = writes(&sim);
+        let (calls, writes_before) = (sim.counters().sso_admin_calls(), writes(&sim));
         let again = plan_run(&services, &request, &config).await?;
         execute(&services, &again, engine, None).await?;
-        let (bound_s, greedy_s) = references(&sim, &targets);
-        Ok(BenchRow {
-            accounts,
-            seed: options.seed,
-            strategy: "sso-fanout".into(),
-            accepted_s,
-            makespan_s,
-            reported_s,
-            bound_s,
-            ratio: makespan_s / bound_s,
-            greedy_s,
-            api_calls: counters.sso_admin_calls(),
-            throttled: counters.throttled(),
-            violations: counters.violations(),
-            failed: summary.counts.failed + summary.counts.timed_out + summary.counts.missing,
-            false_successes,
-            rerun_api_calls: Some(sim.counters().sso_admin_calls() - before),
-            rerun_writes: Some(writes(&sim) - writes_before),
-        })
+        row.rerun_api_calls = Some(sim.counters().sso_admin_calls() - calls);
+        row.rerun_writes = Some(writes(&sim) - writes_before);
+        Ok(row)
     })
 }
 
@@ -238,36 +258,16 @@ pub fn run_seed(accounts: usize, settings: &SeedSettings, options: &BenchOptions
             }
         }
         let reported_s = t0.elapsed().as_secs_f64();
-        let ops = sim.operations();
-        let accepted_s = ops.iter().map(|o| o.accepted_s).fold(t0_sim, f64::max) - t0_sim;
         // Let AWS finish what was accepted, to know the truth.
-        let done = sim.all_done_s();
-        let now = sim.elapsed_s();
+        let (done, now) = (sim.all_done_s(), sim.elapsed_s());
         if done > now {
             sleep(Duration::from_secs_f64(done - now + 0.001)).await;
         }
-        let makespan_s = sim.all_done_s().max(t0_sim) - t0_sim;
+        let measured = Measured { reported_s, ..measure(&sim, t0, t0_sim) };
         let truth = assigned(&sim, &targets, &ps, &principal.id);
-        let counters = sim.counters();
-        let (bound_s, greedy_s) = references(&sim, &targets);
-        Ok(BenchRow {
-            accounts,
-            seed: options.seed,
-            strategy: settings.name.into(),
-            accepted_s,
-            makespan_s,
-            reported_s,
-            bound_s,
-            ratio: makespan_s / bound_s,
-            greedy_s,
-            api_calls: counters.sso_admin_calls(),
-            throttled: counters.throttled(),
-            violations: counters.violations(),
-            failed: reported.values().filter(|ok| !**ok).count(),
-            false_successes: reported.iter().filter(|(a, ok)| **ok && !truth.contains(*a)).count(),
-            rerun_api_calls: None,
-            rerun_writes: None,
-        })
+        let failed = reported.values().filter(|ok| !**ok).count();
+        let false_successes = reported.iter().filter(|(a, ok)| **ok && !truth.contains(*a)).count();
+        Ok(row(accounts, options, settings.name, &sim, &targets, measured, failed, false_successes))
     })
 }
 

@@ -210,7 +210,7 @@ impl SimCloud {
         self.state.lock().expect("sim").counters.clone()
     }
 
-    /// Every operation accepted so far, settled up to now.
+    /// Every operation that has finished by now (still provisioning ones are not listed).
     pub fn operations(&self) -> Vec<OpRecord> {
         let mut s = self.state.lock().expect("sim");
         self.settle(&mut s, Instant::now());
