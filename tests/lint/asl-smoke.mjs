@@ -138,16 +138,18 @@ await test('a failed batch becomes {runId, batch, error:{Error, Cause}} and the 
   assert.equal(calls.work.filter((c) => c.Payload.batch === 1).length, 1);
 });
 
-await test('worker Throttled/Retryable errors are retried', async () => {
+await test('worker Throttled/Retryable/StoreError errors are retried', async () => {
   const { calls, handlers } = stubs();
   const work = handlers.Work;
+  const errors = ['Throttled', 'Retryable', 'StoreError'];
   let attempts = 0;
   handlers.Work = (input) => {
-    if (input.Payload.batch === 0 && attempts++ < 2) throw new LambdaError(attempts === 1 ? 'Throttled' : 'Retryable', 'later');
+    if (input.Payload.batch === 0 && attempts < errors.length) throw new LambdaError(errors[attempts++], 'later');
+    if (input.Payload.batch === 0) attempts++;
     return work(input);
   };
   const out = await run(handlers);
-  assert.equal(attempts, 3);
+  assert.equal(attempts, 4);
   assert.ok(out.batches.every((b) => !b.error));
   assert.equal(calls.report.length, 1);
 });
