@@ -146,6 +146,7 @@ pub fn bench_table(rows: &[BenchRow]) -> String {
                 format!("{:.1}", r.accepted_s),
                 format!("{:.1}", r.makespan_s),
                 format!("{:.1}", r.reported_s),
+                r.estimate_s.map(|e| format!("{e:.1}")).unwrap_or_else(|| "-".into()),
                 format!("{:.1}", r.bound_s),
                 format!("{:.2}", r.ratio),
                 format!("{:.1}", r.greedy_s),
@@ -159,7 +160,7 @@ pub fn bench_table(rows: &[BenchRow]) -> String {
         })
         .collect();
     let mut out = table(
-        &["ACCOUNTS", "STRATEGY", "ACCEPTED_S", "MAKESPAN_S", "REPORTED_S", "BOUND_S", "RATIO", "GREEDY_S", "API_CALLS", "THROTTLED", "VIOLATIONS", "FAILED", "FALSE_OK", "RERUN_CALLS/WRITES"],
+        &["ACCOUNTS", "STRATEGY", "ACCEPTED_S", "MAKESPAN_S", "REPORTED_S", "ESTIMATE_S", "BOUND_S", "RATIO", "GREEDY_S", "API_CALLS", "THROTTLED", "VIOLATIONS", "FAILED", "FALSE_OK", "RERUN_CALLS/WRITES"],
         &body,
     );
     out.push_str(

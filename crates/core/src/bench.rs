@@ -43,6 +43,9 @@ pub struct BenchRow {
     pub failed: usize,
     /// Reported successful, but the assignment did not end SUCCEEDED.
     pub false_successes: usize,
+    /// The planner's estimate, to compare with reported_s (sso-fanout only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate_s: Option<f64>,
     /// Re-running the same request right after: sso-admin calls and writes (sso-fanout only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rerun_api_calls: Option<u64>,
@@ -170,6 +173,7 @@ fn row(accounts: usize, options: &BenchOptions, strategy: &str, sim: &SimCloud, 
         violations: counters.violations(),
         failed,
         false_successes,
+        estimate_s: None,
         rerun_api_calls: None,
         rerun_writes: None,
     }
@@ -205,6 +209,7 @@ pub fn run_sso_fanout(accounts: usize, options: &BenchOptions) -> Result<BenchRo
             .count();
         let failed = summary.counts.failed + summary.counts.timed_out + summary.counts.missing;
         let mut row = row(accounts, options, "sso-fanout", &sim, &targets, measured, failed, false_successes);
+        row.estimate_s = Some(plan.estimate.seconds);
 
         // The same request again: should find nothing to do.
         let (calls, writes_before) = (sim.counters().sso_admin_calls(), writes(&sim));

@@ -143,6 +143,25 @@ impl LatencyModel {
         self.median_s * (self.sigma().powi(2) / 2.0).exp()
     }
 
+    /// Expected value of the largest of `k` independent provisioning latencies:
+    /// integral of 1 - F(x)^k over x >= 0, numerically (the last wave of a run ends with it).
+    pub fn expected_max_s(&self, k: usize) -> f64 {
+        if k <= 1 {
+            return self.mean_s();
+        }
+        let (mu, sigma) = (self.median_s.ln(), self.sigma().max(1e-6));
+        let upper = (mu + 8.0 * sigma).exp();
+        const STEPS: usize = 4000;
+        let dx = upper / STEPS as f64;
+        (0..STEPS)
+            .map(|i| {
+                let x = (i as f64 + 0.5) * dx;
+                let cdf = 0.5 * (1.0 + erf((x.ln() - mu) / (sigma * std::f64::consts::SQRT_2)));
+                (1.0 - cdf.powi(k as i32)) * dx
+            })
+            .sum()
+    }
+
     /// Learns from observed provisioning latencies (ms); needs at least 20 to replace the default.
     pub fn from_samples(samples_ms: &[u64]) -> Option<LatencyModel> {
         if samples_ms.len() < 20 {
@@ -154,6 +173,13 @@ impl LatencyModel {
         let median_s = at(0.5).max(0.05);
         Some(LatencyModel { median_s, p99_s: at(0.99).max(median_s), samples: sorted.len() })
     }
+}
+
+/// The error function (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7): enough for an estimate.
+fn erf(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+    let poly = t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    (1.0 - poly * (-x * x).exp()).copysign(x)
 }
 
 /// Which limit decides a run's speed.
@@ -229,6 +255,17 @@ mod tests {
         let samples: Vec<u64> = (1..=100).map(|i| i * 100).collect();
         let learned = LatencyModel::from_samples(&samples).unwrap();
         assert!((learned.median_s - 5.0).abs() < 0.11 && learned.p99_s >= 9.8, "{learned:?}");
+    }
+
+    #[test]
+    fn expected_maximum_grows_with_the_number_of_draws() {
+        let m = LatencyModel::default();
+        assert!((m.expected_max_s(1) - m.mean_s()).abs() < 1e-9);
+        // Monte-Carlo reference (10^5 runs): the largest of 10 draws averages ~9.55 s.
+        let ten = m.expected_max_s(10);
+        assert!((9.3..9.8).contains(&ten), "{ten}");
+        assert!(m.expected_max_s(100) > ten);
+        assert!((erf(0.5) - 0.520_499_88).abs() < 1e-6);
     }
 
     #[test]
