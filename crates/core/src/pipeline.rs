@@ -49,6 +49,8 @@ pub async fn run_stored_batch(
 }
 
 /// Step 3 (reporter): the summary from the plan and the stored results; stored with the run.
+/// `duration_seconds` defaults to the wall time since the plan was made (what the deployed
+/// reporter sees); in-process runs pass their own clock's measure.
 pub async fn report_run(
     store: &dyn RunStore,
     run_id: &str,
@@ -57,7 +59,8 @@ pub async fn report_run(
 ) -> Result<RunSummary> {
     let record = load_run(store, run_id).await?;
     let results = store.results(run_id).await?;
-    let summary = summarize(&record.plan, &results, failed_batches, duration_seconds);
+    let duration = duration_seconds.unwrap_or_else(|| crate::plan::unix_now().saturating_sub(record.plan.created_at) as f64);
+    let summary = summarize(&record.plan, &results, failed_batches, Some(duration));
     store.update_run(run_id, RunStatus::Finished, Some(&summary)).await?;
     Ok(summary)
 }
@@ -94,6 +97,5 @@ pub async fn execute(
         }
     }
     failed_batches.sort_by_key(|f| f.batch);
-    let duration = (!plan.batches.is_empty()).then(|| started.elapsed().as_secs_f64());
-    report_run(services.store.as_ref(), &plan.run_id, failed_batches, duration).await
+    report_run(services.store.as_ref(), &plan.run_id, failed_batches, Some(started.elapsed().as_secs_f64())).await
 }

@@ -60,7 +60,7 @@ pub struct RunSummary {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_batches: Vec<BatchFailure>,
     pub estimate_seconds: f64,
-    /// Wall time from the plan to the last result (None when no change ran).
+    /// From the start of execution (in-process) or the plan (deployed) to the report.
     #[serde(default)]
     pub duration_seconds: Option<f64>,
     pub tier: String,

@@ -6,7 +6,7 @@ use serde_json::Value;
 use sso_fanout_core::engine::EngineOptions;
 use sso_fanout_core::model::Outcome;
 use sso_fanout_core::pipeline::{plan_run, report_run, run_stored_batch, Services};
-use sso_fanout_core::plan::{unix_now, PlannerConfig};
+use sso_fanout_core::plan::PlannerConfig;
 use sso_fanout_core::report::{BatchFailure, RunSummary};
 use sso_fanout_core::request::RunRequest;
 use sso_fanout_core::{FanoutError, Result};
@@ -111,9 +111,7 @@ pub async fn report(services: &Services, event: Value) -> Result<RunSummary> {
             Some(BatchFailure { batch: b.get("batch").and_then(Value::as_u64).unwrap_or(0) as u32, error: text("Error"), cause: text("Cause") })
         })
         .collect();
-    let record = services.store.get_run(&input.run_id).await?;
-    let duration = record.map(|r| unix_now().saturating_sub(r.plan.created_at) as f64);
-    let summary = report_run(services.store.as_ref(), &input.run_id, failed_batches, duration).await?;
+    let summary = report_run(services.store.as_ref(), &input.run_id, failed_batches, None).await?;
     tracing::info!(run_id = %summary.run_id, succeeded = summary.counts.succeeded, failed = summary.counts.failed,
         timed_out = summary.counts.timed_out, skipped = summary.counts.skipped, "run reported");
     Ok(summary)
