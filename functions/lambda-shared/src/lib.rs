@@ -7,4 +7,4 @@ pub mod handlers;
 pub mod runtime;
 
 pub use config::LambdaConfig;
-pub use runtime::serve;
+pub use runtime::{init_logging, serve};

@@ -9,6 +9,20 @@ use sso_fanout_core::FanoutError;
 use std::future::Future;
 use std::io::Read;
 
+fn one_shot() -> bool {
+    std::env::args().nth(1).as_deref() == Some("--once")
+}
+
+/// Logging: Lambda's default subscriber (stdout, JSON when the function's log format is JSON);
+/// in one-shot mode on stderr, so that stdout carries only the response.
+pub fn init_logging() {
+    if one_shot() {
+        lambda_runtime::tracing::init_default_subscriber_with_writer(std::io::stderr);
+    } else {
+        lambda_runtime::tracing::init_default_subscriber();
+    }
+}
+
 /// A `FanoutError` as Lambda reports it: `error_type` is the fixed name the state machine's
 /// Retry/Catch match (`InvalidRequest`, `Throttled`, `Retryable`, ...).
 pub fn diagnostic(e: &FanoutError) -> Diagnostic {
@@ -22,7 +36,7 @@ where
     F: Future<Output = sso_fanout_core::Result<R>>,
     R: Serialize,
 {
-    if std::env::args().nth(1).as_deref() == Some("--once") {
+    if one_shot() {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text)?;
         let outcome = match serde_json::from_str::<Value>(&text) {
