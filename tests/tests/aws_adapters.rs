@@ -165,28 +165,54 @@ async fn dynamo_org_cache_round_trip_and_replacement() {
     create_table(&clients.dynamodb, TABLE).await.unwrap();
     create_table(&clients.dynamodb, TABLE).await.expect("idempotent");
     let store = DynamoStore::new(clients.dynamodb.clone(), TABLE);
-    assert_eq!(store.cached_org().await.unwrap(), None);
+    let org = AwsOrgDirectory::new(clients.organizations.clone());
+    let ic = AwsIdentityCenter::from_clients(&clients, IdentityCenterConfig::default());
+    let (_, scope) = sso_fanout_core::plan::scope(&org, &ic).await.unwrap();
+    assert_eq!(scope.organization_id, moto.organization_id());
+    assert_eq!(scope.region, moto.region);
+    assert_eq!(store.cached_org(&scope).await.unwrap(), None);
 
-    let snap = AwsOrgDirectory::new(clients.organizations.clone()).snapshot().await.unwrap();
-    store.put_org(&snap).await.unwrap();
-    assert_eq!(store.cached_org().await.unwrap().as_ref(), Some(&snap));
+    let snap = org.snapshot().await.unwrap();
+    assert_eq!(snap.roots, vec![moto.root_id()]);
+    assert!(snap.ou(&moto.ou("Prod/Payments")).is_some_and(|o| o.name == "Payments" && o.parent_id == moto.ou("Prod")));
+    store.put_org(&scope, &snap).await.unwrap();
+    assert_eq!(store.cached_org(&scope).await.unwrap().as_ref(), Some(&snap));
+    // Another organization, instance or region never sees this cache.
+    for other in [
+        Scope { organization_id: "o-otherorg01".into(), ..scope.clone() },
+        Scope { instance_arn: "arn:aws:sso:::instance/ssoins-0000000000000000".into(), ..scope.clone() },
+        Scope { region: "eu-west-1".into(), ..scope.clone() },
+    ] {
+        assert_eq!(store.cached_org(&other).await.unwrap(), None, "{other:?}");
+    }
 
     // A 10,000-account organization is far above the 400 KB item limit: stored in parts.
     let big = synthetic_org(10_000);
     assert!(serde_json::to_string(&big).unwrap().len() > 1_000_000);
-    store.put_org(&big).await.unwrap();
-    assert_eq!(store.cached_org().await.unwrap().as_ref(), Some(&big));
+    store.put_org(&scope, &big).await.unwrap();
+    assert_eq!(store.cached_org(&scope).await.unwrap().as_ref(), Some(&big));
     // The replaced version's parts are deleted: only the current version's remain.
     let scan = clients.dynamodb.scan().table_name(TABLE).send().await.unwrap();
     let org_partitions: BTreeSet<String> =
-        scan.items().iter().filter_map(|i| i.get("pk")?.as_s().ok().cloned()).filter(|pk| pk.starts_with("ORG#")).collect();
+        scan.items().iter().filter_map(|i| i.get("pk")?.as_s().ok().cloned()).filter(|pk| pk.starts_with("ORGSNAP#")).collect();
     assert_eq!(org_partitions.len(), 1, "{org_partitions:?}");
+}
+
+fn test_scope(org: &str) -> Scope {
+    Scope {
+        organization_id: org.into(),
+        management_account_id: "100000000000".into(),
+        instance_arn: "arn:aws:sso:::instance/ssoins-1111111111111111".into(),
+        region: "us-east-1".into(),
+    }
 }
 
 fn synthetic_org(n: usize) -> OrgSnapshot {
     OrgSnapshot {
         organization_id: "o-abcdef1234".into(),
         management_account_id: "100000000000".into(),
+        roots: vec!["r-ab12".into()],
+        ous: vec![],
         accounts: (0..n)
             .map(|i| Account {
                 id: format!("{:012}", 200_000_000_000u64 + i as u64),
@@ -224,7 +250,9 @@ fn synthetic_plan(run_id: &str, created_at: u64, n: usize, skipped: usize, batch
         instance: Instance {
             instance_arn: "arn:aws:sso:::instance/ssoins-1111222233334444".into(),
             identity_store_id: "d-1234567890".into(),
+            region: "us-east-1".into(),
         },
+        scope: test_scope("o-abcdef1234"),
         permission_set: PermissionSet {
             arn: "arn:aws:sso:::permissionSet/ssoins-1111222233334444/ps-aaaabbbbccccdddd".into(),
             name: "AdministratorAccess".into(),
@@ -379,12 +407,14 @@ async fn dynamo_latency_samples_are_bounded_and_ordered() {
     let clients = moto.clients().await;
     create_table(&clients.dynamodb, TABLE).await.unwrap();
     let store = std::sync::Arc::new(DynamoStore::new(clients.dynamodb.clone(), TABLE));
-    assert!(store.latency_samples(500).await.unwrap().is_empty());
-    store.add_latency_samples(&(0..300).collect::<Vec<u64>>()).await.unwrap();
-    store.add_latency_samples(&(300..600).collect::<Vec<u64>>()).await.unwrap();
-    let all = store.latency_samples(10_000).await.unwrap();
+    let scope = test_scope("o-abcdef1234");
+    assert!(store.latency_samples(&scope, 500).await.unwrap().is_empty());
+    store.add_latency_samples(&scope, &(0..300).collect::<Vec<u64>>()).await.unwrap();
+    store.add_latency_samples(&scope, &(300..600).collect::<Vec<u64>>()).await.unwrap();
+    let all = store.latency_samples(&scope, 10_000).await.unwrap();
     assert_eq!(all, (100..600).collect::<Vec<u64>>(), "the most recent 500, oldest first");
-    assert_eq!(store.latency_samples(3).await.unwrap(), vec![597, 598, 599]);
+    assert_eq!(store.latency_samples(&scope, 3).await.unwrap(), vec![597, 598, 599]);
+    assert!(store.latency_samples(&test_scope("o-simulated1"), 500).await.unwrap().is_empty(), "another scope's history is its own");
 
     // Concurrent writers (workers finishing together) all succeed (optimistic retries) and the
     // list stays bounded. That no update is lost rests on DynamoDB's atomic conditional write,
@@ -393,12 +423,13 @@ async fn dynamo_latency_samples_are_bounded_and_ordered() {
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..5u64 {
         let store = store.clone();
-        tasks.spawn(async move { store.add_latency_samples(&[10_000 + w; 4]).await });
+        let scope = scope.clone();
+        tasks.spawn(async move { store.add_latency_samples(&scope, &[10_000 + w; 4]).await });
     }
     while let Some(r) = tasks.join_next().await {
         r.unwrap().unwrap();
     }
-    let after = store.latency_samples(10_000).await.unwrap();
+    let after = store.latency_samples(&scope, 10_000).await.unwrap();
     assert_eq!(after.len(), 500);
     assert!(after.iter().rev().take(4).all(|v| *v >= 10_000), "the newest samples are last");
 }

@@ -107,3 +107,58 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// What a new user hit: a store shared between the simulator and a real organization (or two
+/// profiles) must never plan one organization's run over another's cached accounts, and an OU
+/// or root id the organization does not have is refused by name instead of selecting everything.
+#[tokio::test]
+async fn the_account_cache_and_ou_ids_never_cross_organizations() {
+    let moto = Moto::seeded();
+    let clients = moto.clients().await;
+    let dir = tempdir().join("cross");
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = dir.join("store.redb");
+
+    // 1. A simulated run fills the same store with the simulated organization's accounts.
+    let out = Command::new(binaries::dir().join("sso-fanout"))
+        .args(["run", "--sim", "29", "--virtual-time", "--operation", "assign", "--permission-set", "AdministratorAccess"])
+        .args(["--group", "PlatformAdmins", "--filter", "prod-*", "--store", store.to_str().unwrap(), "--output", "json"])
+        .env("HOME", std::env::temp_dir())
+        .env_remove("SSO_FANOUT_STORE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // 2. The same request on moto plans over moto's organization, not the cached simulated one.
+    let out = sso_fanout(&moto, &store, &with(ASSIGN, &["--filter", "prod-*"]));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = json(&out);
+    let prod: Vec<String> = moto.accounts_under(&["Prod"]).iter().map(|n| moto.account_id(n)).collect();
+    assert_eq!(s["counts"]["total"].as_u64().unwrap() as usize, prod.len(), "{s}");
+    for a in &prod {
+        assert_eq!(holders(&clients, &moto, a).await, 1, "{a}");
+    }
+    for r in s["results"].as_array().unwrap() {
+        assert!(prod.contains(&r["accountId"].as_str().unwrap().to_string()), "{r} is not one of moto's prod accounts");
+    }
+
+    // 3. A root id that is not the organization's is refused by name, nothing is written.
+    let out = sso_fanout(&moto, &store, &with(REVOKE, &["--ou", "r-zzzz"]));
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let e = json(&out);
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("r-zzzz") && message.contains(&moto.organization_id()), "{message}");
+    let out = sso_fanout(&moto, &store, &with(REVOKE, &["--ou", "ou-zzzz-zzzzzzzz"]));
+    assert_eq!(out.status.code(), Some(1));
+    for a in &prod {
+        assert_eq!(holders(&clients, &moto, a).await, 1, "a refused revoke left {a} untouched");
+    }
+
+    // 4. The organization's real root id selects every ACTIVE member account.
+    let out = sso_fanout(&moto, &store, &with(&["plan", "--operation", "assign", "--permission-set", "AdministratorAccess", "--group", "PlatformAdmins"], &["--ou", &moto.root_id()]));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let active = moto.accounts().iter().filter(|a| a["name"] != "sandbox-bob-001").count();
+    assert_eq!(json(&out)["accounts"].as_array().unwrap().len(), active);
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -107,7 +107,7 @@ async fn assign_by_ou_rerun_and_revoke() {
     assert_eq!(stored.status, RunStatus::Finished);
     assert_eq!(stored.summary.as_ref(), Some(&summary));
     assert_eq!(store.results(&plan.run_id).await.unwrap().len(), 5);
-    assert!(store.cached_org().await.unwrap().is_some(), "the planner filled the account cache");
+    assert!(store.cached_org(&plan.scope).await.unwrap().is_some(), "the planner filled the account cache");
 
     // 2. Re-run: everything is already assigned, so no write at all (moto would store a
     //    duplicate for a second create, so the read-back below would show it).

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use serde::{de::DeserializeOwned, Serialize};
-use sso_fanout_core::model::{AccountResult, OrgSnapshot, Outcome};
+use sso_fanout_core::model::{AccountResult, OrgSnapshot, Outcome, Scope};
 use sso_fanout_core::plan::{unix_now, Plan, PlanItem};
 use sso_fanout_core::report::RunSummary;
 use sso_fanout_core::store::{RunRecord, RunStatus, RunStore};
@@ -33,11 +33,9 @@ pub const DEFAULT_RETENTION_DAYS: u32 = 90;
 /// Largest part of a split value; items stay well below DynamoDB's 400 KB.
 pub const DEFAULT_PART_BYTES: usize = 300_000;
 
-const ORG_PK: &str = "ORG";
 const CURRENT_SK: &str = "CURRENT";
 const RUNS_PK: &str = "RUNS";
 const META_SK: &str = "META";
-const LATENCY_PK: &str = "LATENCY";
 const LATENCY_SK: &str = "SAMPLES";
 
 pub struct DynamoStore {
@@ -188,12 +186,12 @@ impl DynamoStore {
         Ok((version, count))
     }
 
-    async fn read_org(&self) -> Result<ReadOrg> {
-        let Some(current) = self.get(ORG_PK, CURRENT_SK).await? else { return Ok(ReadOrg::Missing) };
+    async fn read_org(&self, scope: &Scope) -> Result<ReadOrg> {
+        let Some(current) = self.get(&org_pk(scope), CURRENT_SK).await? else { return Ok(ReadOrg::Missing) };
         let (Some(version), Some(parts)) = (get_s(&current, "version"), get_n(&current, "parts")) else {
             return Err(FanoutError::Store("account cache pointer ORG/CURRENT is malformed".into()));
         };
-        let items = self.query(&org_pk(version), Some("PART#")).await?;
+        let items = self.query(&org_version_pk(version), Some("PART#")).await?;
         match join_parts(&items, "PART#", parts as usize) {
             Some(text) => Ok(ReadOrg::Found(from_json(&text)?)),
             None => Ok(ReadOrg::Replaced),
@@ -256,10 +254,10 @@ pub async fn create_table(client: &Client, name: &str) -> Result<()> {
 
 #[async_trait]
 impl RunStore for DynamoStore {
-    async fn cached_org(&self) -> Result<Option<OrgSnapshot>> {
+    async fn cached_org(&self, scope: &Scope) -> Result<Option<OrgSnapshot>> {
         // A concurrent refresh may replace the version being read; read the new one then.
         for _ in 0..3 {
-            match self.read_org().await? {
+            match self.read_org(scope).await? {
                 ReadOrg::Missing => return Ok(None),
                 ReadOrg::Found(snapshot) => return Ok(Some(snapshot)),
                 ReadOrg::Replaced => continue,
@@ -268,10 +266,10 @@ impl RunStore for DynamoStore {
         Ok(None)
     }
 
-    async fn put_org(&self, snapshot: &OrgSnapshot) -> Result<()> {
+    async fn put_org(&self, scope: &Scope, snapshot: &OrgSnapshot) -> Result<()> {
         let version = format!("{}-{}", snapshot.fetched_at, unique_suffix());
-        let parts = self.put_parts(&org_pk(&version), "PART#", &to_json(snapshot)?, None).await?;
-        let mut current = key(ORG_PK, CURRENT_SK);
+        let parts = self.put_parts(&org_version_pk(&version), "PART#", &to_json(snapshot)?, None).await?;
+        let mut current = key(&org_pk(scope), CURRENT_SK);
         current.insert("version".into(), s(&version));
         current.insert("parts".into(), n(parts as u64));
         current.insert("fetchedAt".into(), n(snapshot.fetched_at));
@@ -287,7 +285,7 @@ impl RunStore for DynamoStore {
             .map_err(|e| store_error("PutItem", e))?;
         // Each version is replaced exactly once, so the one replaced here is safe to delete.
         if let Some(old) = out.attributes().and_then(|a| get_s(a, "version")) {
-            self.delete_prefix(&org_pk(old), "PART#").await;
+            self.delete_prefix(&org_version_pk(old), "PART#").await;
         }
         Ok(())
     }
@@ -498,8 +496,8 @@ impl RunStore for DynamoStore {
             .collect()
     }
 
-    async fn latency_samples(&self, limit: usize) -> Result<Vec<u64>> {
-        let samples = match self.get(LATENCY_PK, LATENCY_SK).await? {
+    async fn latency_samples(&self, scope: &Scope, limit: usize) -> Result<Vec<u64>> {
+        let samples = match self.get(&latency_pk(scope), LATENCY_SK).await? {
             Some(item) => samples_of(&item),
             None => Vec::new(),
         };
@@ -507,18 +505,19 @@ impl RunStore for DynamoStore {
         Ok(samples[skip..].to_vec())
     }
 
-    async fn add_latency_samples(&self, samples: &[u64]) -> Result<()> {
+    async fn add_latency_samples(&self, scope: &Scope, samples: &[u64]) -> Result<()> {
         if samples.is_empty() {
             return Ok(());
         }
+        let pk = latency_pk(scope);
         // Optimistic concurrency: workers finishing at once each retry on the newer list.
         for attempt in 0..8u32 {
-            let current = self.get(LATENCY_PK, LATENCY_SK).await?;
+            let current = self.get(&pk, LATENCY_SK).await?;
             let version = current.as_ref().and_then(|i| get_n(i, "version"));
             let mut all = current.as_ref().map(samples_of).unwrap_or_default();
             all.extend_from_slice(samples);
             let skip = all.len().saturating_sub(MAX_LATENCY_SAMPLES);
-            let mut item = key(LATENCY_PK, LATENCY_SK);
+            let mut item = key(&pk, LATENCY_SK);
             item.insert("samples".into(), AttributeValue::L(all[skip..].iter().map(|v| n(*v)).collect()));
             item.insert("version".into(), n(version.unwrap_or(0) + 1));
             let outcome = match version {
@@ -557,8 +556,18 @@ fn results_pk(run_id: &str) -> String {
     format!("RESULTS#{run_id}")
 }
 
-fn org_pk(version: &str) -> String {
-    format!("ORG#{version}")
+/// The account cache pointer of one scope (organization, instance, region).
+fn org_pk(scope: &Scope) -> String {
+    format!("ORG#{}", scope.key())
+}
+
+/// The parts of one cached snapshot version.
+fn org_version_pk(version: &str) -> String {
+    format!("ORGSNAP#{version}")
+}
+
+fn latency_pk(scope: &Scope) -> String {
+    format!("LATENCY#{}", scope.key())
 }
 
 fn key(pk: &str, sk: &str) -> Item {

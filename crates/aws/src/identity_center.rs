@@ -80,7 +80,7 @@ impl AwsIdentityCenter {
 
     async fn load_instance(&self) -> Result<Instance> {
         if let (Some(arn), Some(store)) = (&self.config.instance_arn, &self.config.identity_store_id) {
-            return Ok(Instance { instance_arn: arn.clone(), identity_store_id: store.clone() });
+            return Ok(Instance { instance_arn: arn.clone(), identity_store_id: store.clone(), region: self.region() });
         }
         let instances: Vec<_> = self
             .sso
@@ -97,6 +97,7 @@ impl AwsIdentityCenter {
                 Some(Instance {
                     instance_arn: i.instance_arn()?.to_string(),
                     identity_store_id: i.identity_store_id()?.to_string(),
+                    region: self.region(),
                 })
             })
             .collect();
@@ -128,7 +129,13 @@ impl AwsIdentityCenter {
         Ok(Instance {
             identity_store_id: self.config.identity_store_id.clone().unwrap_or(chosen.identity_store_id),
             instance_arn: chosen.instance_arn,
+            region: chosen.region,
         })
+    }
+
+    /// The region the sso-admin client calls (part of the run's scope).
+    fn region(&self) -> String {
+        self.sso.config().region().map(|r| r.to_string()).unwrap_or_default()
     }
 
     async fn instance_arn(&self) -> Result<String> {

@@ -560,7 +560,13 @@ mod dynamodb {
                 .then_output(|| PutItemOutput::builder().build())
         };
         let store = DynamoStore::new(client(&[&record, &get, &put]), "t");
-        store.add_latency_samples(&[9]).await.unwrap();
+        let scope = sso_fanout_core::model::Scope {
+            organization_id: "o-abcdef1234".into(),
+            management_account_id: "100000000000".into(),
+            instance_arn: "arn:aws:sso:::instance/ssoins-1111111111111111".into(),
+            region: "us-east-1".into(),
+        };
+        store.add_latency_samples(&scope, &[9]).await.unwrap();
         assert_eq!(get.num_calls(), 2);
         assert_eq!(put.num_calls(), 2);
         let seen = seen.lock().unwrap();

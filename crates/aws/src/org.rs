@@ -6,7 +6,7 @@ use crate::util::bounded;
 use async_trait::async_trait;
 use aws_sdk_organizations::types::{Account as OrgAccount, AccountState, AccountStatus as OrgAccountStatus};
 use aws_sdk_organizations::Client;
-use sso_fanout_core::model::{Account, AccountStatus, OrgSnapshot};
+use sso_fanout_core::model::{Account, AccountStatus, OrgIdentity, OrgSnapshot, OrgUnit};
 use sso_fanout_core::plan::unix_now;
 use sso_fanout_core::ports::OrgDirectory;
 use sso_fanout_core::{FanoutError, Result};
@@ -94,27 +94,39 @@ pub fn account_status(account: &OrgAccount) -> AccountStatus {
 
 #[async_trait]
 impl OrgDirectory for AwsOrgDirectory {
-    async fn snapshot(&self) -> Result<OrgSnapshot> {
+    async fn identity(&self) -> Result<OrgIdentity> {
         let org = self.client.describe_organization().send().await.map_err(|e| classify("DescribeOrganization", e))?;
         let org = org
             .organization()
             .ok_or_else(|| FanoutError::Internal("DescribeOrganization answered without an organization".into()))?;
-        let organization_id = org.id().unwrap_or_default().to_string();
-        let management_account_id = org.master_account_id().unwrap_or_default().to_string();
+        match (org.id(), org.master_account_id()) {
+            (Some(id), Some(management)) if !id.is_empty() && !management.is_empty() => {
+                Ok(OrgIdentity { organization_id: id.to_string(), management_account_id: management.to_string() })
+            }
+            _ => Err(FanoutError::Internal("DescribeOrganization answered without the organization id or management account".into())),
+        }
+    }
+
+    async fn snapshot(&self) -> Result<OrgSnapshot> {
+        let OrgIdentity { organization_id, management_account_id } = self.identity().await?;
 
         let root_pages: Vec<_> =
             self.client.list_roots().into_paginator().send().try_collect().await.map_err(|e| classify("ListRoots", e))?;
+        let roots: Vec<String> = root_pages.iter().flat_map(|p| p.roots()).filter_map(|r| r.id()).map(str::to_string).collect();
+        if roots.is_empty() {
+            return Err(FanoutError::Internal("ListRoots answered without a root".into()));
+        }
 
         // Breadth-first over the OU tree, one level at a time, `concurrency` parents at once.
-        let mut level: Vec<(String, Vec<String>)> =
-            root_pages.iter().flat_map(|p| p.roots()).filter_map(|r| r.id()).map(|id| (id.to_string(), vec![])).collect();
+        let mut level: Vec<(String, Vec<String>)> = roots.iter().map(|id| (id.clone(), vec![])).collect();
+        let mut ous: Vec<OrgUnit> = Vec::new();
         let mut accounts: Vec<Account> = Vec::new();
         while !level.is_empty() {
             let client = self.client.clone();
             let listed =
                 bounded(self.concurrency, level.iter().map(|(parent, _)| Self::children(client.clone(), parent.clone()))).await?;
             let mut next = Vec::new();
-            for ((_, path), (ous, members)) in level.iter().zip(listed) {
+            for ((parent, path), (children, members)) in level.iter().zip(listed) {
                 for a in members {
                     accounts.push(Account {
                         id: a.id().unwrap_or_default().to_string(),
@@ -125,9 +137,10 @@ impl OrgDirectory for AwsOrgDirectory {
                         tags: BTreeMap::new(),
                     });
                 }
-                for (ou_id, _name) in ous {
+                for (ou_id, name) in children {
                     let mut child = path.clone();
                     child.push(ou_id.clone());
+                    ous.push(OrgUnit { id: ou_id.clone(), name, parent_id: parent.clone() });
                     next.push((ou_id, child));
                 }
             }
@@ -139,6 +152,6 @@ impl OrgDirectory for AwsOrgDirectory {
             account.tags = tags;
         }
         accounts.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-        Ok(OrgSnapshot { organization_id, management_account_id, accounts, fetched_at: unix_now() })
+        Ok(OrgSnapshot { organization_id, management_account_id, roots, ous, accounts, fetched_at: unix_now() })
     }
 }

@@ -6,7 +6,7 @@ use crate::output;
 use sso_fanout_core::bench::{self, BenchOptions};
 use sso_fanout_core::engine::EngineOptions;
 use sso_fanout_core::pipeline::{execute, plan_run};
-use sso_fanout_core::plan::{load_org, unix_now, PlannerConfig};
+use sso_fanout_core::plan::{self, load_org, unix_now, PlannerConfig};
 use sso_fanout_core::request::Tuning;
 use sso_fanout_core::sim::Faults;
 use sso_fanout_core::Result;
@@ -105,7 +105,8 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
 
 async fn cache(refresh: bool, backend: &Backend, out: OutputFormat) -> Result<u8> {
     let store = backend.services.store.as_ref();
-    let snapshot = if refresh { Some(load_org(backend.services.org.as_ref(), store, true, 0).await?) } else { store.cached_org().await? };
+    let (_, scope) = plan::scope(backend.services.org.as_ref(), backend.services.ic.as_ref()).await?;
+    let snapshot = if refresh { Some(load_org(backend.services.org.as_ref(), store, &scope, true, 0).await?) } else { store.cached_org(&scope).await? };
     let Some(org) = snapshot else {
         match out {
             OutputFormat::Json => print_json(&serde_json::json!({"cached": false, "store": backend.store_location})),

@@ -127,7 +127,7 @@ pub fn summary(s: &RunSummary) -> String {
         let rows: Vec<Vec<String>> = s
             .failures
             .iter()
-            .map(|f| vec![f.account_id.clone(), f.account_name.clone(), f.outcome.clone(), f.reason.clone()])
+            .map(|f| vec![f.account_id.clone(), f.account_name.clone(), f.outcome.as_str().to_string(), f.reason.clone()])
             .collect();
         let _ = writeln!(out);
         out.push_str(&table(&["ACCOUNT", "NAME", "OUTCOME", "REASON"], &rows));

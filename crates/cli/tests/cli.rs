@@ -183,3 +183,35 @@ fn help_teaches_usage_and_exit_codes() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Exit codes: 0"), "{text}");
 }
+
+#[test]
+fn a_store_shared_by_two_simulated_organizations_keeps_their_caches_apart() {
+    let dir = std::env::temp_dir().join(format!("sso-fanout-cli-scope-{}", std::process::id()));
+    let store = dir.join("store.redb");
+    let store_arg = store.to_str().unwrap();
+    let plan = |size: &str| {
+        let mut args = vec!["plan", "--sim", size, "--store", store_arg, "--output", "json", "--filter", "*"];
+        args.extend_from_slice(REQUEST);
+        let out = sso_fanout(&args, None);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        json(&out)
+    };
+    let small = plan("29");
+    let large = plan("500");
+    assert!(large["accounts"].as_array().unwrap().len() > 400, "planned over the cached 29-account organization");
+    assert!(small["accounts"].as_array().unwrap().len() < 30);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn unknown_root_or_ou_ids_are_refused_by_name() {
+    for bad in ["r-zzzz", "ou-zzzz-zzzzzzzz"] {
+        let out = sim_run(&["--ou", bad]);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {}", stderr(&out));
+        let e = json(&out);
+        let message = e["error"]["message"].as_str().unwrap();
+        assert!(message.contains(bad) && message.contains("is not in"), "{message}");
+    }
+    let out = sim_run(&["--ou", "r-sim0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

@@ -190,7 +190,8 @@ pub fn run_sso_fanout(accounts: usize, options: &BenchOptions) -> Result<BenchRo
         let store = Arc::new(MemoryStore::new());
         let mut snapshot = sim.org().clone();
         snapshot.fetched_at = unix_now();
-        store.put_org(&snapshot).await?; // both sides start with the account list in hand
+        let (_, scope) = crate::plan::scope(sim.as_ref(), sim.as_ref()).await?;
+        store.put_org(&scope, &snapshot).await?; // both sides start with the account list in hand
         let services = Services { org: sim.clone(), ic: sim.clone(), store: store.clone() };
         let request = bench_request(options.tuning.clone());
         let config = PlannerConfig::default();

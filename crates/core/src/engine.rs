@@ -27,6 +27,8 @@ use tokio::time::{sleep, sleep_until, timeout_at, Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct BatchContext {
     pub run_id: String,
+    /// Latency samples are recorded for this scope only.
+    pub scope: Scope,
     pub operation: Operation,
     pub permission_set_arn: String,
     pub principal: Principal,
@@ -37,6 +39,7 @@ impl BatchContext {
     pub fn from_plan(plan: &Plan) -> BatchContext {
         BatchContext {
             run_id: plan.run_id.clone(),
+            scope: plan.scope.clone(),
             operation: plan.operation,
             permission_set_arn: plan.permission_set.arn.clone(),
             principal: plan.principal.clone(),
@@ -146,7 +149,7 @@ pub async fn run_batch(
 
     let samples: Vec<u64> = results.iter().filter(|r| r.outcome == Outcome::Succeeded).filter_map(|r| r.provisioning_ms).collect();
     if !samples.is_empty() {
-        if let Err(e) = shared.store.add_latency_samples(&samples).await {
+        if let Err(e) = shared.store.add_latency_samples(&ctx.scope, &samples).await {
             tracing::warn!(run_id = %ctx.run_id, error = %e, "could not store latency samples");
         }
     }

@@ -42,15 +42,90 @@ pub struct Account {
     pub tags: BTreeMap<String, String>,
 }
 
+/// One organizational unit of the organization's OU tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrgUnit {
+    pub id: String,
+    pub name: String,
+    /// The parent OU's id, or the root id.
+    pub parent_id: String,
+}
+
 /// A snapshot of the organization: what the planner targets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrgSnapshot {
     pub organization_id: String,
     pub management_account_id: String,
+    /// Root ids (an organization has one). A snapshot without them predates OU checking and
+    /// is read again from Organizations.
+    #[serde(default)]
+    pub roots: Vec<String>,
+    /// Every OU of the tree, so OU ids in a request are checked against it.
+    #[serde(default)]
+    pub ous: Vec<OrgUnit>,
     pub accounts: Vec<Account>,
     /// Unix seconds when this snapshot was read from Organizations.
     pub fetched_at: u64,
+}
+
+impl OrgSnapshot {
+    pub fn is_root(&self, id: &str) -> bool {
+        self.roots.iter().any(|r| r == id)
+    }
+
+    pub fn ou(&self, id: &str) -> Option<&OrgUnit> {
+        self.ous.iter().find(|o| o.id == id)
+    }
+
+    /// OU names from the root down, e.g. `Prod/Payments` (ids where a name is unknown).
+    pub fn ou_names(&self, path: &[String]) -> String {
+        path.iter().map(|id| self.ou(id).map(|o| o.name.as_str()).unwrap_or(id.as_str())).collect::<Vec<_>>().join("/")
+    }
+}
+
+/// Who an organization is: what the account cache and the latency history are keyed by, so
+/// that data read from one organization is never used for another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrgIdentity {
+    pub organization_id: String,
+    pub management_account_id: String,
+}
+
+/// The organization, Identity Center instance and region a run works on. The account cache and
+/// the latency history belong to one scope; data of another scope (another organization, a
+/// second `--profile`, the simulator) is never read in its place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Scope {
+    pub organization_id: String,
+    pub management_account_id: String,
+    pub instance_arn: String,
+    pub region: String,
+}
+
+impl Scope {
+    pub fn new(org: &OrgIdentity, instance: &Instance) -> Scope {
+        Scope {
+            organization_id: org.organization_id.clone(),
+            management_account_id: org.management_account_id.clone(),
+            instance_arn: instance.instance_arn.clone(),
+            region: instance.region.clone(),
+        }
+    }
+
+    /// A stable key: `<organization>#<management account>#<instance id>#<region>`.
+    pub fn key(&self) -> String {
+        let instance = self.instance_arn.rsplit('/').next().unwrap_or(&self.instance_arn);
+        format!("{}#{}#{}#{}", self.organization_id, self.management_account_id, instance, self.region)
+    }
+
+    /// Whether `snapshot` was read from this scope's organization.
+    pub fn owns(&self, snapshot: &OrgSnapshot) -> bool {
+        snapshot.organization_id == self.organization_id && snapshot.management_account_id == self.management_account_id
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -95,6 +170,9 @@ pub struct PermissionSet {
 pub struct Instance {
     pub instance_arn: String,
     pub identity_store_id: String,
+    /// The region the instance is called in (`sim` for the simulator).
+    #[serde(default)]
+    pub region: String,
 }
 
 /// One assignment: (permission set, principal) in one account.

@@ -107,6 +107,8 @@ pub struct Plan {
     pub request: RunRequest,
     pub operation: Operation,
     pub instance: Instance,
+    /// The organization, instance and region the plan was made against.
+    pub scope: Scope,
     pub permission_set: PermissionSet,
     pub principal: Principal,
     /// Accounts that already are as requested: no write.
@@ -178,18 +180,18 @@ pub async fn make_plan(
     store: &dyn RunStore,
 ) -> Result<Plan> {
     request.validate()?;
-    let instance = retrying(|| ic.instance()).await?;
+    let (instance, scope) = scope(org, ic).await?;
     // Independent look-ups run together.
     let (permission_set, principal, snapshot) = tokio::try_join!(
         retrying(|| ic.resolve_permission_set(&request.permission_set)),
         retrying(|| ic.resolve_principal(request.principal.kind, request.principal.name.as_deref(), request.principal.id.as_deref())),
-        load_org(org, store, request.refresh_cache, config.account_cache_max_age_s),
+        load_org(org, store, &scope, request.refresh_cache, config.account_cache_max_age_s),
     )?;
     let selection = targeting::select(&snapshot, &request.targets)?;
     check_selection(request, &selection)?;
     let target_ids: Vec<String> = selection.targets.iter().map(|a| a.id.clone()).collect();
     let existing = retrying(|| ic.assigned_accounts(&principal, &permission_set.arn, &target_ids)).await?;
-    let latency = LatencyModel::from_samples(&store.latency_samples(500).await?).unwrap_or_default();
+    let latency = LatencyModel::from_samples(&store.latency_samples(&scope, 500).await?).unwrap_or_default();
 
     let targets: Vec<(String, String)> = selection.targets.iter().map(|a| (a.id.clone(), a.name.clone())).collect();
     let mut warnings = Vec::new();
@@ -212,6 +214,7 @@ pub async fn make_plan(
         request: request.clone(),
         operation: request.operation,
         instance,
+        scope,
         permission_set,
         principal,
         skipped: decision.skipped,
@@ -224,17 +227,36 @@ pub async fn make_plan(
     })
 }
 
-/// The account cache when fresh, else Organizations (and the cache is refreshed).
-pub async fn load_org(org: &dyn OrgDirectory, store: &dyn RunStore, refresh: bool, max_age_s: u64) -> Result<OrgSnapshot> {
+/// The Identity Center instance and the scope (organization, instance, region) this caller
+/// works on: two calls, one to sso-admin and one to Organizations.
+pub async fn scope(org: &dyn OrgDirectory, ic: &dyn IdentityCenter) -> Result<(Instance, Scope)> {
+    let (instance, identity) = tokio::try_join!(retrying(|| ic.instance()), retrying(|| org.identity()))?;
+    let scope = Scope::new(&identity, &instance);
+    Ok((instance, scope))
+}
+
+/// The account cache of `scope` when fresh, else Organizations (and the cache is refreshed).
+/// A cached snapshot that is not this scope's organization, or predates the OU tree, is never
+/// used.
+pub async fn load_org(org: &dyn OrgDirectory, store: &dyn RunStore, scope: &Scope, refresh: bool, max_age_s: u64) -> Result<OrgSnapshot> {
     if !refresh {
-        if let Some(cached) = store.cached_org().await? {
-            if unix_now().saturating_sub(cached.fetched_at) <= max_age_s {
+        if let Some(cached) = store.cached_org(scope).await? {
+            let fresh = unix_now().saturating_sub(cached.fetched_at) <= max_age_s;
+            if fresh && scope.owns(&cached) && !cached.roots.is_empty() {
                 return Ok(cached);
             }
         }
     }
     let fresh = retrying(|| org.snapshot()).await?;
-    store.put_org(&fresh).await?;
+    if !scope.owns(&fresh) {
+        // The credentials changed organization between the two calls: refuse rather than guess.
+        return Err(FanoutError::Config(format!(
+            "Organizations answered for organization {} (management account {}), but this run was scoped to {} ({}); \
+             check that one profile and region are used throughout",
+            fresh.organization_id, fresh.management_account_id, scope.organization_id, scope.management_account_id
+        )));
+    }
+    store.put_org(scope, &fresh).await?;
     Ok(fresh)
 }
 
@@ -247,15 +269,26 @@ fn check_selection(request: &RunRequest, selection: &targeting::Selection<'_>) -
             "an account of this organization (run `sso-fanout cache refresh` if it was just created)",
         ));
     }
+    if let Some(id) = selection.unknown_excluded.first() {
+        let index = request.targets.exclude.iter().position(|a| a == id).unwrap_or(0);
+        return Err(FanoutError::invalid(
+            format!("targets.exclude[{index}]"),
+            id,
+            "an account of this organization (an unknown id excludes nothing: check for a typo)",
+        ));
+    }
     if selection.targets.is_empty() {
         let t = &request.targets;
         let (field, value) = match (&t.filter, t.ous.is_empty(), t.tags.is_empty()) {
+            _ if selection.excluded > 0 && selection.inactive.is_empty() => ("targets.exclude", format!("{:?}", t.exclude)),
             (Some(f), _, _) => ("targets.filter", format!("{f:?}")),
             (None, false, _) => ("targets.ous", format!("{:?}", t.ous)),
             (None, true, false) => ("targets.tags", format!("{:?}", t.tags)),
             _ => ("targets", "the selection".to_string()),
         };
-        let why = if selection.inactive.is_empty() {
+        let why = if selection.excluded > 0 && selection.inactive.is_empty() {
+            format!("a selection that leaves at least one ACTIVE account (the selectors matched {}, all excluded)", selection.excluded)
+        } else if selection.inactive.is_empty() {
             "a selection that matches at least one ACTIVE account (nothing matched; `sso-fanout cache status` lists the accounts)".to_string()
         } else {
             format!("a selection that matches at least one ACTIVE account ({} matched, none ACTIVE)", selection.inactive.len())

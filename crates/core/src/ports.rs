@@ -9,8 +9,11 @@ use std::collections::BTreeSet;
 /// AWS Organizations, read-only.
 #[async_trait]
 pub trait OrgDirectory: Send + Sync {
-    /// The whole inventory: every account with status, OU path (walked from the OU tree, not
-    /// `ListParents` per account) and tags, plus the management account id.
+    /// Which organization this is (one cheap call): the account cache is keyed by it.
+    async fn identity(&self) -> Result<OrgIdentity>;
+
+    /// The whole inventory: roots, every OU, every account with status, OU path (walked from
+    /// the OU tree, not `ListParents` per account) and tags, plus the management account id.
     async fn snapshot(&self) -> Result<OrgSnapshot>;
 }
 

@@ -1,7 +1,7 @@
 //! The run summary: counts by outcome, failures with reasons, duration vs estimate. Built from
 //! the plan and the stored results, so the CLI and the reporter Lambda produce the same thing.
 
-use crate::model::{AccountResult, Outcome};
+use crate::model::{AccountResult, Action, Outcome};
 use crate::plan::Plan;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -18,15 +18,68 @@ pub struct Counts {
     pub missing: usize,
 }
 
+/// How one target account ended, as the summary reports it: the stored outcome, or `missing`
+/// for a planned change with no stored result (its batch never reported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountOutcome {
+    Succeeded,
+    Skipped,
+    Failed,
+    TimedOut,
+    Missing,
+}
+
+impl AccountOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountOutcome::Succeeded => "succeeded",
+            AccountOutcome::Skipped => "skipped",
+            AccountOutcome::Failed => "failed",
+            AccountOutcome::TimedOut => "timed_out",
+            AccountOutcome::Missing => "missing",
+        }
+    }
+
+    pub fn is_ok(self) -> bool {
+        matches!(self, AccountOutcome::Succeeded | AccountOutcome::Skipped)
+    }
+}
+
+impl From<Outcome> for AccountOutcome {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Succeeded => AccountOutcome::Succeeded,
+            Outcome::Skipped => AccountOutcome::Skipped,
+            Outcome::Failed => AccountOutcome::Failed,
+            Outcome::TimedOut => AccountOutcome::TimedOut,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Failure {
     pub account_id: String,
     pub account_name: String,
-    pub outcome: String,
+    pub outcome: AccountOutcome,
     pub reason: String,
     #[serde(default)]
     pub request_id: Option<String>,
+}
+
+/// One target account in the summary: what the plan did there and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountReport {
+    pub account_id: String,
+    pub account_name: String,
+    pub action: Action,
+    pub outcome: AccountOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A batch whose worker failed for good (from the state machine's Catch).
@@ -65,6 +118,14 @@ pub struct RunSummary {
     pub duration_seconds: Option<f64>,
     pub tier: String,
     pub in_flight: u32,
+    /// The plan's warnings (accounts left out, clamped tuning), repeated for whoever reads only
+    /// the summary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Every target account with its outcome, request id and reason. Left out of the state
+    /// machine's output (its payload limit is 256 KB); `sso-fanout report RUN_ID` has it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<AccountReport>,
 }
 
 impl RunSummary {
@@ -84,44 +145,61 @@ pub fn summarize(plan: &Plan, results: &[AccountResult], failed_batches: Vec<Bat
         by_account.insert(r.account_id.as_str(), r);
     }
     let mut counts = Counts { total: plan.target_count(), ..Default::default() };
-    let mut failures = Vec::new();
+    let mut reports = Vec::with_capacity(counts.total);
     for item in plan.items() {
-        match by_account.get(item.account_id.as_str()) {
-            Some(r) => {
-                match r.outcome {
-                    Outcome::Succeeded => counts.succeeded += 1,
-                    Outcome::Skipped => counts.skipped += 1,
-                    Outcome::Failed => counts.failed += 1,
-                    Outcome::TimedOut => counts.timed_out += 1,
-                }
-                if matches!(r.outcome, Outcome::Failed | Outcome::TimedOut) {
-                    failures.push(Failure {
-                        account_id: r.account_id.clone(),
-                        account_name: r.account_name.clone(),
-                        outcome: r.outcome.as_str().into(),
-                        reason: r.reason.clone().unwrap_or_default(),
-                        request_id: r.request_id.clone(),
-                    });
-                }
-            }
-            None if item.action == crate::model::Action::Skip => counts.skipped += 1,
+        let report = match by_account.get(item.account_id.as_str()) {
+            Some(r) => AccountReport {
+                account_id: r.account_id.clone(),
+                account_name: r.account_name.clone(),
+                action: item.action,
+                outcome: r.outcome.into(),
+                request_id: r.request_id.clone(),
+                reason: r.reason.clone(),
+            },
+            None if item.action == Action::Skip => AccountReport {
+                account_id: item.account_id.clone(),
+                account_name: item.account_name.clone(),
+                action: item.action,
+                outcome: AccountOutcome::Skipped,
+                request_id: None,
+                reason: Some("already as requested".into()),
+            },
             None => {
-                counts.missing += 1;
                 let batch = plan.batches.iter().find(|b| b.items.iter().any(|i| i.account_id == item.account_id));
                 let reason = batch
                     .and_then(|b| failed_batches.iter().find(|f| f.batch == b.index))
                     .map(|f| format!("batch {} failed: {}: {}", f.batch, f.error, f.cause))
                     .unwrap_or_else(|| "no result recorded (the batch did not report)".into());
-                failures.push(Failure {
+                AccountReport {
                     account_id: item.account_id.clone(),
                     account_name: item.account_name.clone(),
-                    outcome: "missing".into(),
-                    reason,
+                    action: item.action,
+                    outcome: AccountOutcome::Missing,
                     request_id: None,
-                });
+                    reason: Some(reason),
+                }
             }
+        };
+        match report.outcome {
+            AccountOutcome::Succeeded => counts.succeeded += 1,
+            AccountOutcome::Skipped => counts.skipped += 1,
+            AccountOutcome::Failed => counts.failed += 1,
+            AccountOutcome::TimedOut => counts.timed_out += 1,
+            AccountOutcome::Missing => counts.missing += 1,
         }
+        reports.push(report);
     }
+    let failures = reports
+        .iter()
+        .filter(|r| !r.outcome.is_ok())
+        .map(|r| Failure {
+            account_id: r.account_id.clone(),
+            account_name: r.account_name.clone(),
+            outcome: r.outcome,
+            reason: r.reason.clone().unwrap_or_default(),
+            request_id: r.request_id.clone(),
+        })
+        .collect();
     let ok = counts.failed == 0 && counts.timed_out == 0 && counts.missing == 0 && failed_batches.is_empty();
     RunSummary {
         run_id: plan.run_id.clone(),
@@ -136,5 +214,7 @@ pub fn summarize(plan: &Plan, results: &[AccountResult], failed_batches: Vec<Bat
         duration_seconds,
         tier: plan.tier.name.clone(),
         in_flight: plan.tier.in_flight,
+        warnings: plan.warnings.clone(),
+        results: reports,
     }
 }

@@ -53,9 +53,37 @@ pub struct Selection<'a> {
     pub inactive: Vec<&'a Account>,
     /// Ids listed in `accounts` that the organization does not have.
     pub unknown_ids: Vec<String>,
+    /// Ids listed in `exclude` that the organization does not have: a typo there would leave
+    /// the account meant in the run, so the planner refuses them too.
+    pub unknown_excluded: Vec<String>,
+    /// Selected accounts that `exclude` removed.
+    pub excluded: usize,
+}
+
+/// Checks that every OU id of `targets` is a root or an OU of `org`: an id the organization does
+/// not have is refused by name, never read as "everything" or "nothing".
+pub fn check_ous(org: &OrgSnapshot, targets: &Targets) -> Result<()> {
+    for (i, ou) in targets.ous.iter().enumerate() {
+        if org.is_root(ou) || org.ou(ou).is_some() {
+            continue;
+        }
+        let kind = if ou.starts_with("r-") { "root" } else { "OU" };
+        return Err(FanoutError::invalid(
+            format!("targets.ous[{i}]"),
+            ou,
+            format!(
+                "an OU or root id of organization {}: {kind} {ou} is not in it (root {}, {} OUs; `sso-fanout org` lists them)",
+                org.organization_id,
+                org.roots.join(", "),
+                org.ous.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub fn select<'a>(org: &'a OrgSnapshot, targets: &Targets) -> Result<Selection<'a>> {
+    check_ous(org, targets)?;
     let filter = targets.filter.as_deref().map(NameFilter::parse).transpose()?;
     let listed: BTreeSet<&str> = targets.accounts.iter().map(String::as_str).collect();
     let excluded: BTreeSet<&str> = targets.exclude.iter().map(String::as_str).collect();
@@ -65,14 +93,18 @@ pub fn select<'a>(org: &'a OrgSnapshot, targets: &Targets) -> Result<Selection<'
         has_selector
             && a.id != org.management_account_id
             && filter.as_ref().is_none_or(|f| f.matches(a))
-            && (targets.ous.is_empty() || targets.ous.iter().any(|ou| a.ou_path.iter().any(|p| p == ou) || is_root(ou)))
+            && (targets.ous.is_empty() || targets.ous.iter().any(|ou| org.is_root(ou) || a.ou_path.iter().any(|p| p == ou)))
             && targets.tags.iter().all(|(k, v)| a.tags.get(k) == Some(v))
     };
 
-    let mut selection = Selection { targets: vec![], inactive: vec![], unknown_ids: vec![] };
+    let mut selection = Selection { targets: vec![], inactive: vec![], unknown_ids: vec![], unknown_excluded: vec![], excluded: 0 };
     for account in &org.accounts {
         let chosen = listed.contains(account.id.as_str()) || by_selectors(account);
-        if !chosen || excluded.contains(account.id.as_str()) {
+        if !chosen {
+            continue;
+        }
+        if excluded.contains(account.id.as_str()) {
+            selection.excluded += 1;
             continue;
         }
         if account.status == AccountStatus::Active {
@@ -83,11 +115,8 @@ pub fn select<'a>(org: &'a OrgSnapshot, targets: &Targets) -> Result<Selection<'
     }
     let known: BTreeSet<&str> = org.accounts.iter().map(|a| a.id.as_str()).collect();
     selection.unknown_ids = listed.iter().filter(|id| !known.contains(*id)).map(|s| s.to_string()).collect();
+    selection.unknown_excluded = excluded.iter().filter(|id| !known.contains(*id)).map(|s| s.to_string()).collect();
     Ok(selection)
-}
-
-fn is_root(id: &str) -> bool {
-    id.starts_with("r-")
 }
 
 #[cfg(test)]
@@ -111,6 +140,11 @@ mod tests {
         OrgSnapshot {
             organization_id: "o-test".into(),
             management_account_id: "000000000000".into(),
+            roots: vec!["r-root".into()],
+            ous: ["ou-prod-aaaaaaaa", "ou-prod-bbbbbbbb", "ou-dev-cccccccc"]
+                .iter()
+                .map(|id| crate::model::OrgUnit { id: id.to_string(), name: id.to_string(), parent_id: "r-root".into() })
+                .collect(),
             fetched_at: 0,
             accounts: vec![
                 acct("000000000000", "management", Active, &[], &[]),
@@ -163,6 +197,27 @@ mod tests {
         assert_eq!(ids(&t), ["111111111111", "222222222222"]);
         let t = Targets { ous: vec!["ou-prod-bbbbbbbb".into()], ..Default::default() };
         assert_eq!(ids(&t), ["222222222222"]);
+    }
+
+    #[test]
+    fn unknown_roots_and_ous_are_refused_by_name_never_widened() {
+        let o = org();
+        for bad in ["r-zzzz", "ou-zzzz-zzzzzzzz"] {
+            let t = Targets { ous: vec!["ou-dev-cccccccc".into(), bad.into()], ..Default::default() };
+            let e = select(&o, &t).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains("targets.ous[1]") && text.contains(bad) && text.contains("o-test"), "{text}");
+        }
+        // The organization's own root selects every ACTIVE member account.
+        let t = Targets { ous: vec!["r-root".into()], ..Default::default() };
+        assert_eq!(ids(&t), ["111111111111", "222222222222", "333333333333"]);
+    }
+
+    #[test]
+    fn unknown_excluded_ids_are_reported() {
+        let o = org();
+        let t = Targets { filter: Some("*".into()), exclude: vec!["111111111112".into()], ..Default::default() };
+        assert_eq!(select(&o, &t).unwrap().unknown_excluded, ["111111111112"]);
     }
 
     #[test]

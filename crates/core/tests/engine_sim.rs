@@ -7,7 +7,7 @@ use sso_fanout_core::model::{Operation, Outcome, PrincipalType};
 use sso_fanout_core::pipeline::{execute, plan_run, Services};
 use sso_fanout_core::plan::{Plan, PlannerConfig, QuotaShare};
 use sso_fanout_core::ports::IdentityCenter;
-use sso_fanout_core::report::{RunOutcome, RunSummary};
+use sso_fanout_core::report::{AccountOutcome, RunOutcome, RunSummary};
 use sso_fanout_core::request::{PrincipalRef, RunRequest, Targets, Tuning};
 use sso_fanout_core::sim::{SimCloud, SimConfig};
 use sso_fanout_core::store::{MemoryStore, RunStore};
@@ -82,7 +82,7 @@ async fn clean_run_verifies_every_assignment_within_the_quotas() {
     // Completion came from the batched listing, plus one describe per finished operation.
     assert!(c.calls["ListAccountAssignmentCreationStatus"] > 0);
     assert_eq!(c.calls["DescribeAccountAssignmentCreationStatus"], plan.changes() as u64);
-    assert_eq!(env.store.latency_samples(1000).await.unwrap().len(), plan.changes());
+    assert_eq!(env.store.latency_samples(&plan.scope, 1000).await.unwrap().len(), plan.changes());
 }
 
 #[tokio::test(start_paused = true)]
@@ -149,7 +149,7 @@ async fn late_failures_are_reported_with_aws_reason_and_rerun_touches_only_them(
     assert!(summary.counts.failed > 3, "{:?}", summary.counts);
     assert_eq!(summary.exit_code(), 2);
     for f in &summary.failures {
-        assert_eq!(f.outcome, "failed");
+        assert_eq!(f.outcome, AccountOutcome::Failed);
         assert!(f.reason.contains("IAM role quota"), "{}", f.reason);
         assert!(f.request_id.is_some());
     }
@@ -170,7 +170,7 @@ async fn slow_operations_time_out_keep_their_slot_and_converge_later() {
     req.tuning = Some(Tuning { account_timeout_seconds: Some(20), ..Default::default() });
     let (plan, summary) = run(&env, &req).await;
     assert!(summary.counts.timed_out > 0, "{:?}", summary.counts);
-    for f in summary.failures.iter().filter(|f| f.outcome == "timed_out") {
+    for f in summary.failures.iter().filter(|f| f.outcome == AccountOutcome::TimedOut) {
         assert!(f.request_id.is_some(), "a timed-out account names its request: {f:?}");
         assert!(f.reason.contains("IN_PROGRESS"), "{}", f.reason);
     }

@@ -144,7 +144,7 @@ async fn estimate_follows_the_quota_model_and_learns_from_past_latencies() {
     assert!(big.estimate.seconds >= floor && big.estimate.seconds < floor * 1.5, "{} vs {floor}", big.estimate.seconds);
     assert_eq!(big.estimate.latency.samples, 0);
 
-    store.add_latency_samples(&vec![9_000; 50]).await.unwrap();
+    store.add_latency_samples(&big.scope, &vec![9_000; 50]).await.unwrap();
     let learned = plan_run(&services, &request(filter("*")), &PlannerConfig::default()).await.unwrap();
     assert_eq!(learned.estimate.latency.samples, 50);
     assert!(learned.estimate.seconds > big.estimate.seconds * 2.0);
@@ -153,20 +153,20 @@ async fn estimate_follows_the_quota_model_and_learns_from_past_latencies() {
 #[tokio::test(start_paused = true)]
 async fn account_cache_is_used_while_fresh() {
     let (sim, store, services) = setup(50);
-    plan_run(&services, &request(filter("*")), &PlannerConfig::default()).await.unwrap();
+    let first = plan_run(&services, &request(filter("*")), &PlannerConfig::default()).await.unwrap();
     let org_calls = sim.counters().org_calls;
     assert!(org_calls > 50, "first plan reads Organizations");
     plan_run(&services, &request(filter("*")), &PlannerConfig::default()).await.unwrap();
-    assert_eq!(sim.counters().org_calls, org_calls, "fresh cache: no Organizations calls");
+    assert_eq!(sim.counters().org_calls, org_calls + 1, "fresh cache: only DescribeOrganization, to check whose cache it is");
 
     let mut req = request(filter("*"));
     req.refresh_cache = true;
     plan_run(&services, &req, &PlannerConfig::default()).await.unwrap();
     assert!(sim.counters().org_calls > org_calls, "refreshCache forces a re-read");
 
-    let mut stale = store.cached_org().await.unwrap().unwrap();
+    let mut stale = store.cached_org(&first.scope).await.unwrap().unwrap();
     stale.fetched_at = unix_now() - 7200;
-    store.put_org(&stale).await.unwrap();
+    store.put_org(&first.scope, &stale).await.unwrap();
     let before = sim.counters().org_calls;
     plan_run(&services, &request(filter("*")), &PlannerConfig::default()).await.unwrap();
     assert!(sim.counters().org_calls > before, "stale cache is refreshed");

@@ -111,7 +111,10 @@ pub async fn report(services: &Services, event: Value) -> Result<RunSummary> {
             Some(BatchFailure { batch: b.get("batch").and_then(Value::as_u64).unwrap_or(0) as u32, error: text("Error"), cause: text("Cause") })
         })
         .collect();
-    let summary = report_run(services.store.as_ref(), &input.run_id, failed_batches, None).await?;
+    let mut summary = report_run(services.store.as_ref(), &input.run_id, failed_batches, None).await?;
+    // The execution's output stays far below Step Functions' 256 KB payload limit: the
+    // per-account results stay in the store (`sso-fanout report RUN_ID --table ...`).
+    summary.results.clear();
     tracing::info!(run_id = %summary.run_id, succeeded = summary.counts.succeeded, failed = summary.counts.failed,
         timed_out = summary.counts.timed_out, skipped = summary.counts.skipped, "run reported");
     Ok(summary)

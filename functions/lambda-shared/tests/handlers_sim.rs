@@ -48,8 +48,10 @@ async fn planner_worker_reporter_chain_produces_the_summary() {
     assert_eq!(summary.counts.total, summary.counts.succeeded + summary.counts.skipped);
     assert!(summary.duration_seconds.is_some());
     assert_eq!(sim.counters().violations(), 0);
-    let stored = store.get_run(&planned.run_id).await.unwrap().unwrap();
-    assert_eq!(stored.summary.as_ref(), Some(&summary), "the summary is stored with the run");
+    let stored = store.get_run(&planned.run_id).await.unwrap().unwrap().summary.expect("the summary is stored with the run");
+    assert!(summary.results.is_empty(), "the execution output leaves the per-account results in the store");
+    assert_eq!(stored.results.len(), summary.counts.total, "every target account's result is stored");
+    assert_eq!(sso_fanout_core::report::RunSummary { results: vec![], ..stored }, summary);
 }
 
 #[tokio::test(start_paused = true)]
@@ -111,7 +113,7 @@ async fn reporter_records_a_batch_that_failed_for_good() {
     assert_eq!(summary.failed_batches.len(), 1);
     assert_eq!(summary.failed_batches[0].error, "Retryable");
     assert_eq!(summary.counts.missing, planned.batches[0].accounts.unwrap());
-    assert!(summary.failures.iter().any(|f| f.outcome == "missing" && f.reason.contains("batch 0 failed")));
+    assert!(summary.failures.iter().any(|f| f.outcome == sso_fanout_core::report::AccountOutcome::Missing && f.reason.contains("batch 0 failed")));
 }
 
 #[tokio::test(start_paused = true)]

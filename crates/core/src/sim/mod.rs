@@ -393,8 +393,17 @@ fn mix(seed: u64, account: &str, salt: u64) -> u64 {
     h
 }
 
+/// The simulator's region name: its scope never equals a real one.
+pub const SIM_REGION: &str = "sim";
+
 #[async_trait]
 impl OrgDirectory for SimCloud {
+    async fn identity(&self) -> Result<OrgIdentity> {
+        // DescribeOrganization.
+        self.org_calls(1).await;
+        Ok(OrgIdentity { organization_id: self.org.organization_id.clone(), management_account_id: self.org.management_account_id.clone() })
+    }
+
     async fn snapshot(&self) -> Result<OrgSnapshot> {
         // DescribeOrganization + ListRoots, the OU walk, account pages per OU, tags per account.
         let pages = self.org.accounts.len().div_ceil(self.config.org_page_size) as u64;
@@ -410,7 +419,7 @@ impl OrgDirectory for SimCloud {
 impl IdentityCenter for SimCloud {
     async fn instance(&self) -> Result<Instance> {
         self.sso_call("ListInstances", |_, _| {
-            Ok(Instance { instance_arn: org::INSTANCE_ARN.into(), identity_store_id: org::IDENTITY_STORE_ID.into() })
+            Ok(Instance { instance_arn: org::INSTANCE_ARN.into(), identity_store_id: org::IDENTITY_STORE_ID.into(), region: SIM_REGION.into() })
         })
         .await
     }

@@ -1,7 +1,7 @@
 //! Generates a plausible organization: nested OUs, env/team tags, a few SUSPENDED accounts, the
 //! management account, Identity Store principals and permission sets.
 
-use crate::model::{Account, AccountStatus, OrgSnapshot, PermissionSet, Principal, PrincipalType};
+use crate::model::{Account, AccountStatus, OrgSnapshot, OrgUnit, PermissionSet, Principal, PrincipalType};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use std::collections::BTreeMap;
 
@@ -83,11 +83,20 @@ pub fn generate(spec: &OrgSpec) -> OrgSnapshot {
         });
     }
     OrgSnapshot {
-        organization_id: "o-sim0000001".into(),
+        organization_id: organization_id(spec),
         management_account_id: MANAGEMENT_ACCOUNT_ID.into(),
+        roots: vec![ROOT_ID.into()],
+        ous: OUS.iter().map(|(id, parent, name)| OrgUnit { id: id.to_string(), name: name.to_string(), parent_id: parent.to_string() }).collect(),
         accounts,
         fetched_at: 0,
     }
+}
+
+/// `o-sim` + 7 hex digits of (size, seed): each simulated organization is an organization of
+/// its own, so a cache or latency history kept for one is never used for another.
+pub fn organization_id(spec: &OrgSpec) -> String {
+    let mixed = (spec.accounts as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ spec.seed.rotate_left(29);
+    format!("o-sim{:07x}", (mixed ^ (mixed >> 32)) & 0x0fff_ffff)
 }
 
 pub fn permission_sets() -> Vec<PermissionSet> {

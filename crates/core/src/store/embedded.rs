@@ -3,7 +3,7 @@
 
 use super::{supersedes, RunRecord, RunStatus, RunStore};
 use crate::error::{FanoutError, Result};
-use crate::model::{AccountResult, OrgSnapshot};
+use crate::model::{AccountResult, OrgSnapshot, Scope};
 use crate::report::RunSummary;
 use async_trait::async_trait;
 use redb::{Database, ReadableTable, TableDefinition};
@@ -14,10 +14,17 @@ const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const RUNS: TableDefinition<&str, &str> = TableDefinition::new("runs");
 /// Key: "<run id>/<account id>".
 const RESULTS: TableDefinition<&str, &str> = TableDefinition::new("results");
-const LATENCIES: TableDefinition<u64, u64> = TableDefinition::new("latencies");
+/// Key: (scope key, sequence number). (The unscoped table "latencies" of earlier versions is
+/// left unread: its samples may come from another organization or the simulator.)
+const LATENCIES: TableDefinition<(&str, u64), u64> = TableDefinition::new("scoped_latencies");
 
-const ORG_KEY: &str = "org";
 const MAX_LATENCY_SAMPLES: u64 = 5_000;
+
+/// The account cache's key in META: one snapshot per scope. (The unscoped key "org" of earlier
+/// versions is never read.)
+fn org_key(scope: &Scope) -> String {
+    format!("org#{}", scope.key())
+}
 
 pub struct EmbeddedStore {
     db: Database,
@@ -89,12 +96,12 @@ impl EmbeddedStore {
 // redb calls are synchronous and short (local file, small values): run them inline.
 #[async_trait]
 impl RunStore for EmbeddedStore {
-    async fn cached_org(&self) -> Result<Option<OrgSnapshot>> {
-        self.get_json(META, ORG_KEY)
+    async fn cached_org(&self, scope: &Scope) -> Result<Option<OrgSnapshot>> {
+        self.get_json(META, &org_key(scope))
     }
 
-    async fn put_org(&self, snapshot: &OrgSnapshot) -> Result<()> {
-        self.put_json(META, ORG_KEY, snapshot)
+    async fn put_org(&self, scope: &Scope, snapshot: &OrgSnapshot) -> Result<()> {
+        self.put_json(META, &org_key(scope), snapshot)
     }
 
     async fn put_run(&self, record: &RunRecord) -> Result<()> {
@@ -161,11 +168,12 @@ impl RunStore for EmbeddedStore {
         })
     }
 
-    async fn latency_samples(&self, limit: usize) -> Result<Vec<u64>> {
+    async fn latency_samples(&self, scope: &Scope, limit: usize) -> Result<Vec<u64>> {
+        let key = scope.key();
         self.read(|tx| {
             let t = tx.open_table(LATENCIES).map_err(store_err)?;
             let mut out: Vec<u64> = Vec::new();
-            for entry in t.iter().map_err(store_err)?.rev().take(limit) {
+            for entry in t.range((key.as_str(), 0)..=(key.as_str(), u64::MAX)).map_err(store_err)?.rev().take(limit) {
                 out.push(entry.map_err(store_err)?.1.value());
             }
             out.reverse();
@@ -173,17 +181,20 @@ impl RunStore for EmbeddedStore {
         })
     }
 
-    async fn add_latency_samples(&self, samples: &[u64]) -> Result<()> {
+    async fn add_latency_samples(&self, scope: &Scope, samples: &[u64]) -> Result<()> {
+        let key = scope.key();
+        let key = key.as_str();
         self.write(|tx| {
             let mut t = tx.open_table(LATENCIES).map_err(store_err)?;
-            let mut next = t.last().map_err(store_err)?.map(|(k, _)| k.value() + 1).unwrap_or(0);
+            let last = t.range((key, 0)..=(key, u64::MAX)).map_err(store_err)?.next_back().transpose().map_err(store_err)?;
+            let mut next = last.map(|(k, _)| k.value().1 + 1).unwrap_or(0);
             for s in samples {
-                t.insert(next, *s).map_err(store_err)?;
+                t.insert((key, next), *s).map_err(store_err)?;
                 next += 1;
             }
             // Keep the most recent samples only.
             let first_kept = next.saturating_sub(MAX_LATENCY_SAMPLES);
-            t.retain_in(..first_kept, |_, _| false).map_err(store_err)?;
+            t.retain_in((key, 0)..(key, first_kept), |_, _| false).map_err(store_err)?;
             Ok(())
         })
     }
@@ -221,13 +232,46 @@ mod tests {
             let mut other = result(Outcome::Failed);
             other.run_id = "run-10".into();
             store.put_result(&other).await.unwrap();
-            store.add_latency_samples(&[1, 2, 3]).await.unwrap();
+            store.add_latency_samples(&scope("o-aaaaaaaaaa"), &[1, 2, 3]).await.unwrap();
+            store.add_latency_samples(&scope("o-bbbbbbbbbb"), &[7]).await.unwrap();
         }
         let store = EmbeddedStore::open(&path).unwrap();
         let results = store.results("run-1").await.unwrap();
         assert_eq!(results.len(), 1);
         assert_eq!(results[0].outcome, Outcome::Succeeded);
-        assert_eq!(store.latency_samples(2).await.unwrap(), vec![2, 3]);
+        assert_eq!(store.latency_samples(&scope("o-aaaaaaaaaa"), 2).await.unwrap(), vec![2, 3]);
+        assert_eq!(store.latency_samples(&scope("o-bbbbbbbbbb"), 10).await.unwrap(), vec![7]);
+        assert!(store.latency_samples(&scope("o-cccccccccc"), 10).await.unwrap().is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn scope(org: &str) -> Scope {
+        Scope {
+            organization_id: org.into(),
+            management_account_id: "111111111111".into(),
+            instance_arn: "arn:aws:sso:::instance/ssoins-1111111111111111".into(),
+            region: "eu-west-1".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_account_cache_belongs_to_one_scope() {
+        let dir = std::env::temp_dir().join(format!("sso-fanout-test-{}", rand::random::<u64>()));
+        let store = EmbeddedStore::open(&dir.join("store.redb")).unwrap();
+        let (a, b) = (scope("o-aaaaaaaaaa"), scope("o-bbbbbbbbbb"));
+        let snapshot = OrgSnapshot {
+            organization_id: a.organization_id.clone(),
+            management_account_id: a.management_account_id.clone(),
+            roots: vec!["r-aaaa".into()],
+            ous: vec![],
+            accounts: vec![],
+            fetched_at: 1,
+        };
+        store.put_org(&a, &snapshot).await.unwrap();
+        assert_eq!(store.cached_org(&a).await.unwrap(), Some(snapshot));
+        assert_eq!(store.cached_org(&b).await.unwrap(), None, "another organization's cache is never returned");
+        let other_region = Scope { region: "us-east-1".into(), ..a.clone() };
+        assert_eq!(store.cached_org(&other_region).await.unwrap(), None);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

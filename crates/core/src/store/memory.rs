@@ -2,7 +2,7 @@
 
 use super::{supersedes, RunRecord, RunStatus, RunStore};
 use crate::error::{FanoutError, Result};
-use crate::model::{AccountResult, OrgSnapshot};
+use crate::model::{AccountResult, OrgSnapshot, Scope};
 use crate::report::RunSummary;
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -15,10 +15,10 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Inner {
-    org: Option<OrgSnapshot>,
+    orgs: BTreeMap<String, OrgSnapshot>,
     runs: BTreeMap<String, RunRecord>,
     results: BTreeMap<(String, String), AccountResult>,
-    latencies: Vec<u64>,
+    latencies: BTreeMap<String, Vec<u64>>,
 }
 
 impl MemoryStore {
@@ -29,12 +29,12 @@ impl MemoryStore {
 
 #[async_trait]
 impl RunStore for MemoryStore {
-    async fn cached_org(&self) -> Result<Option<OrgSnapshot>> {
-        Ok(self.inner.lock().expect("store").org.clone())
+    async fn cached_org(&self, scope: &Scope) -> Result<Option<OrgSnapshot>> {
+        Ok(self.inner.lock().expect("store").orgs.get(&scope.key()).cloned())
     }
 
-    async fn put_org(&self, snapshot: &OrgSnapshot) -> Result<()> {
-        self.inner.lock().expect("store").org = Some(snapshot.clone());
+    async fn put_org(&self, scope: &Scope, snapshot: &OrgSnapshot) -> Result<()> {
+        self.inner.lock().expect("store").orgs.insert(scope.key(), snapshot.clone());
         Ok(())
     }
 
@@ -79,14 +79,14 @@ impl RunStore for MemoryStore {
         Ok(inner.results.iter().filter(|((r, _), _)| r == run_id).map(|(_, v)| v.clone()).collect())
     }
 
-    async fn latency_samples(&self, limit: usize) -> Result<Vec<u64>> {
+    async fn latency_samples(&self, scope: &Scope, limit: usize) -> Result<Vec<u64>> {
         let inner = self.inner.lock().expect("store");
-        let skip = inner.latencies.len().saturating_sub(limit);
-        Ok(inner.latencies[skip..].to_vec())
+        let samples = inner.latencies.get(&scope.key()).map(Vec::as_slice).unwrap_or_default();
+        Ok(samples[samples.len().saturating_sub(limit)..].to_vec())
     }
 
-    async fn add_latency_samples(&self, samples: &[u64]) -> Result<()> {
-        self.inner.lock().expect("store").latencies.extend_from_slice(samples);
+    async fn add_latency_samples(&self, scope: &Scope, samples: &[u64]) -> Result<()> {
+        self.inner.lock().expect("store").latencies.entry(scope.key()).or_default().extend_from_slice(samples);
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
 
 use crate::error::Result;
-use crate::model::{AccountResult, OrgSnapshot};
+use crate::model::{AccountResult, OrgSnapshot, Scope};
 use crate::plan::Plan;
 use crate::report::RunSummary;
 use async_trait::async_trait;
@@ -36,9 +36,10 @@ pub struct RunRecord {
 
 #[async_trait]
 pub trait RunStore: Send + Sync {
-    /// The cached organization snapshot, if any (freshness is the caller's decision).
-    async fn cached_org(&self) -> Result<Option<OrgSnapshot>>;
-    async fn put_org(&self, snapshot: &OrgSnapshot) -> Result<()>;
+    /// The cached organization snapshot of `scope`, if any (freshness is the caller's
+    /// decision). A snapshot cached for another scope is never returned.
+    async fn cached_org(&self, scope: &Scope) -> Result<Option<OrgSnapshot>>;
+    async fn put_org(&self, scope: &Scope, snapshot: &OrgSnapshot) -> Result<()>;
 
     /// Stores a new run. Fails if the run id exists.
     async fn put_run(&self, record: &RunRecord) -> Result<()>;
@@ -52,9 +53,10 @@ pub trait RunStore: Send + Sync {
     async fn put_result(&self, result: &AccountResult) -> Result<()>;
     async fn results(&self, run_id: &str) -> Result<Vec<AccountResult>>;
 
-    /// Provisioning latencies (ms) observed in past runs, most recent last, at most `limit`.
-    async fn latency_samples(&self, limit: usize) -> Result<Vec<u64>>;
-    async fn add_latency_samples(&self, samples: &[u64]) -> Result<()>;
+    /// Provisioning latencies (ms) observed in past runs of `scope`, most recent last, at most
+    /// `limit`.
+    async fn latency_samples(&self, scope: &Scope, limit: usize) -> Result<Vec<u64>>;
+    async fn add_latency_samples(&self, scope: &Scope, samples: &[u64]) -> Result<()>;
 }
 
 /// Whether `new` may replace `old` for the same (run, account): final outcomes win over
