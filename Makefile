@@ -20,7 +20,7 @@ test: test-rust lint ## The whole suite: Rust tests (simulator, CLI, moto), infr
 test-rust: ## Rust unit and integration tests (starts moto on 127.0.0.1 when needed)
 	$(CARGO) test --workspace --no-fail-fast
 
-lint: ## cfn-lint on the SAM template, asl-validator and local runs of the state machine
+lint: ## cfn-lint and a checkov security scan of the SAM template, asl-validator and local runs of the state machine
 	bash tests/lint/run.sh
 
 bench: ## sso-fanout vs the seed's strategies on 29, 500 and 5,000 simulated accounts
@@ -35,7 +35,7 @@ deploy: ## sam build + sam deploy (guided the first time)
 
 clean: ## Remove build output and local tool environments
 	$(CARGO) clean
-	rm -rf .venv-moto .venv-lint .venv-package tests/lint/node_modules
+	rm -rf .venv-moto .venv-lint .venv-checkov .venv-package tests/lint/node_modules
 
 .PHONY: local-cloud local-cloud-down
 local-cloud: ## Start moto with the real state machine and the built functions on 127.0.0.1 (see tests/local-cloud)

@@ -12,6 +12,13 @@ Subcommands:
   iam           Fails on any IAM action '*' / 'service:*' / wildcard, any
                 NotAction, and any managed policy other than the allowed ones,
                 in the template as written and in the transformed template.
+  checkov-skips JSON
+                Given checkov's JSON report (of the template, and of the
+                transformed template if scanned too): it parsed and scanned
+                resources, every skipped check has a reason, every skip is in
+                resource Metadata (checkov.skip, id + comment; no inline
+                `checkov:skip=` comments), and every such skip matched a check
+                checkov ran on the template (none stale or mistyped).
 """
 
 from __future__ import annotations
@@ -140,12 +147,64 @@ def policy_problems(where: str, node: Any, path: str = "") -> Iterator[str]:
             yield from policy_problems(where, value, f"{path}[{i}]")
 
 
+# checkov's text for a suppression without a comment, and the least a reason has to say.
+CHECKOV_NO_COMMENT = "No comment provided"
+MIN_REASON_CHARS = 20
+INLINE_SKIP = re.compile(r"(checkov|bridgecrew|cortex):skip=")
+
+
+def checkov_skips(report_path: Path) -> list[str]:
+    errors: list[str] = []
+    report = json.loads(report_path.read_text())
+    reports = report if isinstance(report, list) else [report]
+    cfn = [r for r in reports if r.get("check_type") == "cloudformation"]
+    if not cfn:
+        return [f"{report_path.name}: no cloudformation results (did checkov scan the template?)"]
+    skipped: set[tuple[str, str]] = set()
+    for r in cfn:
+        summary = r.get("summary", {})
+        if summary.get("parsing_errors", 0) or not summary.get("resource_count", 0):
+            errors.append(f"checkov: parsing_errors={summary.get('parsing_errors')}, "
+                          f"resource_count={summary.get('resource_count')}: the template was not scanned")
+        for c in r.get("results", {}).get("skipped_checks", []):
+            resource = c.get("resource", "?").rsplit(".", 1)[-1]
+            if str(c.get("file_path", "")).endswith(str(TEMPLATE.relative_to(ROOT))):
+                skipped.add((resource, c.get("check_id", "?")))
+            comment = (c.get("check_result", {}).get("suppress_comment") or "").strip()
+            if comment == CHECKOV_NO_COMMENT or len(comment) < MIN_REASON_CHARS:
+                errors.append(f"{resource}: skip of {c.get('check_id')} has no reason "
+                              f"(comment {comment!r}; at least {MIN_REASON_CHARS} characters)")
+
+    for lineno, line in enumerate(TEMPLATE.read_text().splitlines(), 1):
+        if INLINE_SKIP.search(line):
+            errors.append(f"template.yaml:{lineno}: inline checkov suppression; put the skip "
+                          "in the resource's Metadata (checkov: skip: - id/comment)")
+
+    for name, res in load_template().get("Resources", {}).items():
+        metadata = res.get("Metadata") or {}
+        for tool in ("checkov", "bridgecrew"):
+            for skip in (metadata.get(tool) or {}).get("skip") or []:
+                check_id = skip.get("id") if isinstance(skip, dict) else None
+                comment = str(skip.get("comment") or "").strip() if isinstance(skip, dict) else ""
+                if not check_id:
+                    errors.append(f"{name}: Metadata {tool}.skip entry without an id: {skip!r}")
+                    continue
+                if len(comment) < MIN_REASON_CHARS:
+                    errors.append(f"{name}: Metadata {tool}.skip {check_id} needs a comment giving the reason")
+                if (name, check_id) not in skipped:
+                    errors.append(f"{name}: Metadata {tool}.skip {check_id} matches no check checkov "
+                                  "ran on this resource (stale or mistyped: remove it)")
+    return errors
+
+
 def main(argv: list[str]) -> int:
     cmd = argv[1] if len(argv) > 1 else ""
     if cmd == "asl-contract":
         errors = asl_contract()
     elif cmd == "transform":
         _, errors = transformed_template(Path(argv[2]))
+    elif cmd == "checkov-skips":
+        errors = checkov_skips(Path(argv[2]))
     elif cmd == "iam":
         errors = list(policy_problems("template.yaml", load_template()))
         transformed = json.loads(Path(argv[2]).read_text())
