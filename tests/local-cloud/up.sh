@@ -20,7 +20,17 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 dir="${LOCAL_CLOUD_DIR:-$repo/.local-cloud}"
-bin_dir="${LOCAL_CLOUD_BIN_DIR:-$repo/target/debug}"
+# The binaries: LOCAL_CLOUD_BIN_DIR, else the debug directory of cargo's target dir (which
+# CARGO_TARGET_DIR or .cargo/config may move away from <repo>/target).
+target_dir() {
+    (cd "$repo" && cargo metadata --format-version 1 --no-deps 2>/dev/null) |
+        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'
+}
+bin_dir="${LOCAL_CLOUD_BIN_DIR:-}"
+if [[ -z "$bin_dir" ]]; then
+    td="$(target_dir || true)"
+    bin_dir="${td:-$repo/target}/debug"
+fi
 
 log() { echo "local-cloud: $*" >&2; }
 
@@ -42,7 +52,7 @@ fi
 
 for b in planner worker reporter; do
     if [[ ! -x "$bin_dir/$b" ]]; then
-        log "missing $bin_dir/$b: cargo build -p fanout-planner -p fanout-worker -p fanout-reporter (or make local-cloud)"
+        log "missing $bin_dir/$b: build the functions (cargo build -p fanout-planner -p fanout-worker -p fanout-reporter), or point LOCAL_CLOUD_BIN_DIR at the directory that holds planner, worker and reporter"
         exit 1
     fi
 done

@@ -162,3 +162,67 @@ async fn the_account_cache_and_ou_ids_never_cross_organizations() {
     assert_eq!(json(&out)["accounts"].as_array().unwrap().len(), active);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Errors from the AWS side name what to fix instead of dumping a raw HTTP answer.
+#[tokio::test]
+async fn aws_errors_name_the_thing_to_fix() {
+    let moto = Moto::seeded();
+    let dir = tempdir().join("errors");
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = dir.join("store.redb");
+
+    let out = Command::new(binaries::dir().join("sso-fanout"))
+        .args(["status", "arn:aws:states:us-east-1:123456789012:execution:nope:nope", "--output", "json"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_REGION", &moto.region)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let message = json(&out)["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("EXECUTION_ARN") && !message.contains("HTTP/1.1") && !message.contains("<html"), "{message}");
+
+    let out = Command::new(binaries::dir().join("sso-fanout"))
+        .args(["report", "--table", "nope", "--output", "json"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_REGION", &moto.region)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let message = json(&out)["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("table `nope` does not exist"), "{message}");
+
+    // No credentials at all: said at once, not retried as a transient failure.
+    let started = std::time::Instant::now();
+    let out = Command::new(binaries::dir().join("sso-fanout"))
+        .args(["plan", "--operation", "assign", "--permission-set", "AdministratorAccess", "--group", "PlatformAdmins", "--filter", "*"])
+        .args(["--store", store.to_str().unwrap(), "--output", "json"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &dir)
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_REGION", &moto.region)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = json(&out);
+    assert_eq!(e["error"]["type"], "AccessDenied", "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("no usable AWS credentials"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "took {:?}", started.elapsed());
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -100,7 +100,7 @@ impl DynamoStore {
         match req.send().await {
             Ok(_) => Ok(PutOutcome::Written),
             Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => Ok(PutOutcome::ConditionFailed),
-            Err(e) => Err(store_error("PutItem", e)),
+            Err(e) => Err(store_error(&self.table, "PutItem", e)),
         }
     }
 
@@ -114,7 +114,7 @@ impl DynamoStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| store_error("GetItem", e))?;
+            .map_err(|e| store_error(&self.table, "GetItem", e))?;
         Ok(out.item)
     }
 
@@ -135,7 +135,7 @@ impl DynamoStore {
                 .expression_attribute_values(":prefix", s(p)),
             None => req.key_condition_expression("#pk = :pk"),
         };
-        req.into_paginator().items().send().try_collect().await.map_err(|e| store_error("Query", e))
+        req.into_paginator().items().send().try_collect().await.map_err(|e| store_error(&self.table, "Query", e))
     }
 
     async fn delete(&self, pk: &str, sk: &str) -> Result<()> {
@@ -146,7 +146,7 @@ impl DynamoStore {
             .key(SK, s(sk))
             .send()
             .await
-            .map_err(|e| store_error("DeleteItem", e))?;
+            .map_err(|e| store_error(&self.table, "DeleteItem", e))?;
         Ok(())
     }
 
@@ -230,10 +230,10 @@ pub async fn create_table(client: &Client, name: &str) -> Result<()> {
     match created {
         Ok(_) => {}
         Err(e) if error_code(&e) == Some("ResourceInUseException") => {}
-        Err(e) => return Err(store_error("CreateTable", e)),
+        Err(e) => return Err(store_error(name, "CreateTable", e)),
     }
     for _ in 0..120 {
-        let out = client.describe_table().table_name(name).send().await.map_err(|e| store_error("DescribeTable", e))?;
+        let out = client.describe_table().table_name(name).send().await.map_err(|e| store_error(name, "DescribeTable", e))?;
         if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
             break;
         }
@@ -248,7 +248,7 @@ pub async fn create_table(client: &Client, name: &str) -> Result<()> {
         Ok(_) => Ok(()),
         // "TimeToLive is already enabled": a second create_table on the same table.
         Err(e) if error_code(&e) == Some("ValidationException") => Ok(()),
-        Err(e) => Err(store_error("UpdateTimeToLive", e)),
+        Err(e) => Err(store_error(name, "UpdateTimeToLive", e)),
     }
 }
 
@@ -282,7 +282,7 @@ impl RunStore for DynamoStore {
             .return_values(ReturnValue::AllOld)
             .send()
             .await
-            .map_err(|e| store_error("PutItem", e))?;
+            .map_err(|e| store_error(&self.table, "PutItem", e))?;
         // Each version is replaced exactly once, so the one replaced here is safe to delete.
         if let Some(old) = out.attributes().and_then(|a| get_s(a, "version")) {
             self.delete_prefix(&org_version_pk(old), "PART#").await;
@@ -346,7 +346,7 @@ impl RunStore for DynamoStore {
                 .expression_attribute_values(":sv", s(&version))
                 .expression_attribute_values(":sn", n(parts as u64));
         }
-        update.update_expression(expr).send().await.map_err(|e| store_error("UpdateItem", e))?;
+        update.update_expression(expr).send().await.map_err(|e| store_error(&self.table, "UpdateItem", e))?;
 
         // Listed only once complete.
         let mut index = key(RUNS_PK, run_id);
@@ -425,7 +425,7 @@ impl RunStore for DynamoStore {
             Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
                 return Err(FanoutError::Store(format!("no run {run_id}")))
             }
-            Err(e) => return Err(store_error("UpdateItem", e)),
+            Err(e) => return Err(store_error(&self.table, "UpdateItem", e)),
         };
         if summary.is_some() {
             if let Some(old) = out.attributes().and_then(|a| get_s(a, "summaryVersion")) {
@@ -451,7 +451,7 @@ impl RunStore for DynamoStore {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| store_error("Query", e))?;
+                .map_err(|e| store_error(&self.table, "Query", e))?;
             for item in page.items() {
                 if let Some(run_id) = get_s(item, SK) {
                     // Expired (TTL) or half-deleted runs are skipped, not errors.
@@ -671,7 +671,7 @@ mod tests {
 
     #[test]
     fn status_names_round_trip() {
-        for st in [RunStatus::Planned, RunStatus::Running, RunStatus::Finished] {
+        for st in [RunStatus::Planned, RunStatus::Running, RunStatus::Finished, RunStatus::Interrupted] {
             assert_eq!(parse_status(&status_str(st).unwrap()).unwrap(), st);
         }
     }

@@ -47,11 +47,17 @@ where
 }
 
 /// DynamoDB (the run store): every failure is a `Store` error naming the call and AWS's code.
-pub fn store_error<E>(api: &str, err: SdkError<E>) -> FanoutError
+/// A table that does not exist is a configuration error naming it (`--table`, `FANOUT_TABLE`).
+pub fn store_error<E>(table: &str, api: &str, err: SdkError<E>) -> FanoutError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    FanoutError::Store(format!("DynamoDB {api}: {}", classify_inner(api, &err, false)))
+    if err.code() == Some("ResourceNotFoundException") {
+        return FanoutError::Config(format!(
+            "DynamoDB table `{table}` does not exist in this account and region ({api}); check --table / FANOUT_TABLE, --region and --profile"
+        ));
+    }
+    FanoutError::Store(format!("DynamoDB {api} on table `{table}`: {}", classify_inner(api, &err, false)))
 }
 
 /// The modeled error code of an SDK error, if the service sent one.
@@ -65,6 +71,16 @@ where
 {
     let api_s = api.to_string();
     let transient = |message: String| FanoutError::Transient { api: api_s.clone(), message };
+    if let Some(credentials) = credentials_error(err) {
+        // No credentials (or a profile that cannot produce them) is not a fault to retry.
+        return FanoutError::AccessDenied {
+            api: api_s,
+            message: format!(
+                "no usable AWS credentials ({}); set --profile / AWS_PROFILE, export credentials, or log in (aws sso login)",
+                error_chain(credentials)
+            ),
+        };
+    }
     match err {
         SdkError::TimeoutError(_) => return transient("timed out".into()),
         SdkError::DispatchFailure(_) => return transient(format!("request not delivered: {}", DisplayErrorContext(err))),
@@ -117,7 +133,14 @@ where
             | "OrganizationalUnitNotFoundException"
             | "TargetNotFoundException"
             | "ChildNotFoundException" => FanoutError::not_found("resource", api, message),
-            "ValidationException" | "InvalidInputException" | "InvalidParameterException" | "SerializationException" => {
+            "ExecutionDoesNotExist" | "StateMachineDoesNotExist" => FanoutError::not_found("resource", api, message),
+            "ValidationException"
+            | "InvalidInputException"
+            | "InvalidParameterException"
+            | "SerializationException"
+            | "InvalidArn"
+            | "InvalidName"
+            | "InvalidExecutionInput" => {
                 FanoutError::Validation { api: api_s, message }
             }
             "UnknownOperationException"
@@ -146,6 +169,36 @@ where
         401 | 403 => FanoutError::AccessDenied { api: api_s, message: detail },
         _ => FanoutError::Internal(format!("{api}: unexpected answer {detail}")),
     }
+}
+
+/// The credential provider's error, when the request failed because no credentials could be
+/// loaded (the SDK reports it as a dispatch failure); a provider that timed out is left to the
+/// transient path.
+fn credentials_error<E>(err: &SdkError<E>) -> Option<&aws_credential_types::provider::error::CredentialsError>
+where
+    E: std::error::Error + 'static,
+{
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(c) = e.downcast_ref::<CredentialsError>() {
+            return (!matches!(c, CredentialsError::ProviderTimedOut(_))).then_some(c);
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// "outer: inner: innermost", one line (the SDK's own context adds a debug dump).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A short, single-line excerpt of a response body for error messages (HTML tags dropped).

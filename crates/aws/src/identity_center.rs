@@ -248,18 +248,8 @@ impl AwsIdentityCenter {
                 .build()
                 .map_err(|e| FanoutError::Internal(format!("{api}: {e}")))?,
         );
-        let not_found = || {
-            FanoutError::not_found(
-                what,
-                name,
-                format!(
-                    "no {what} with {} `{name}` in identity store {store}; names are case-sensitive \
-                     (aws identitystore list-{what}s --identity-store-id {store})",
-                    if kind == PrincipalType::Group { "display name" } else { "user name" }
-                ),
-            )
-        };
-        let id = match kind {
+        let attribute = if kind == PrincipalType::Group { "display name" } else { "user name" };
+        let found = match kind {
             PrincipalType::Group => self
                 .identity_store
                 .get_group_id()
@@ -278,9 +268,60 @@ impl AwsIdentityCenter {
                 .await
                 .map(|o| o.user_id)
                 .map_err(|e| classify(api, e)),
-        }
-        .map_err(|e| if matches!(e, FanoutError::NotFound { .. }) { not_found() } else { e })?;
+        };
+        let id = match found {
+            Ok(id) => id,
+            Err(FanoutError::NotFound { .. }) => {
+                let known = self.known_principals(kind, store).await;
+                return Err(FanoutError::not_found(
+                    what,
+                    name,
+                    format!("no {what} with {attribute} `{name}` in identity store {store}; names are case-sensitive; {known}"),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Principal { kind, id, name: Some(name.to_string()) })
+    }
+
+    /// "known groups: A, B, C and more" from the first page of the Identity Store's listing,
+    /// for the message that reports an unknown name.
+    async fn known_principals(&self, kind: PrincipalType, store: &str) -> String {
+        const SHOWN: usize = 30;
+        let (what, names): (&str, Result<Vec<String>>) = match kind {
+            PrincipalType::Group => (
+                "groups",
+                self.identity_store
+                    .list_groups()
+                    .identity_store_id(store)
+                    .max_results(100)
+                    .send()
+                    .await
+                    .map(|o| o.groups.into_iter().filter_map(|g| g.display_name).collect())
+                    .map_err(|e| classify("ListGroups", e)),
+            ),
+            PrincipalType::User => (
+                "users",
+                self.identity_store
+                    .list_users()
+                    .identity_store_id(store)
+                    .max_results(100)
+                    .send()
+                    .await
+                    .map(|o| o.users.into_iter().filter_map(|u| u.user_name).collect())
+                    .map_err(|e| classify("ListUsers", e)),
+            ),
+        };
+        match names {
+            Ok(mut names) if !names.is_empty() => {
+                names.sort();
+                let more = if names.len() > SHOWN { format!(" and {} more", names.len() - SHOWN) } else { String::new() };
+                names.truncate(SHOWN);
+                format!("known {what}: {}{more}", names.join(", "))
+            }
+            Ok(_) => format!("the identity store has no {what}"),
+            Err(e) => format!("(listing the {what} failed too: {e})"),
+        }
     }
 
     async fn principal_by_id(&self, kind: PrincipalType, id: &str, store: &str) -> Result<Principal> {

@@ -21,11 +21,16 @@ Examples:
   # The exact document a schedule or CI pipeline sends, from stdin
   cat request.json | sso-fanout plan --request -
 
+  # The organization as the planner sees it: OU ids for --ou, tags for --tag
+  sso-fanout org --sim 29
+
   # Compare with the seed's strategies on the simulator
   sso-fanout bench --accounts 29,500,5000 --seed 7
 
 Exit codes: 0 every account succeeded or was already as requested; 2 some accounts failed or
-timed out (the summary lists them); 1 the request was rejected or the run could not start.";
+timed out (the summary lists them); 1 the request was rejected (bad input, usage error) or the
+run could not start, and nothing was changed; 130 interrupted (Ctrl-C): the summary covers what
+was done, and re-running the same request resumes.";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -54,6 +59,9 @@ pub enum Command {
         #[command(subcommand)]
         action: CacheAction,
     },
+    /// The organization as the planner sees it: OUs with their ids, accounts with status, OU
+    /// path and tags. Use it to write --ou, --tag and --filter.
+    Org(OrgArgs),
     /// Start an execution of the deployed state machine with this request (as the console,
     /// a schedule or CI would); with --wait, follow it to the end.
     Start(StartArgs),
@@ -84,6 +92,52 @@ pub struct CacheArgs {
     pub backend: BackendArgs,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct OrgArgs {
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Re-read the organization even if the account cache is fresh.
+    #[arg(long)]
+    pub refresh_cache: bool,
+    /// Only the OU tree (no account list).
+    #[arg(long)]
+    pub ous_only: bool,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+impl Command {
+    /// The output format the command was asked for (errors are printed in it too).
+    pub fn output(&self) -> OutputFormat {
+        match self {
+            Command::Plan(a) | Command::Run(a) => a.output,
+            Command::Bench(b) => b.output,
+            Command::Cache { action: CacheAction::Status(c) | CacheAction::Refresh(c) } => c.output,
+            Command::Org(o) => o.output,
+            Command::Report { output, .. } => *output,
+            Command::Start(a) => a.output,
+            Command::Status(a) => a.output,
+        }
+    }
+
+    /// Whether the command works on the simulated organization.
+    pub fn simulated(&self) -> bool {
+        match self {
+            Command::Plan(a) | Command::Run(a) => a.backend.sim.is_some(),
+            Command::Bench(_) => true,
+            Command::Cache { action: CacheAction::Status(c) | CacheAction::Refresh(c) } => c.backend.sim.is_some(),
+            Command::Org(o) => o.backend.sim.is_some(),
+            Command::Report { backend, .. } => backend.sim.is_some(),
+            Command::Start(_) | Command::Status(_) => false,
+        }
+    }
+
+    /// Whether the command runs on a paused (virtual) clock.
+    pub fn virtual_time(&self) -> bool {
+        matches!(self, Command::Plan(a) | Command::Run(a) if a.virtual_time)
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,76 +1,124 @@
-//! One function per subcommand. Each returns the process exit code or an error (exit 1).
+//! One function per subcommand. Each returns the process exit code or an error (exit 1), and
+//! writes only to the `Io` it is given.
 
-use crate::args::{BenchArgs, CacheAction, Command, FaultProfile, OutputFormat, RunArgs};
+use crate::args::{BenchArgs, CacheAction, Command, FaultProfile, OrgArgs, OutputFormat, RunArgs};
 use crate::backend::{self, Backend};
+use crate::exit;
+use crate::io::Io;
 use crate::output;
+use crate::progress::{self, Planning};
 use sso_fanout_core::bench::{self, BenchOptions};
 use sso_fanout_core::engine::EngineOptions;
+use sso_fanout_core::model::OrgSnapshot;
 use sso_fanout_core::pipeline::{execute, plan_run};
-use sso_fanout_core::plan::{self, load_org, unix_now, PlannerConfig};
+use sso_fanout_core::plan::{self, load_org, unix_now, Plan, PlannerConfig};
 use sso_fanout_core::request::Tuning;
 use sso_fanout_core::sim::Faults;
 use sso_fanout_core::Result;
-use std::io::IsTerminal;
+use tokio_util::sync::CancellationToken;
 
-pub async fn dispatch(command: Command) -> Result<u8> {
+pub async fn dispatch(command: Command, io: &mut Io) -> Result<u8> {
     match command {
-        Command::Plan(args) => plan(args).await,
-        Command::Run(args) => run(args).await,
-        Command::Bench(args) => unreachable!("the bench runs outside the runtime: {args:?}"),
+        Command::Plan(args) => plan(args, io).await,
+        Command::Run(args) => run(args, io).await,
+        Command::Bench(args) => bench(args, io),
         Command::Cache { action } => {
             let (refresh, args) = match action {
                 CacheAction::Status(args) => (false, args),
                 CacheAction::Refresh(args) => (true, args),
             };
-            cache(refresh, &backend::connect(&args.backend).await?, args.output).await
+            cache(refresh, &backend::connect(&args.backend).await?, args.output, io).await
         }
-        Command::Start(args) => crate::remote::start(args).await,
-        Command::Status(args) => crate::remote::status(args).await,
-        Command::Report { run_id, backend, output } => report(run_id, &backend::connect(&backend).await?, output).await,
+        Command::Org(args) => org(args, io).await,
+        Command::Start(args) => crate::remote::start(args, io).await,
+        Command::Status(args) => crate::remote::status(args, io).await,
+        Command::Report { run_id, backend, output } => report(run_id, &backend::connect(&backend).await?, output, io).await,
     }
 }
 
-pub fn print_json<T: serde::Serialize>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).expect("serializable"));
-}
-
-async fn plan(args: RunArgs) -> Result<u8> {
+/// Plans with a "planning" indicator on stderr (names, organization, existing assignments).
+async fn make_plan(backend: &Backend, args: &RunArgs, dry_run: bool, io: &Io) -> Result<Plan> {
     let mut request = args.request.to_request()?;
-    request.dry_run = true;
-    let backend = backend::connect(&args.backend).await?;
-    let plan = plan_run(&backend.services, &request, &PlannerConfig::default()).await?;
-    match args.output {
-        OutputFormat::Json => print_json(&plan.preview()),
-        OutputFormat::Table => print!("{}\n{}", output::plan_header(&plan), output::plan_table(&plan, args.all)),
-    }
-    Ok(0)
+    request.dry_run |= dry_run;
+    let planning = Planning::start(io, &backend.store_location);
+    let plan = plan_run(&backend.services, &request, &PlannerConfig::default()).await;
+    planning.finish();
+    plan
 }
 
-async fn run(args: RunArgs) -> Result<u8> {
-    let request = args.request.to_request()?;
-    let backend = backend::connect(&args.backend).await?;
-    let plan = plan_run(&backend.services, &request, &PlannerConfig::default()).await?;
-    let human = args.output == OutputFormat::Table;
-    if human {
-        eprint!("{}", output::plan_header(&plan));
+fn print_plan(plan: &Plan, args: &RunArgs, io: &Io) {
+    match args.output {
+        OutputFormat::Json => io.json(&plan.preview()),
+        OutputFormat::Table => io.out.write(&format!("{}\n{}", output::plan_header(plan), output::plan_table(plan, args.all))),
     }
-    let visible = human && std::io::stderr().is_terminal();
-    let (events, progress) = crate::progress::spawn(plan.changes() as u64, plan.estimate.seconds, visible);
-    let options = EngineOptions { jitter_seed: args.backend.seed, ..Default::default() };
+}
+
+async fn plan(args: RunArgs, io: &mut Io) -> Result<u8> {
+    let backend = backend::connect(&args.backend).await?;
+    let plan = make_plan(&backend, &args, true, io).await?;
+    print_plan(&plan, &args, io);
+    Ok(exit::OK)
+}
+
+async fn run(args: RunArgs, io: &mut Io) -> Result<u8> {
+    let backend = backend::connect(&args.backend).await?;
+    let stop = interrupt_token(io);
+    let plan = tokio::select! {
+        plan = make_plan(&backend, &args, false, io) => plan?,
+        _ = stop.cancelled() => {
+            io.err.line("interrupted while planning: nothing was changed");
+            return Ok(exit::INTERRUPTED);
+        }
+    };
+    if plan.request.dry_run {
+        // `"dryRun": true` in the request: the plan is the whole answer, as in the state machine.
+        print_plan(&plan, &args, io);
+        return Ok(exit::OK);
+    }
+    if args.output == OutputFormat::Table {
+        io.err.write(&output::plan_header(&plan));
+    }
+    let options = EngineOptions { jitter_seed: args.backend.seed, stop: stop.clone(), ..Default::default() };
+    let (events, watcher) = progress::watch_run(&plan, options.counters.clone(), io);
     let summary = execute(&backend.services, &plan, options, Some(events)).await;
-    let _ = progress.await;
+    let _ = watcher.await;
     let summary = summary?;
     match args.output {
-        OutputFormat::Json => print_json(&summary),
+        OutputFormat::Json => io.json(&summary),
         OutputFormat::Table => {
-            print!("{}", output::summary(&summary));
-            println!("  results kept in {}", backend.store_location);
+            io.out.write(&output::summary(&summary));
+            io.out.line(format!("  results kept in {}", backend.store_location));
         }
     }
     Ok(summary.exit_code() as u8)
 }
 
-pub fn bench(args: BenchArgs) -> Result<u8> {
+/// The token that stops a run: the caller's (tests), or one cancelled by Ctrl-C. A second
+/// Ctrl-C ends the process at once.
+fn interrupt_token(io: &Io) -> CancellationToken {
+    if let Some(token) = &io.interrupt {
+        return token.clone();
+    }
+    let token = CancellationToken::new();
+    let (stop, err) = (token.clone(), io.err.clone());
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        err.line(format!(
+            "\ninterrupted: stopping; no new operation starts, the ones in flight get up to {} s to finish (Ctrl-C again to quit at once)",
+            sso_fanout_core::engine::INTERRUPT_GRACE.as_secs()
+        ));
+        stop.cancel();
+        if tokio::signal::ctrl_c().await.is_ok() {
+            err.line("quit: operations still in flight are not recorded; re-run the same request to converge");
+            std::process::exit(exit::INTERRUPTED as i32);
+        }
+    });
+    token
+}
+
+pub fn bench(args: BenchArgs, io: &Io) -> Result<u8> {
     if args.repeat == 0 || args.accounts.contains(&0) {
         return Err(sso_fanout_core::FanoutError::invalid("--accounts/--repeat", 0, "positive numbers, e.g. --accounts 29,500,5000 --repeat 20"));
     }
@@ -86,7 +134,7 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
         };
         for &n in &args.accounts {
             if args.output == OutputFormat::Table {
-                eprintln!("simulating {n} accounts, seed {seed}...");
+                io.err.line(format!("simulating {n} accounts, seed {seed}..."));
             }
             if args.only_sso_fanout {
                 rows.push(bench::run_sso_fanout(n, &options)?);
@@ -96,23 +144,26 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
         }
     }
     match args.output {
-        OutputFormat::Json => print_json(&rows),
-        OutputFormat::Table if args.repeat > 1 => print!("{}", output::bench_spread(&rows)),
-        OutputFormat::Table => print!("{}", output::bench_table(&rows)),
+        OutputFormat::Json => io.json(&rows),
+        OutputFormat::Table if args.repeat > 1 => io.out.write(&output::bench_spread(&rows)),
+        OutputFormat::Table => io.out.write(&output::bench_table(&rows)),
     }
-    Ok(0)
+    Ok(exit::OK)
 }
 
-async fn cache(refresh: bool, backend: &Backend, out: OutputFormat) -> Result<u8> {
+async fn cache(refresh: bool, backend: &Backend, out: OutputFormat, io: &Io) -> Result<u8> {
     let store = backend.services.store.as_ref();
     let (_, scope) = plan::scope(backend.services.org.as_ref(), backend.services.ic.as_ref()).await?;
     let snapshot = if refresh { Some(load_org(backend.services.org.as_ref(), store, &scope, true, 0).await?) } else { store.cached_org(&scope).await? };
     let Some(org) = snapshot else {
         match out {
-            OutputFormat::Json => print_json(&serde_json::json!({"cached": false, "store": backend.store_location})),
-            OutputFormat::Table => println!("no account cache in {} yet: `sso-fanout cache refresh` (or any plan/run) fills it", backend.store_location),
+            OutputFormat::Json => io.json(&serde_json::json!({"cached": false, "store": backend.store_location, "organizationId": scope.organization_id})),
+            OutputFormat::Table => io.out.line(format!(
+                "no account cache for organization {} in {} yet: `sso-fanout cache refresh` (or any plan/run) fills it",
+                scope.organization_id, backend.store_location
+            )),
         }
-        return Ok(0);
+        return Ok(exit::OK);
     };
     let age_s = unix_now().saturating_sub(org.fetched_at);
     let mut by_status = std::collections::BTreeMap::new();
@@ -121,45 +172,67 @@ async fn cache(refresh: bool, backend: &Backend, out: OutputFormat) -> Result<u8
     }
     let max_age = PlannerConfig::default().account_cache_max_age_s;
     match out {
-        OutputFormat::Json => print_json(&serde_json::json!({
+        OutputFormat::Json => io.json(&serde_json::json!({
             "cached": true,
             "store": backend.store_location,
+            "scope": scope,
             "organizationId": org.organization_id,
             "managementAccountId": org.management_account_id,
             "accounts": org.accounts.len(),
+            "ous": org.ous.len(),
             "byStatus": by_status,
             "fetchedAt": org.fetched_at,
             "ageSeconds": age_s,
             "fresh": age_s <= max_age,
         })),
         OutputFormat::Table => {
-            println!("account cache in {}", backend.store_location);
-            println!("  organization  {} (management account {})", org.organization_id, org.management_account_id);
             let counts: Vec<String> = by_status.iter().map(|(k, v)| format!("{v} {k}")).collect();
-            println!("  accounts      {} ({})", org.accounts.len(), counts.join(", "));
             let freshness = if age_s <= max_age { "fresh" } else { "stale: the next plan re-reads Organizations" };
-            println!("  age           {} ({freshness}; max {} s)", output::secs(age_s as f64), max_age);
+            io.out.write(&format!(
+                "account cache in {}\n  organization  {} (management account {}; instance {}, region {})\n  accounts      {} ({}), {} OUs\n  age           {} ({freshness}; max {} s)\n",
+                backend.store_location,
+                org.organization_id,
+                org.management_account_id,
+                scope.instance_arn,
+                scope.region,
+                org.accounts.len(),
+                counts.join(", "),
+                org.ous.len(),
+                output::secs(age_s as f64),
+                max_age
+            ));
         }
     }
-    Ok(0)
+    Ok(exit::OK)
 }
 
-async fn report(run_id: Option<String>, backend: &Backend, out: OutputFormat) -> Result<u8> {
+async fn org(args: OrgArgs, io: &Io) -> Result<u8> {
+    let backend = backend::connect(&args.backend).await?;
+    let planning = Planning::start(io, &backend.store_location);
+    let loaded: Result<OrgSnapshot> = async {
+        let (_, scope) = plan::scope(backend.services.org.as_ref(), backend.services.ic.as_ref()).await?;
+        let max_age = PlannerConfig::default().account_cache_max_age_s;
+        load_org(backend.services.org.as_ref(), backend.services.store.as_ref(), &scope, args.refresh_cache, max_age).await
+    }
+    .await;
+    planning.finish();
+    let org = loaded?;
+    match args.output {
+        OutputFormat::Json => io.json(&output::org_document(&org, args.ous_only)),
+        OutputFormat::Table => io.out.write(&output::org_view(&org, args.ous_only)),
+    }
+    Ok(exit::OK)
+}
+
+async fn report(run_id: Option<String>, backend: &Backend, out: OutputFormat, io: &Io) -> Result<u8> {
     let store = backend.services.store.as_ref();
     let Some(run_id) = run_id else {
         let runs = store.list_runs(20).await?;
-        let rows: Vec<Vec<String>> = runs
-            .iter()
-            .map(|r| {
-                let outcome = r.summary.as_ref().map(|s| format!("{:?}", s.outcome).to_lowercase()).unwrap_or_else(|| format!("{:?}", r.status).to_lowercase());
-                vec![r.plan.run_id.clone(), r.plan.operation.as_str().into(), r.plan.permission_set.name.clone(), r.plan.target_count().to_string(), outcome]
-            })
-            .collect();
         match out {
-            OutputFormat::Json => print_json(&runs.iter().map(|r| serde_json::json!({"runId": r.plan.run_id, "status": r.status, "summary": r.summary})).collect::<Vec<_>>()),
-            OutputFormat::Table => print!("{}", output::table(&["RUN", "OPERATION", "PERMISSION SET", "TARGETS", "OUTCOME"], &rows)),
+            OutputFormat::Json => io.json(&runs.iter().map(output::run_listing).collect::<Vec<_>>()),
+            OutputFormat::Table => io.out.write(&output::runs_table(&runs)),
         }
-        return Ok(0);
+        return Ok(exit::OK);
     };
     let record = store
         .get_run(&run_id)
@@ -167,14 +240,14 @@ async fn report(run_id: Option<String>, backend: &Backend, out: OutputFormat) ->
         .ok_or_else(|| sso_fanout_core::FanoutError::not_found("run", &run_id, format!("no such run in {}", backend.store_location)))?;
     let Some(summary) = record.summary else {
         match out {
-            OutputFormat::Json => print_json(&serde_json::json!({"runId": run_id, "status": record.status})),
-            OutputFormat::Table => println!("{run_id} is {:?}: no summary yet", record.status),
+            OutputFormat::Json => io.json(&serde_json::json!({"runId": run_id, "status": record.status})),
+            OutputFormat::Table => io.out.line(format!("{run_id} is {:?}: no summary yet", record.status)),
         }
-        return Ok(0);
+        return Ok(exit::OK);
     };
     match out {
-        OutputFormat::Json => print_json(&summary),
-        OutputFormat::Table => print!("{}", output::summary(&summary)),
+        OutputFormat::Json => io.json(&summary),
+        OutputFormat::Table => io.out.write(&output::summary(&summary)),
     }
     Ok(summary.exit_code() as u8)
 }

@@ -2,9 +2,10 @@
 //! the same structs, printed by `main`.
 
 use sso_fanout_core::bench::BenchRow;
-use sso_fanout_core::model::Action;
-use sso_fanout_core::plan::Plan;
-use sso_fanout_core::report::RunSummary;
+use sso_fanout_core::model::{Action, OrgSnapshot};
+use sso_fanout_core::plan::{compact_utc, Plan};
+use sso_fanout_core::report::{RunOutcome, RunSummary};
+use sso_fanout_core::store::RunRecord;
 use std::fmt::Write;
 
 /// Left-aligned columns, two spaces apart; numeric-looking cells right-aligned.
@@ -105,9 +106,10 @@ pub fn plan_table(plan: &Plan, all: bool) -> String {
 pub fn summary(s: &RunSummary) -> String {
     let mut out = String::new();
     let c = &s.counts;
-    let verdict = match s.exit_code() {
-        0 => "done: every target account is as requested",
-        _ => "incomplete: some accounts are not as requested",
+    let verdict = match s.outcome {
+        RunOutcome::Succeeded => "done: every target account is as requested",
+        RunOutcome::Incomplete => "incomplete: some accounts are not as requested",
+        RunOutcome::Interrupted => "interrupted: re-run the same request to finish (accounts done are skipped)",
     };
     let _ = writeln!(out, "\n{} {verdict}", s.run_id);
     let _ = writeln!(
@@ -122,6 +124,9 @@ pub fn summary(s: &RunSummary) -> String {
     );
     if let Some(d) = s.duration_seconds {
         let _ = writeln!(out, "  took {} (estimate {})", secs(d), secs(s.estimate_seconds));
+    }
+    for w in &s.warnings {
+        let _ = writeln!(out, "  warning: {w}");
     }
     if !s.failures.is_empty() {
         let rows: Vec<Vec<String>> = s
@@ -207,4 +212,132 @@ pub fn bench_spread(rows: &[BenchRow]) -> String {
     );
     out.push_str("\n  greedy/bound: how far even ideal latency-blind scheduling is from the bound for these latencies.\n");
     out
+}
+
+/// `report` without a run id: the recent runs with when, what and how they ended.
+pub fn runs_table(runs: &[RunRecord]) -> String {
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            let p = &r.plan;
+            let outcome = match &r.summary {
+                Some(s) => format!("{:?}", s.outcome).to_lowercase(),
+                None => format!("{:?}", r.status).to_lowercase(),
+            };
+            let duration = r.summary.as_ref().and_then(|s| s.duration_seconds).map(secs).unwrap_or_else(|| "-".into());
+            vec![
+                p.run_id.clone(),
+                compact_utc(p.created_at),
+                p.operation.as_str().into(),
+                p.permission_set.name.clone(),
+                format!("{} {}", p.principal.kind.as_str().to_lowercase(), p.principal.name.as_deref().unwrap_or(&p.principal.id)),
+                p.target_count().to_string(),
+                outcome,
+                duration,
+            ]
+        })
+        .collect();
+    table(&["RUN", "CREATED (UTC)", "OPERATION", "PERMISSION SET", "PRINCIPAL", "TARGETS", "OUTCOME", "DURATION"], &rows)
+}
+
+/// `report --output json` without a run id: one object per run.
+pub fn run_listing(r: &RunRecord) -> serde_json::Value {
+    serde_json::json!({
+        "runId": r.plan.run_id,
+        "createdAt": r.plan.created_at,
+        "status": r.status,
+        "operation": r.plan.operation,
+        "permissionSet": r.plan.permission_set.name,
+        "principal": r.plan.principal,
+        "targets": r.plan.target_count(),
+        "durationSeconds": r.summary.as_ref().and_then(|s| s.duration_seconds),
+        "summary": r.summary,
+    })
+}
+
+/// Each OU with its path of names, parent and number of accounts directly in it.
+fn ou_rows(org: &OrgSnapshot) -> Vec<(String, String, String, usize)> {
+    let mut rows: Vec<(String, String, String, usize)> = org
+        .ous
+        .iter()
+        .map(|ou| {
+            let mut path = vec![ou.id.clone()];
+            let mut parent = ou.parent_id.as_str();
+            while let Some(p) = org.ou(parent) {
+                path.push(p.id.clone());
+                parent = p.parent_id.as_str();
+            }
+            path.reverse();
+            let direct = org.accounts.iter().filter(|a| a.ou_path.last() == Some(&ou.id)).count();
+            (ou.id.clone(), org.ou_names(&path), ou.parent_id.clone(), direct)
+        })
+        .collect();
+    rows.sort_by(|a, b| a.1.cmp(&b.1));
+    rows
+}
+
+pub fn org_view(org: &OrgSnapshot, ous_only: bool) -> String {
+    let mut out = String::new();
+    let at_root = org.accounts.iter().filter(|a| a.ou_path.is_empty()).count();
+    let _ = writeln!(
+        out,
+        "organization {} (management account {}), root {} ({} accounts directly under it), read {} UTC",
+        org.organization_id,
+        org.management_account_id,
+        org.roots.join(", "),
+        at_root,
+        compact_utc(org.fetched_at)
+    );
+    let _ = writeln!(out, "
+OUs ({}; `--ou ID` selects an OU and everything below it, a root id the whole organization)", org.ous.len());
+    let rows: Vec<Vec<String>> =
+        ou_rows(org).into_iter().map(|(id, path, parent, n)| vec![id, path, parent, n.to_string()]).collect();
+    out.push_str(&table(&["OU", "PATH", "PARENT", "ACCOUNTS"], &rows));
+    if ous_only {
+        return out;
+    }
+    let _ = writeln!(out, "
+Accounts ({}; only ACTIVE ones are targets, the management account only by id)", org.accounts.len());
+    let rows: Vec<Vec<String>> = org
+        .accounts
+        .iter()
+        .map(|a| {
+            let tags: Vec<String> = a.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let mut name = a.name.clone();
+            if a.id == org.management_account_id {
+                name.push_str(" (management)");
+            }
+            vec![a.id.clone(), name, format!("{:?}", a.status).to_uppercase(), org.ou_names(&a.ou_path), tags.join(",")]
+        })
+        .collect();
+    out.push_str(&table(&["ACCOUNT", "NAME", "STATUS", "OU PATH", "TAGS"], &rows));
+    out
+}
+
+pub fn org_document(org: &OrgSnapshot, ous_only: bool) -> serde_json::Value {
+    let ous: Vec<serde_json::Value> = ou_rows(org)
+        .into_iter()
+        .map(|(id, path, parent, n)| serde_json::json!({"id": id, "path": path, "parentId": parent, "accounts": n}))
+        .collect();
+    let mut doc = serde_json::json!({
+        "organizationId": org.organization_id,
+        "managementAccountId": org.management_account_id,
+        "roots": org.roots,
+        "fetchedAt": org.fetched_at,
+        "ous": ous,
+    });
+    if !ous_only {
+        doc["accounts"] = org
+            .accounts
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "id": a.id, "name": a.name, "email": a.email, "status": a.status,
+                    "ouPath": a.ou_path, "ouNames": org.ou_names(&a.ou_path), "tags": a.tags,
+                    "management": a.id == org.management_account_id,
+                })
+            })
+            .collect();
+    }
+    doc
 }

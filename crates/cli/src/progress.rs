@@ -1,48 +1,154 @@
-//! Live progress of a run: a bar with counts by outcome and operations in flight (stderr; hidden
-//! when stderr is not a terminal or the output is JSON).
+//! Live progress on stderr: a bar on a terminal, a line every `LOG_EVERY` in a log (CI, a
+//! pipeline), so a long run never looks stuck. Both say how far the run is, its rate, the time
+//! left, what is really outstanding at AWS, and the throttles and timeouts so far (with a word
+//! when Identity Center is throttling right now).
 
+use crate::io::{Io, Sink};
+use crate::output::secs;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sso_fanout_core::engine::EngineEvent;
+use sso_fanout_core::engine::{EngineCounters, EngineEvent};
 use sso_fanout_core::model::Outcome;
+use sso_fanout_core::plan::Plan;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::{Duration, Instant};
 
-pub fn spawn(total: u64, estimate_s: f64, visible: bool) -> (mpsc::UnboundedSender<EngineEvent>, JoinHandle<()>) {
+/// How often a progress line is written when stderr is not a terminal.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+/// How often the bar's message is refreshed on a terminal.
+const BAR_EVERY: Duration = Duration::from_millis(250);
+
+/// "planning..." while the planner resolves names, reads the organization and lists what exists.
+pub struct Planning {
+    bar: Option<ProgressBar>,
+    err: Sink,
+    started: Instant,
+    terminal: bool,
+}
+
+impl Planning {
+    pub fn start(io: &Io, store_location: &str) -> Planning {
+        let what = "planning: resolving names, reading the organization (the account cache when fresh), listing existing assignments";
+        let bar = if io.err_is_terminal {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"));
+            bar.set_message(what);
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            Some(bar)
+        } else {
+            io.err.line(format!("{what} (store: {store_location})..."));
+            None
+        };
+        Planning { bar, err: io.err.clone(), started: Instant::now(), terminal: io.err_is_terminal }
+    }
+
+    pub fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+        if !self.terminal {
+            self.err.line(format!("planned in {}", secs(self.started.elapsed().as_secs_f64())));
+        }
+    }
+}
+
+/// Counts of finished accounts, by outcome.
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    failed: u64,
+    timed_out: u64,
+}
+
+impl Tally {
+    fn done(&self) -> u64 {
+        self.ok + self.failed + self.timed_out
+    }
+}
+
+/// Follows a run: consumes the engine's events until every batch is done.
+pub fn watch_run(plan: &Plan, counters: Arc<EngineCounters>, io: &Io) -> (mpsc::UnboundedSender<EngineEvent>, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let bar = ProgressBar::with_draw_target(Some(total), if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg} {elapsed} (estimate {prefix})")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(crate::output::secs(estimate_s));
-    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let total = plan.changes() as u64;
+    let estimate_s = plan.estimate.seconds;
+    let slots = plan.tier.in_flight;
+    let err = io.err.clone();
+    let bar = io.err_is_terminal.then(|| {
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        bar.set_style(ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}").expect("valid template").progress_chars("=> "));
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
     let handle = tokio::spawn(async move {
-        let (mut ok, mut failed, mut in_flight) = (0u64, 0u64, 0i64);
-        while let Some(event) = rx.recv().await {
-            match event {
-                EngineEvent::Started { .. } => in_flight += 1,
-                EngineEvent::Finished(r) => {
-                    in_flight = (in_flight - 1).max(0);
-                    match r.outcome {
-                        Outcome::Succeeded | Outcome::Skipped => ok += 1,
-                        _ => {
-                            failed += 1;
-                            bar.println(format!(
-                                "  {} {} ({}): {}",
-                                r.outcome.as_str(),
-                                r.account_id,
-                                r.account_name,
-                                r.reason.as_deref().unwrap_or("")
-                            ));
+        let started = Instant::now();
+        let mut tally = Tally::default();
+        let mut ticker = tokio::time::interval(if bar.is_some() { BAR_EVERY } else { LOG_EVERY });
+        ticker.tick().await;
+        let mut throttled_before = 0;
+        loop {
+            tokio::select! {
+                event = rx.recv() => match event {
+                    Some(EngineEvent::Finished(r)) => {
+                        match r.outcome {
+                            Outcome::Succeeded | Outcome::Skipped => tally.ok += 1,
+                            Outcome::Failed => tally.failed += 1,
+                            Outcome::TimedOut => tally.timed_out += 1,
+                        }
+                        // Accounts an interrupt left unstarted are counted, not listed one by one.
+                        let unstarted = r.reason.as_deref().is_some_and(|x| x.starts_with("not started"));
+                        if !matches!(r.outcome, Outcome::Succeeded | Outcome::Skipped) && !unstarted {
+                            let line = format!("  {} {} ({}): {}", r.outcome.as_str(), r.account_id, r.account_name, r.reason.as_deref().unwrap_or(""));
+                            match &bar {
+                                Some(bar) => bar.println(line),
+                                None => err.line(line),
+                            }
+                        }
+                        if let Some(bar) = &bar {
+                            bar.set_position(tally.done());
                         }
                     }
-                    bar.inc(1);
+                    Some(EngineEvent::Started { .. }) => {}
+                    None => break,
+                },
+                _ = ticker.tick() => {
+                    let stats = counters.snapshot();
+                    let recent = stats.throttled - throttled_before;
+                    throttled_before = stats.throttled;
+                    let line = status_line(&tally, total, started.elapsed(), estimate_s, stats.outstanding, slots, stats.throttled, recent);
+                    match &bar {
+                        Some(bar) => bar.set_message(line),
+                        None => err.line(format!("progress: {}/{total} {line}", tally.done())),
+                    }
                 }
             }
-            bar.set_message(format!("ok {ok}  failed {failed}  in flight {in_flight}"));
         }
-        bar.finish_and_clear();
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
     });
     (tx, handle)
+}
+
+/// "118 ok, 2 failed, 0 timed out | 10/10 in flight | 4.1/s, ~1m30s left | 3 throttled".
+#[allow(clippy::too_many_arguments)]
+fn status_line(tally: &Tally, total: u64, elapsed: Duration, estimate_s: f64, outstanding: u64, slots: u32, throttled: u64, recent_throttles: u64) -> String {
+    let elapsed_s = elapsed.as_secs_f64();
+    let done = tally.done();
+    let rate = if elapsed_s > 0.0 { done as f64 / elapsed_s } else { 0.0 };
+    let left = if done > 0 && rate > 0.0 { (total - done) as f64 / rate } else { (estimate_s - elapsed_s).max(0.0) };
+    let mut line = format!(
+        "({} ok, {} failed, {} timed out) | {outstanding}/{slots} in flight | {rate:.1}/s, ~{} left, {} elapsed | {throttled} throttled",
+        tally.ok,
+        tally.failed,
+        tally.timed_out,
+        secs(left),
+        secs(elapsed_s)
+    );
+    if recent_throttles > 0 {
+        line.push_str(&format!(
+            " ({recent_throttles} just now: Identity Center is refusing calls, e.g. another tool on the instance; backing off)"
+        ));
+    }
+    line
 }

@@ -2,28 +2,38 @@
 //! from the execution history (the planner's and workers' outputs), so no table access is needed.
 
 use crate::args::{AwsArgs, OutputFormat, StartArgs, StatusArgs};
-use crate::commands::print_json;
+use crate::exit;
+use crate::io::Io;
 use crate::output;
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEventType};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
+use sso_fanout_aws::errors::classify;
 use sso_fanout_aws::AwsClients;
 use sso_fanout_core::report::RunSummary;
 use sso_fanout_core::{FanoutError, Result};
-use std::io::IsTerminal;
 use std::time::Duration;
+use tokio::time::Instant;
 
 const POLL: Duration = Duration::from_secs(2);
+/// How often `--wait` writes a progress line when stderr is not a terminal.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 async fn sfn(aws: &AwsArgs) -> aws_sdk_sfn::Client {
     AwsClients::from_env(aws.profile.as_deref(), aws.region.as_deref()).await.sfn
 }
 
-fn sfn_error(api: &str, e: impl std::fmt::Display) -> FanoutError {
-    FanoutError::Transient { api: api.into(), message: e.to_string() }
+/// An ARN Step Functions rejects or does not know is the user's input to fix, not a fault.
+fn arn_error(field: &str, arn: &str, e: FanoutError) -> FanoutError {
+    match e {
+        FanoutError::Validation { message, .. } | FanoutError::NotFound { hint: message, .. } => {
+            FanoutError::invalid(field, arn, format!("an ARN that Step Functions knows in this account and region ({message})"))
+        }
+        other => other,
+    }
 }
 
-pub async fn start(args: StartArgs) -> Result<u8> {
+pub async fn start(args: StartArgs, io: &mut Io) -> Result<u8> {
     let mut request = args.request.to_request()?;
     request.dry_run |= args.dry_run;
     let client = sfn(&args.aws).await;
@@ -35,35 +45,33 @@ pub async fn start(args: StartArgs) -> Result<u8> {
         .set_name(args.name.clone())
         .send()
         .await
-        .map_err(|e| sfn_error("StartExecution", aws_sdk_sfn::error::DisplayErrorContext(e)))?;
+        .map_err(|e| arn_error("--state-machine", &args.state_machine, classify("StartExecution", e)))?;
     let arn = started.execution_arn().to_string();
     if !args.wait {
         match args.output {
-            OutputFormat::Json => print_json(&serde_json::json!({"executionArn": arn})),
-            OutputFormat::Table => println!("started {arn}\n  follow it: sso-fanout status --wait {arn}"),
+            OutputFormat::Json => io.json(&serde_json::json!({"executionArn": arn})),
+            OutputFormat::Table => io.out.line(format!("started {arn}\n  follow it: sso-fanout status --wait {arn}")),
         }
-        return Ok(0);
+        return Ok(exit::OK);
     }
-    if args.output == OutputFormat::Table {
-        eprintln!("started {arn}");
-    }
-    follow(&client, &arn, args.output).await
+    io.err.line(format!("started {arn}"));
+    follow(&client, &arn, args.output, io).await
 }
 
-pub async fn status(args: StatusArgs) -> Result<u8> {
+pub async fn status(args: StatusArgs, io: &mut Io) -> Result<u8> {
     let client = sfn(&args.aws).await;
     if args.wait {
-        return follow(&client, &args.execution_arn, args.output).await;
+        return follow(&client, &args.execution_arn, args.output, io).await;
     }
     let d = describe(&client, &args.execution_arn).await?;
     if *d.status() == ExecutionStatus::Running {
         match args.output {
-            OutputFormat::Json => print_json(&serde_json::json!({"executionArn": args.execution_arn, "status": "RUNNING"})),
-            OutputFormat::Table => println!("{} is RUNNING", args.execution_arn),
+            OutputFormat::Json => io.json(&serde_json::json!({"executionArn": args.execution_arn, "status": "RUNNING"})),
+            OutputFormat::Table => io.out.line(format!("{} is RUNNING", args.execution_arn)),
         }
-        return Ok(0);
+        return Ok(exit::OK);
     }
-    finish(&d, args.output)
+    finish(&d, args.output, io)
 }
 
 async fn describe(client: &aws_sdk_sfn::Client, arn: &str) -> Result<aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput> {
@@ -72,23 +80,37 @@ async fn describe(client: &aws_sdk_sfn::Client, arn: &str) -> Result<aws_sdk_sfn
         .execution_arn(arn)
         .send()
         .await
-        .map_err(|e| sfn_error("DescribeExecution", aws_sdk_sfn::error::DisplayErrorContext(e)))
+        .map_err(|e| arn_error("EXECUTION_ARN", arn, classify("DescribeExecution", e)))
 }
 
-/// Polls until the execution ends, showing batches done and accounts by outcome.
-async fn follow(client: &aws_sdk_sfn::Client, arn: &str, out: OutputFormat) -> Result<u8> {
-    let visible = out == OutputFormat::Table && std::io::stderr().is_terminal();
-    let bar = ProgressBar::with_draw_target(None, if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
-    bar.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"));
-    bar.enable_steady_tick(Duration::from_millis(120));
+/// Polls until the execution ends, showing batches done and accounts by outcome: a spinner on
+/// a terminal, a line every `LOG_EVERY` otherwise.
+async fn follow(client: &aws_sdk_sfn::Client, arn: &str, out: OutputFormat, io: &Io) -> Result<u8> {
+    let bar = io.err_is_terminal.then(|| {
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    let started = Instant::now();
+    let mut logged = started;
     loop {
         let d = describe(client, arn).await?;
         if *d.status() != ExecutionStatus::Running {
-            bar.finish_and_clear();
-            return finish(&d, out);
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
+            return finish(&d, out, io);
         }
         if let Ok(p) = progress(client, arn).await {
-            bar.set_message(p);
+            match &bar {
+                Some(bar) => bar.set_message(p),
+                None if logged.elapsed() >= LOG_EVERY => {
+                    logged = Instant::now();
+                    io.err.line(format!("progress: {p} ({} elapsed)", output::secs(started.elapsed().as_secs_f64())));
+                }
+                None => {}
+            }
         }
         tokio::time::sleep(POLL).await;
     }
@@ -99,7 +121,7 @@ async fn progress(client: &aws_sdk_sfn::Client, arn: &str) -> Result<String> {
     let mut pages = client.get_execution_history().execution_arn(arn).max_results(1000).into_paginator().send();
     let (mut run_id, mut total, mut done, mut ok, mut failed) = (String::from("planning"), 0usize, 0usize, 0u64, 0u64);
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| sfn_error("GetExecutionHistory", aws_sdk_sfn::error::DisplayErrorContext(e)))?;
+        let page = page.map_err(|e| classify("GetExecutionHistory", e))?;
         for event in page.events() {
             if *event.r#type() != HistoryEventType::TaskSucceeded {
                 continue;
@@ -119,8 +141,9 @@ async fn progress(client: &aws_sdk_sfn::Client, arn: &str) -> Result<String> {
     Ok(format!("{run_id}: {done}/{total} batches, {ok} succeeded, {failed} failed or timed out"))
 }
 
-fn finish(d: &aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput, out: OutputFormat) -> Result<u8> {
+fn finish(d: &aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput, out: OutputFormat, io: &Io) -> Result<u8> {
     let status = d.status().as_str().to_string();
+    let arn = d.execution_arn();
     if *d.status() != ExecutionStatus::Succeeded {
         let error = d.error().unwrap_or("unknown").to_string();
         let cause = d.cause().map(cause_message).unwrap_or_default();
@@ -128,24 +151,35 @@ fn finish(d: &aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutpu
             return Err(FanoutError::invalid("request", "(rejected by the planner)", cause));
         }
         match out {
-            OutputFormat::Json => print_json(&serde_json::json!({"executionArn": d.execution_arn(), "status": status, "error": error, "cause": cause})),
-            OutputFormat::Table => eprintln!("execution {status}: {error}: {cause}"),
+            OutputFormat::Json => io.json(&serde_json::json!({"executionArn": arn, "status": status, "error": error, "cause": cause})),
+            OutputFormat::Table => io.err.line(format!("execution {arn} {status}: {error}: {cause}")),
         }
-        return Ok(1);
+        return Ok(exit::REJECTED);
     }
     let output: Value = d.output().and_then(|o| serde_json::from_str(o).ok()).unwrap_or(Value::Null);
     match serde_json::from_value::<RunSummary>(output.clone()) {
         Ok(summary) => {
             match out {
-                OutputFormat::Json => print_json(&summary),
-                OutputFormat::Table => print!("{}", output::summary(&summary)),
+                OutputFormat::Json => {
+                    let mut doc = serde_json::to_value(&summary).expect("summary serializes");
+                    doc["executionArn"] = arn.into();
+                    io.json(&doc);
+                }
+                OutputFormat::Table => {
+                    io.out.write(&output::summary(&summary));
+                    io.out.line(format!("  execution {arn}; per-account results: sso-fanout report {} --table <stack table>", summary.run_id));
+                }
             }
             Ok(summary.exit_code() as u8)
         }
         // A dry run's output is the plan preview.
         Err(_) => {
-            print_json(&output);
-            Ok(0)
+            let mut doc = output;
+            if let Some(map) = doc.as_object_mut() {
+                map.insert("executionArn".into(), arn.into());
+            }
+            io.json(&doc);
+            Ok(exit::OK)
         }
     }
 }

@@ -1,8 +1,28 @@
-//! The `sso-fanout` binary as users and scripts drive it: exit codes, JSON output, bad input.
+//! The `sso-fanout` command line as users and scripts drive it: exit codes, JSON output, bad
+//! input, progress, interrupts. Most tests call the library in-process (`sso_fanout_cli::run`
+//! with captured streams); a few run the binary itself for what only a process shows (a closed
+//! pipe, colours on a pipe, stdin).
 
 use serde_json::Value;
-use std::io::Write;
+use sso_fanout_cli::{Captured, Io};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
+
+/// Runs the CLI in-process: (exit code, stdout, stderr).
+fn cli(args: &[&str]) -> (u8, String, String) {
+    let (mut io, captured) = Io::captured();
+    let code = sso_fanout_cli::run(std::iter::once("sso-fanout").chain(args.iter().copied()), &mut io);
+    (code, captured.stdout(), captured.stderr())
+}
+
+fn cli_with(io: &mut Io, captured: &Captured, args: &[&str]) -> (u8, String, String) {
+    let code = sso_fanout_cli::run(std::iter::once("sso-fanout").chain(args.iter().copied()), io);
+    (code, captured.stdout(), captured.stderr())
+}
+
+fn parse(stdout: &str) -> Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout}"))
+}
 
 const REQUEST: &[&str] = &["--operation", "assign", "--permission-set", "AdministratorAccess", "--group", "PlatformAdmins"];
 
@@ -214,4 +234,200 @@ fn unknown_root_or_ou_ids_are_refused_by_name() {
     }
     let out = sim_run(&["--ou", "r-sim0"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+
+#[test]
+fn usage_errors_exit_1_never_2() {
+    let cases: &[&[&str]] = &[
+        &["plan", "--sim", "29", "--operation", "assign", "--permission-set", "A", "--principal-id", "x", "--filter", "*"],
+        &["plan", "--sim", "29", "--operation", "grant", "--permission-set", "A", "--group", "G", "--filter", "*"],
+        &["plan", "--sim", "29", "--operation", "assign", "--permission-set", "A", "--group", "G", "--user", "u", "--filter", "*"],
+        &["run", "--virtual-time", "--operation", "assign", "--permission-set", "A", "--group", "G"],
+        &["frobnicate"],
+    ];
+    for args in cases {
+        let (code, stdout, stderr) = cli(args);
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert!(stderr.contains("error:"), "{args:?}: {stderr}");
+    }
+    // Scripts asking for JSON get the error as JSON too.
+    let (code, stdout, _) = cli(&["plan", "--sim", "29", "--output", "json", "--operation", "grant", "--permission-set", "A", "--group", "G"]);
+    assert_eq!(code, 1);
+    assert_eq!(parse(&stdout)["error"]["type"], "InvalidRequest");
+    // Help and version are not errors.
+    let (code, stdout, _) = cli(&["run", "--help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("--request"));
+    let (code, _, _) = cli(&["--version"]);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn a_closed_stdout_is_not_a_crash() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sso-fanout"))
+        .args(["plan", "--sim", "200", "--virtual-time", "--all"])
+        .args(REQUEST)
+        .args(["--filter", "*"])
+        .env_remove("SSO_FANOUT_STORE")
+        .env("RUST_BACKTRACE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one line, then close the pipe, as `| head -1` does.
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(first.starts_with("Plan run-"), "{first}");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}
+
+#[test]
+fn logs_carry_no_colour_codes_on_a_pipe() {
+    let mut args = vec!["run", "--sim", "10", "--virtual-time", "--filter", "*"];
+    args.extend_from_slice(REQUEST);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sso-fanout"));
+    child.args(&args).env("SSO_FANOUT_LOG", "debug").env_remove("SSO_FANOUT_STORE");
+    let out = child.output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("DEBUG") || stderr(&out).contains("INFO"), "logging is on");
+    assert!(!stderr(&out).contains('\u{1b}'), "ANSI escape codes on a pipe");
+}
+
+#[test]
+fn run_json_lists_every_account_with_its_result_and_the_warnings() {
+    let (code, stdout, _) = cli(&["run", "--sim", "200", "--seed", "5", "--virtual-time", "--output", "json", "--operation", "assign", "--permission-set", "AdministratorAccess", "--group", "PlatformAdmins", "--filter", "*"]);
+    assert_eq!(code, 0);
+    let s = parse(&stdout);
+    let results = s["results"].as_array().unwrap();
+    assert_eq!(results.len() as u64, s["counts"]["total"].as_u64().unwrap());
+    for r in results {
+        match r["outcome"].as_str().unwrap() {
+            "succeeded" => assert!(r["requestId"].is_string() && r["action"] == "create", "{r}"),
+            "skipped" => assert_eq!(r["action"], "skip", "{r}"),
+            other => panic!("{other}: {r}"),
+        }
+    }
+    let warnings = s["warnings"].as_array().unwrap();
+    assert!(warnings.iter().any(|w| w.as_str().unwrap().contains("not ACTIVE")), "{warnings:?}");
+}
+
+#[test]
+fn progress_lines_are_written_when_stderr_is_a_log() {
+    let (code, _, stderr) = cli(&["run", "--sim", "200", "--virtual-time", "--operation", "assign", "--permission-set", "AdministratorAccess", "--group", "PlatformAdmins", "--filter", "*"]);
+    assert_eq!(code, 0);
+    assert!(stderr.contains("planning:") && stderr.contains("planned in"), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("progress: ")).collect();
+    assert!(lines.len() >= 3, "{stderr}");
+    for l in &lines {
+        for part in ["ok", "in flight", "/s", "left", "throttled"] {
+            assert!(l.contains(part), "{part} missing: {l}");
+        }
+    }
+    // What is really outstanding, never more than the quota's slots.
+    for l in &lines {
+        let flight = l.split(" | ").find(|p| p.ends_with("in flight")).unwrap();
+        let n: u32 = flight.split('/').next().unwrap().trim().parse().unwrap();
+        assert!(n <= 10, "{l}");
+    }
+}
+
+#[test]
+fn a_dry_run_request_through_run_prints_the_plan() {
+    let dir = std::env::temp_dir().join(format!("sso-fanout-dry-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("request.json");
+    std::fs::write(&file, r#"{"operation":"assign","permissionSet":"AdministratorAccess","principal":{"type":"GROUP","name":"PlatformAdmins"},"targets":{"filter":"dev-*"},"dryRun":true}"#).unwrap();
+    let (code, stdout, stderr) = cli(&["run", "--sim", "29", "--virtual-time", "--request", file.to_str().unwrap(), "--output", "json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let plan = parse(&stdout);
+    assert!(plan["accounts"].as_array().unwrap().iter().all(|a| a["accountName"].as_str().unwrap().starts_with("dev-")));
+    assert!(!stderr.contains("error"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn error_messages_name_the_cause() {
+    // Unknown group: the known ones are listed.
+    let (code, _, stderr) = cli(&["plan", "--sim", "10", "--virtual-time", "--operation", "assign", "--permission-set", "AdministratorAccess", "--group", "Platformadmins", "--filter", "*"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("PlatformAdmins") && stderr.contains("Developers"), "{stderr}");
+    // Excluding everything the selectors matched blames the exclusion.
+    let (code, stdout, _) = cli(&["plan", "--sim", "10", "--virtual-time", "--output", "json", "--operation", "assign", "--permission-set", "AdministratorAccess", "--group", "PlatformAdmins", "--filter", "prod-*", "--exclude", "200000000001", "--exclude", "200000000002", "--exclude", "200000000003", "--exclude", "200000000004"]);
+    assert_eq!(code, 1);
+    let message = parse(&stdout)["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("targets.exclude") && message.contains("all excluded"), "{message}");
+    // A huge or control-character argument is not echoed raw.
+    let huge = format!("prod-{}\u{1b}[2J", "x".repeat(100_000));
+    let (code, _, stderr) = cli(&["plan", "--sim", "10", "--virtual-time", "--operation", "assign", "--permission-set", &huge, "--group", "PlatformAdmins", "--filter", "*"]);
+    assert_eq!(code, 1);
+    assert!(stderr.len() < 2_000, "{} bytes", stderr.len());
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
+}
+
+#[test]
+fn org_lists_ous_with_ids_and_accounts_with_path_tags_and_status() {
+    let (code, stdout, _) = cli(&["org", "--sim", "29"]);
+    assert_eq!(code, 0);
+    for needle in ["ou-sim0-prodpaym", "Prod/Payments", "ACTIVE", "env=prod", "r-sim0", "(management)"] {
+        assert!(stdout.contains(needle), "{needle} missing:\n{stdout}");
+    }
+    let (code, stdout, _) = cli(&["org", "--sim", "29", "--output", "json"]);
+    assert_eq!(code, 0);
+    let doc = parse(&stdout);
+    assert_eq!(doc["roots"][0], "r-sim0");
+    assert_eq!(doc["accounts"].as_array().unwrap().len(), 30);
+    let payments = doc["ous"].as_array().unwrap().iter().find(|o| o["id"] == "ou-sim0-prodpaym").unwrap();
+    assert_eq!(payments["path"], "Prod/Payments");
+    // Every OU id it prints is accepted by --ou.
+    for ou in doc["ous"].as_array().unwrap() {
+        let (code, _, stderr) = cli(&["plan", "--sim", "29", "--virtual-time", "--operation", "assign", "--permission-set", "AdministratorAccess", "--group", "PlatformAdmins", "--ou", ou["id"].as_str().unwrap()]);
+        assert!(code == 0 || stderr.contains("matches at least one ACTIVE"), "{ou}: {stderr}");
+    }
+}
+
+#[test]
+fn report_lists_runs_with_date_and_duration() {
+    let dir = std::env::temp_dir().join(format!("sso-fanout-report-{}", std::process::id()));
+    let store = dir.join("store.redb");
+    let store = store.to_str().unwrap();
+    let (code, _, _) = cli(&["run", "--sim", "29", "--virtual-time", "--store", store, "--operation", "assign", "--permission-set", "AdministratorAccess", "--group", "PlatformAdmins", "--filter", "dev-*"]);
+    assert_eq!(code, 0);
+    let (_, stdout, _) = cli(&["report", "--sim", "29", "--store", store]);
+    assert!(stdout.contains("CREATED (UTC)") && stdout.contains("DURATION") && stdout.contains("group PlatformAdmins"), "{stdout}");
+    let (_, stdout, _) = cli(&["report", "--sim", "29", "--store", store, "--output", "json"]);
+    let runs = parse(&stdout);
+    assert!(runs[0]["createdAt"].as_u64().unwrap() > 1_700_000_000);
+    assert!(runs[0]["durationSeconds"].as_f64().unwrap() > 0.0);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn ctrl_c_stops_new_work_prints_a_partial_summary_and_marks_the_run_interrupted() {
+    let dir = std::env::temp_dir().join(format!("sso-fanout-interrupt-{}", std::process::id()));
+    let store = dir.join("store.redb");
+    let store = store.to_str().unwrap().to_string();
+    let (mut io, captured) = Io::captured();
+    let token = io.interrupt.clone().unwrap();
+    // Real time (no --virtual-time): interrupt a few seconds into the run.
+    let interrupter = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(6));
+        token.cancel();
+    });
+    let (code, stdout, stderr) = cli_with(&mut io, &captured, &["run", "--sim", "80", "--store", &store, "--output", "json", "--operation", "assign", "--permission-set", "AdministratorAccess", "--group", "PlatformAdmins", "--filter", "*"]);
+    interrupter.join().unwrap();
+    assert_eq!(code, 130, "{stderr}");
+    let s = parse(&stdout);
+    assert_eq!(s["outcome"], "interrupted");
+    let results = s["results"].as_array().unwrap();
+    assert!(results.iter().any(|r| r["outcome"] == "succeeded"), "some work was done before the interrupt");
+    let unstarted = results.iter().filter(|r| r["reason"].as_str().is_some_and(|x| x.starts_with("not started: the run was interrupted"))).count();
+    assert!(unstarted > 10, "{unstarted}");
+    assert_eq!(results.len() as u64, s["counts"]["total"].as_u64().unwrap());
+    let (_, stdout, _) = cli(&["report", "--sim", "80", "--store", &store, "--output", "json"]);
+    assert_eq!(parse(&stdout)[0]["status"], "interrupted");
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -20,6 +20,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, timeout_at, Duration, Instant};
 
@@ -63,13 +64,29 @@ pub struct EngineOptions {
     pub jitter_seed: u64,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
+    /// Live counters (calls, throttles, operations outstanding). Pass one `Arc` to several
+    /// batches to watch a whole run; each batch's report then carries the running totals.
+    pub counters: Arc<EngineCounters>,
+    /// Cancelled when the user interrupts the run: no new operation starts, operations in
+    /// flight get `INTERRUPT_GRACE` to finish, the rest end with their request id recorded.
+    pub stop: CancellationToken,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { jitter_seed: rand::random(), backoff_base: Duration::from_millis(250), backoff_cap: Duration::from_secs(8) }
+        EngineOptions {
+            jitter_seed: rand::random(),
+            backoff_base: Duration::from_millis(250),
+            backoff_cap: Duration::from_secs(8),
+            counters: Arc::default(),
+            stop: CancellationToken::new(),
+        }
     }
 }
+
+/// How long operations already accepted by AWS may take to finish after an interrupt before
+/// the run records them (with their request ids) and stops.
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
 
 /// Live progress for the CLI.
 #[derive(Debug, Clone)]
@@ -85,6 +102,8 @@ pub struct EngineStats {
     pub conflicts: u64,
     pub transient: u64,
     pub store_errors: u64,
+    /// Assignment operations holding a slot right now (accepted, not yet seen finished).
+    pub outstanding: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -121,7 +140,7 @@ pub async fn run_batch(
         slots: Arc::new(Semaphore::new(batch.share.in_flight.max(1) as usize)),
         poller: Poller::default(),
         poll_interval: Duration::from_secs_f64((2.0 / batch.share.requests_per_second).clamp(0.1, 1.0)),
-        stats: Stats::default(),
+        stats: options.counters.clone(),
         rng: Mutex::new(SmallRng::seed_from_u64(options.jitter_seed)),
         options,
         events,
@@ -174,7 +193,7 @@ struct Shared {
     slots: Arc<Semaphore>,
     poller: Poller,
     poll_interval: Duration,
-    stats: Stats,
+    stats: Arc<EngineCounters>,
     rng: Mutex<SmallRng>,
     options: EngineOptions,
     events: Option<mpsc::UnboundedSender<EngineEvent>>,
@@ -183,24 +202,47 @@ struct Shared {
     account_timeout: Duration,
 }
 
-#[derive(Default)]
-struct Stats {
+/// The engine's counters, updated as calls happen; `snapshot` reads them.
+#[derive(Debug, Default)]
+pub struct EngineCounters {
     calls: AtomicU64,
     throttled: AtomicU64,
     conflicts: AtomicU64,
     transient: AtomicU64,
     store_errors: AtomicU64,
+    outstanding: AtomicU64,
 }
 
-impl Stats {
-    fn snapshot(&self) -> EngineStats {
+impl EngineCounters {
+    pub fn snapshot(&self) -> EngineStats {
         EngineStats {
             calls: self.calls.load(Ordering::Relaxed),
             throttled: self.throttled.load(Ordering::Relaxed),
             conflicts: self.conflicts.load(Ordering::Relaxed),
             transient: self.transient.load(Ordering::Relaxed),
             store_errors: self.store_errors.load(Ordering::Relaxed),
+            outstanding: self.outstanding.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// One of the batch's outstanding-operation slots; counted in `EngineCounters::outstanding`
+/// for as long as it is held, wherever it is dropped.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    counters: Arc<EngineCounters>,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, counters: Arc<EngineCounters>) -> Slot {
+        counters.outstanding.fetch_add(1, Ordering::Relaxed);
+        Slot { _permit: permit, counters }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.counters.outstanding.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -261,12 +303,20 @@ impl Shared {
     async fn run_account(self: &Arc<Self>, item: PlanItem) -> AccountResult {
         let mut attempt = Attempt { item, started: Instant::now(), attempts: 0, request_id: None, provisioning_ms: None };
         let permit = tokio::select! {
-            permit = self.slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+            permit = self.slots.clone().acquire_owned() => Slot::new(permit.expect("semaphore is never closed"), self.stats.clone()),
             _ = sleep_until(self.start_deadline) => {
                 let reason = "not started: the worker's time budget ran out first; re-run to converge".to_string();
                 return attempt.finish(&self.ctx, self.batch, Outcome::TimedOut, Some(reason));
             }
+            _ = self.options.stop.cancelled() => {
+                let reason = "not started: the run was interrupted; re-run the same request to converge".to_string();
+                return attempt.finish(&self.ctx, self.batch, Outcome::TimedOut, Some(reason));
+            }
         };
+        if self.options.stop.is_cancelled() {
+            let reason = "not started: the run was interrupted; re-run the same request to converge".to_string();
+            return attempt.finish(&self.ctx, self.batch, Outcome::TimedOut, Some(reason));
+        }
         if let Some(tx) = &self.events {
             let _ = tx.send(EngineEvent::Started { batch: self.batch, account_id: attempt.item.account_id.clone() });
         }
@@ -310,7 +360,13 @@ impl Shared {
                 return attempt.finish(&self.ctx, self.batch, Outcome::TimedOut, Some(reason));
             }
             tracing::debug!(run_id = %self.ctx.run_id, account = %attempt.item.account_id, error = %error, ?wait, "retrying");
-            sleep(wait).await;
+            tokio::select! {
+                _ = sleep(wait) => {}
+                _ = self.options.stop.cancelled() => {
+                    let reason = format!("interrupted before AWS accepted a request; last error: {error}");
+                    return attempt.finish(&self.ctx, self.batch, Outcome::TimedOut, Some(reason));
+                }
+            }
         }
     }
 
@@ -318,7 +374,7 @@ impl Shared {
         self: &Arc<Self>,
         mut attempt: Attempt,
         status: OpStatus,
-        permit: OwnedSemaphorePermit,
+        permit: Slot,
         deadline: Instant,
     ) -> AccountResult {
         let accepted = Instant::now();
@@ -327,12 +383,25 @@ impl Shared {
                 // The poller holds the slot from here: it frees it as soon as AWS no longer
                 // lists the operation as in progress, also after this account timed out.
                 let rx = self.poller.register(status.request_id.clone(), accepted, permit);
-                match timeout_at(deadline, rx).await {
-                    Ok(Ok(final_status)) => final_status,
-                    Ok(Err(_)) => return attempt.finish(&self.ctx, self.batch, Outcome::Failed, Some("status poller stopped".into())),
-                    Err(_) => {
+                let interrupted = async {
+                    self.options.stop.cancelled().await;
+                    sleep(INTERRUPT_GRACE).await;
+                };
+                tokio::select! {
+                    outcome = timeout_at(deadline, rx) => match outcome {
+                        Ok(Ok(final_status)) => final_status,
+                        Ok(Err(_)) => return attempt.finish(&self.ctx, self.batch, Outcome::Failed, Some("status poller stopped".into())),
+                        Err(_) => {
+                            let id = status.request_id.clone();
+                            return self.timed_out(attempt, Some(id));
+                        }
+                    },
+                    _ = interrupted => {
                         let id = status.request_id.clone();
-                        return self.timed_out(attempt, Some(id));
+                        let reason = format!("interrupted while IN_PROGRESS (request {id}); re-run the same request, or check its status");
+                        let mut r = attempt.finish(&self.ctx, self.batch, Outcome::TimedOut, Some(reason));
+                        r.request_id = Some(id);
+                        return r;
                     }
                 }
             }
@@ -395,7 +464,7 @@ struct Poller {
 struct Waiter {
     tx: oneshot::Sender<OpStatus>,
     /// The operation's slot, until AWS stops listing it as in progress.
-    slot: Option<OwnedSemaphorePermit>,
+    slot: Option<Slot>,
     accepted: Instant,
     /// When to describe this operation next (None: wait for the listing to say it finished).
     next_check: Option<Instant>,
@@ -408,7 +477,7 @@ const DESCRIBE_FIRST: Duration = Duration::from_millis(500);
 const DESCRIBE_MAX: Duration = Duration::from_secs(5);
 
 impl Poller {
-    fn register(&self, request_id: String, accepted: Instant, slot: OwnedSemaphorePermit) -> oneshot::Receiver<OpStatus> {
+    fn register(&self, request_id: String, accepted: Instant, slot: Slot) -> oneshot::Receiver<OpStatus> {
         let (tx, rx) = oneshot::channel();
         let next_check = self.describe_only.load(Ordering::Relaxed).then(|| accepted + DESCRIBE_FIRST);
         let waiter = Waiter { tx, slot: Some(slot), accepted, next_check, describing: false, interval: DESCRIBE_FIRST };

@@ -56,13 +56,34 @@ fn hint_suffix(hint: &str) -> String {
     if hint.is_empty() { String::new() } else { format!(" ({hint})") }
 }
 
+/// Longest user-supplied value repeated in a message.
+const MAX_ECHO_CHARS: usize = 120;
+
+/// A user-supplied value as it is safe to repeat in a message: control characters escaped (no
+/// raw escape sequences reach the terminal) and long values cut, saying how long they were.
+pub fn printable(value: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in value.chars().enumerate() {
+        if i == MAX_ECHO_CHARS {
+            out.push_str(&format!("... ({} characters in all)", value.chars().count()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl FanoutError {
     pub fn invalid(field: impl Into<String>, value: impl std::fmt::Display, expected: impl Into<String>) -> Self {
-        FanoutError::InvalidRequest { field: field.into(), value: value.to_string(), expected: expected.into() }
+        FanoutError::InvalidRequest { field: printable(&field.into()), value: printable(&value.to_string()), expected: expected.into() }
     }
 
     pub fn not_found(what: impl Into<String>, name: impl Into<String>, hint: impl Into<String>) -> Self {
-        FanoutError::NotFound { what: what.into(), name: name.into(), hint: hint.into() }
+        FanoutError::NotFound { what: what.into(), name: printable(&name.into()), hint: hint.into() }
     }
 
     /// Whether the same call may succeed later without any change by the user.
@@ -87,5 +108,21 @@ impl FanoutError {
             FanoutError::Config(_) => "ConfigError",
             FanoutError::Internal(_) => "InternalError",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_never_echo_control_characters_or_huge_values() {
+        let e = FanoutError::invalid("targets.filter", "prod\u{1b}[31m-*\n", "a wildcard");
+        assert!(!e.to_string().chars().any(|c| c.is_control()), "{e}");
+        assert!(e.to_string().contains("prod\\u{1b}[31m-*\\n"), "{e}");
+        let huge = "x".repeat(100_000);
+        let e = FanoutError::invalid("permissionSet", &huge, "a name");
+        assert!(e.to_string().len() < 400, "{}", e.to_string().len());
+        assert!(e.to_string().contains("100000 characters in all"), "{e}");
     }
 }

@@ -5,7 +5,7 @@ use crate::engine::{run_batch, BatchContext, BatchReport, EngineEvent, EngineOpt
 use crate::error::{FanoutError, Result};
 use crate::plan::{make_plan, Plan, PlannerConfig};
 use crate::ports::{IdentityCenter, OrgDirectory};
-use crate::report::{summarize, BatchFailure, RunSummary};
+use crate::report::{summarize, BatchFailure, RunOutcome, RunSummary};
 use crate::request::RunRequest;
 use crate::store::{RunRecord, RunStatus, RunStore};
 use std::sync::Arc;
@@ -97,5 +97,10 @@ pub async fn execute(
         }
     }
     failed_batches.sort_by_key(|f| f.batch);
-    report_run(services.store.as_ref(), &plan.run_id, failed_batches, Some(started.elapsed().as_secs_f64())).await
+    let mut summary = report_run(services.store.as_ref(), &plan.run_id, failed_batches, Some(started.elapsed().as_secs_f64())).await?;
+    if options.stop.is_cancelled() {
+        summary.outcome = RunOutcome::Interrupted;
+        services.store.update_run(&plan.run_id, RunStatus::Interrupted, Some(&summary)).await?;
+    }
+    Ok(summary)
 }

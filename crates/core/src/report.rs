@@ -98,6 +98,8 @@ pub enum RunOutcome {
     Succeeded,
     /// Some accounts failed, timed out or never ran.
     Incomplete,
+    /// The user stopped the run; the summary covers what was done until then.
+    Interrupted,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,11 +131,14 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
-    /// Exit status for scripts: 0 all good, 2 some accounts did not end as requested.
+    /// Exit status for scripts: 0 all good, 2 some accounts did not end as requested, 130
+    /// interrupted.
     pub fn exit_code(&self) -> i32 {
         match self.outcome {
             RunOutcome::Succeeded => 0,
             RunOutcome::Incomplete => 2,
+            // 128 + SIGINT, as shells report an interrupted command.
+            RunOutcome::Interrupted => 130,
         }
     }
 }

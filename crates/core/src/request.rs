@@ -70,14 +70,14 @@ pub struct Tuning {
 impl RunRequest {
     /// Parses and validates a JSON document.
     pub fn from_json(text: &str) -> Result<RunRequest> {
-        let request: RunRequest = serde_json::from_str(text).map_err(|e| json_error(&e))?;
+        let request: RunRequest = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text)).map_err(json_error)?;
         request.validate()?;
         Ok(request)
     }
 
     /// Parses and validates an already-decoded JSON value (the Lambda event).
     pub fn from_value(value: serde_json::Value) -> Result<RunRequest> {
-        let request: RunRequest = serde_json::from_value(value).map_err(|e| json_error(&e))?;
+        let request: RunRequest = serde_path_to_error::deserialize(value).map_err(json_error)?;
         request.validate()?;
         Ok(request)
     }
@@ -160,19 +160,15 @@ impl RunRequest {
     }
 }
 
-fn json_error(e: &serde_json::Error) -> FanoutError {
-    // serde's messages already name the unknown field / bad variant and list what is expected.
-    let msg = e.to_string();
-    let field = if msg.contains("unknown variant") && msg.contains("assign") {
-        "operation"
-    } else if msg.contains("unknown variant") && msg.contains("GROUP") {
-        "principal.type"
-    } else {
-        "request"
-    };
+/// A decoding error with the JSON path of the field it is about (`tuning.concurrency`,
+/// `targets.accounts`): serde's message says what was found and what is expected.
+fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> FanoutError {
+    let path = e.path().to_string();
+    let field = if path.is_empty() || path == "." { "request".to_string() } else { path };
+    let inner = e.into_inner();
     // Values decoded by Lambda have no position; text from a file or stdin does.
-    let at = if e.line() == 0 { "the request".to_string() } else { format!("line {}, column {}", e.line(), e.column()) };
-    FanoutError::invalid(field, at, format!("{msg}; see README \"The request\""))
+    let at = if inner.line() == 0 { "the request".to_string() } else { format!("line {}, column {}", inner.line(), inner.column()) };
+    FanoutError::invalid(field, at, format!("{inner}; see README \"The request\""))
 }
 
 fn check_account_id(field: &str, id: &str) -> Result<()> {
@@ -267,6 +263,20 @@ mod tests {
         let e = RunRequest::from_value(v).unwrap_err();
         assert!(e.to_string().contains("grant") && e.to_string().contains("revoke"), "{e}");
         assert_eq!(field_of(e), "operation");
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let mut v = base();
+        v["tuning"] = serde_json::json!({"concurrency": "10"});
+        assert_eq!(field_of(RunRequest::from_value(v).unwrap_err()), "tuning.concurrency");
+        let mut v = base();
+        v["targets"] = serde_json::json!({"accounts": "123456789012"});
+        let e = RunRequest::from_value(v).unwrap_err();
+        assert!(e.to_string().contains("a sequence"), "{e}");
+        assert_eq!(field_of(e), "targets.accounts");
+        let text = r#"{"operation":"assign","permissionSet":"A","principal":{"type":"GROUP","name":"G"},"targets":{"filter":"*"},"dryRun":"yes"}"#;
+        assert_eq!(field_of(RunRequest::from_json(text).unwrap_err()), "dryRun");
     }
 
     #[test]

@@ -265,3 +265,37 @@ async fn worker_time_budget_leaves_unstarted_accounts_timed_out_for_a_rerun() {
     assert!(report.count(Outcome::Succeeded) > 50);
     assert_eq!(report.results.len(), 300, "every account has a definite result");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_run_records_what_it_did_and_a_rerun_resumes() {
+    let env = env(SimConfig::clean(150, 41));
+    let req = request(Operation::Assign, "*");
+    let plan = plan_run(&env.services, &req, &PlannerConfig::default()).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let options = EngineOptions { jitter_seed: 7, stop: stop.clone(), ..Default::default() };
+    let interrupt = tokio::spawn(async move {
+        sleep(Duration::from_secs(20)).await;
+        stop.cancel();
+    });
+    let summary = execute(&env.services, &plan, options, None).await.unwrap();
+    interrupt.await.unwrap();
+    assert_eq!(summary.outcome, RunOutcome::Interrupted);
+    assert_eq!(summary.exit_code(), 130);
+    let done = summary.counts.succeeded;
+    assert!(done > 10 && done < plan.changes() - 50, "{:?}", summary.counts);
+    // Operations AWS had accepted got the grace period; none is left unrecorded.
+    assert_eq!(summary.counts.total, summary.counts.succeeded + summary.counts.timed_out + summary.counts.skipped);
+    let stored = env.store.get_run(&plan.run_id).await.unwrap().unwrap();
+    assert_eq!(stored.status, sso_fanout_core::store::RunStatus::Interrupted);
+    assert_truthful(&env, &plan, &env.store.results(&plan.run_id).await.unwrap());
+
+    // The same request again does exactly the rest.
+    sleep(Duration::from_secs(120)).await; // anything still provisioning at AWS lands
+    let before = writes(&env.sim);
+    let (again, second) = run(&env, &req).await;
+    assert_eq!(second.outcome, RunOutcome::Succeeded, "{:?}", second.failures);
+    assert_eq!(again.skipped.len(), plan.target_count() - again.changes());
+    assert!(again.changes() <= plan.changes() - done, "{} > {}", again.changes(), plan.changes() - done);
+    assert_eq!(writes(&env.sim) - before, again.changes() as u64);
+    assert_eq!(env.sim.counters().violations(), 0);
+}

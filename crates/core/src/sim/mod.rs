@@ -451,7 +451,10 @@ impl IdentityCenter for SimCloud {
             .iter()
             .find(|p| p.kind == kind && (id.is_some_and(|i| i == p.id) || name.is_some_and(|n| Some(n) == p.name.as_deref())))
             .cloned()
-            .ok_or_else(|| FanoutError::not_found(what, name.or(id).unwrap_or_default(), "check the Identity Store name (case-sensitive)"))
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.principals.iter().filter(|p| p.kind == kind).filter_map(|p| p.name.as_deref()).collect();
+                FanoutError::not_found(what, name.or(id).unwrap_or_default(), format!("names are case-sensitive; known {what}s: {}", known.join(", ")))
+            })
     }
 
     async fn assigned_accounts(&self, principal: &Principal, permission_set_arn: &str, _candidates: &[String]) -> Result<BTreeSet<String>> {

@@ -22,6 +22,9 @@ pub enum RunStatus {
     Planned,
     Running,
     Finished,
+    /// Stopped by the user (Ctrl-C) before every account was done; re-running the same
+    /// request resumes.
+    Interrupted,
 }
 
 /// A stored run: the plan (which holds the request and batches) and, once reported, the summary.
