@@ -169,7 +169,7 @@ pub fn bench_table(rows: &[BenchRow]) -> String {
         &body,
     );
     out.push_str(
-        "\n  makespan: until every assignment actually finished; reported: until the tool returned;\n  ratio = makespan / bound (DESIGN.md lower bound); greedy: ideal list scheduling of the same\n  latencies with no overhead (the best any scheduler blind to latencies does on average);\n  FALSE_OK: reported successful, not SUCCEEDED.\n",
+        "\n  makespan: until every assignment actually finished; reported: until the tool returned;\n  ratio = makespan / bound (docs/design.md lower bound); greedy: ideal list scheduling of the same\n  latencies with no overhead (the best any scheduler blind to latencies does on average);\n  FALSE_OK: reported successful, not SUCCEEDED.\n",
     );
     out
 }

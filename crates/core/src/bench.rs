@@ -30,7 +30,7 @@ pub struct BenchRow {
     pub makespan_s: f64,
     /// Until the tool returned and reported its result.
     pub reported_s: f64,
-    /// DESIGN.md lower bound for this organization's latencies.
+    /// The lower bound (docs/design.md) for this organization's latencies.
     pub bound_s: f64,
     pub ratio: f64,
     /// Ideal greedy list scheduling of the same latencies in the same order, with no overhead:

@@ -206,7 +206,7 @@ impl BindingLimit {
     }
 }
 
-/// The DESIGN.md lower bound on the makespan of `latencies_s` changes under the quotas:
+/// The lower bound (docs/design.md, "The bound") on the makespan of `latencies_s` changes under the quotas:
 /// `max(sum(L)/outstanding, max(L), calls_per_change * N / rate)`.
 pub fn makespan_bound(latencies_s: &[f64], quotas: &Quotas, calls_per_change: f64) -> f64 {
     let sum: f64 = latencies_s.iter().sum();
