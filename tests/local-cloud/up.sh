@@ -20,17 +20,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 dir="${LOCAL_CLOUD_DIR:-$repo/.local-cloud}"
-# The binaries: LOCAL_CLOUD_BIN_DIR, else the debug directory of cargo's target dir (which
-# CARGO_TARGET_DIR or .cargo/config may move away from <repo>/target).
-target_dir() {
-    (cd "$repo" && cargo metadata --format-version 1 --no-deps 2>/dev/null) |
-        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'
-}
-bin_dir="${LOCAL_CLOUD_BIN_DIR:-}"
-if [[ -z "$bin_dir" ]]; then
-    td="$(target_dir || true)"
-    bin_dir="${td:-$repo/target}/debug"
-fi
+bin_dir="$(bash "$here/bin-dir.sh")"
 
 log() { echo "local-cloud: $*" >&2; }
 

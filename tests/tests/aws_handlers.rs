@@ -60,7 +60,11 @@ async fn handlers_assign_rerun_and_revoke_on_moto() {
     // Results and summary are in DynamoDB.
     let record = services.store.get_run(&planned.run_id).await.unwrap().unwrap();
     assert_eq!(record.status, RunStatus::Finished);
-    assert_eq!(serde_json::to_value(record.summary.unwrap()).unwrap(), summary);
+    // The stored summary holds every account's result; the execution output leaves them out.
+    let mut stored = record.summary.unwrap();
+    assert_eq!(stored.results.len(), prod.len());
+    stored.results.clear();
+    assert_eq!(serde_json::to_value(stored).unwrap(), summary);
     let results = services.store.results(&planned.run_id).await.unwrap();
     assert_eq!(results.len(), prod.len() - 1);
     assert!(results.iter().all(|r| r.request_id.is_some() && r.attempts >= 1));
