@@ -1,10 +1,14 @@
-//! Builds the ports for a command: the simulator (`--sim N`) or AWS, and the store.
+//! Builds the ports for a command: the simulator (`--sim N`) or AWS (the adapters of
+//! `sso-fanout-aws`, through the standard credential chain and `AWS_ENDPOINT_URL[_<SERVICE>]`),
+//! and the store: memory for the simulator, the embedded file by default, DynamoDB with --table.
 
 use crate::args::{BackendArgs, FaultProfile};
+use crate::store::EmbeddedStore;
+use sso_fanout_aws::{AwsClients, AwsIdentityCenter, AwsOrgDirectory, DynamoStore, IdentityCenterConfig};
 use sso_fanout_core::pipeline::Services;
-use sso_fanout_core::sim::{Faults, SimCloud, SimConfig};
-use sso_fanout_core::store::{EmbeddedStore, MemoryStore, RunStore};
+use sso_fanout_core::store::{MemoryStore, RunStore};
 use sso_fanout_core::{FanoutError, Result};
+use sso_fanout_sim::{Faults, SimCloud, SimConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -14,6 +18,13 @@ pub struct Backend {
     pub store_location: String,
 }
 
+pub fn faults(profile: FaultProfile) -> Faults {
+    match profile {
+        FaultProfile::None => Faults::default(),
+        FaultProfile::Chaos => Faults::chaos(),
+    }
+}
+
 pub async fn connect(args: &BackendArgs) -> Result<Backend> {
     match args.sim {
         Some(accounts) => {
@@ -21,10 +32,7 @@ pub async fn connect(args: &BackendArgs) -> Result<Backend> {
                 return Err(FanoutError::invalid("--sim", 0, "a number of member accounts, e.g. --sim 29"));
             }
             let mut config = SimConfig::new(accounts, args.seed);
-            config.faults = match args.faults {
-                FaultProfile::None => Faults::default(),
-                FaultProfile::Chaos => Faults::chaos(),
-            };
+            config.faults = faults(args.faults);
             let sim = Arc::new(SimCloud::new(config));
             let (store, store_location) = match &args.store {
                 Some(path) => (Arc::new(EmbeddedStore::open(path)?) as Arc<dyn RunStore>, path.display().to_string()),
@@ -32,8 +40,27 @@ pub async fn connect(args: &BackendArgs) -> Result<Backend> {
             };
             Ok(Backend { services: Services { org: sim.clone(), ic: sim, store }, store_location })
         }
-        None => crate::aws::connect(args).await,
+        None => connect_aws(args).await,
     }
+}
+
+async fn connect_aws(args: &BackendArgs) -> Result<Backend> {
+    let clients = AwsClients::from_env(args.aws.profile.as_deref(), args.aws.region.as_deref()).await;
+    let (store, store_location): (Arc<dyn RunStore>, String) = match (&args.table, &args.store) {
+        (Some(table), _) => (Arc::new(DynamoStore::new(clients.dynamodb.clone(), table.clone())), format!("DynamoDB table {table}")),
+        (None, Some(path)) => (Arc::new(EmbeddedStore::open(path)?), path.display().to_string()),
+        (None, None) => {
+            let path = default_store_path()?;
+            (Arc::new(EmbeddedStore::open(&path)?), path.display().to_string())
+        }
+    };
+    let identity_center = IdentityCenterConfig { instance_arn: args.instance_arn.clone(), identity_store_id: args.identity_store_id.clone() };
+    let services = Services {
+        org: Arc::new(AwsOrgDirectory::new(clients.organizations.clone())),
+        ic: Arc::new(AwsIdentityCenter::from_clients(&clients, identity_center)),
+        store,
+    };
+    Ok(Backend { services, store_location })
 }
 
 /// The embedded store's default path: `<data dir>/sso-fanout/store.redb`.

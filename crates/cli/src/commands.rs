@@ -1,19 +1,18 @@
 //! One function per subcommand. Each returns the process exit code or an error (exit 1), and
 //! writes only to the `Io` it is given.
 
-use crate::args::{BenchArgs, CacheAction, Command, FaultProfile, OrgArgs, OutputFormat, RunArgs};
+use crate::args::{BenchArgs, CacheAction, Command, OrgArgs, OutputFormat, RunArgs};
 use crate::backend::{self, Backend};
 use crate::exit;
 use crate::io::Io;
 use crate::output;
 use crate::progress::{self, Planning};
-use sso_fanout_core::bench::{self, BenchOptions};
+use sso_fanout_bench::{self as bench, BenchOptions};
 use sso_fanout_core::engine::EngineOptions;
 use sso_fanout_core::model::OrgSnapshot;
 use sso_fanout_core::pipeline::{execute, plan_run};
 use sso_fanout_core::plan::{self, load_org, unix_now, Plan, PlannerConfig};
 use sso_fanout_core::request::Tuning;
-use sso_fanout_core::sim::Faults;
 use sso_fanout_core::Result;
 use tokio_util::sync::CancellationToken;
 
@@ -126,10 +125,7 @@ pub fn bench(args: BenchArgs, io: &Io) -> Result<u8> {
     for seed in args.seed..args.seed + args.repeat {
         let options = BenchOptions {
             seed,
-            faults: match args.faults {
-                FaultProfile::None => Faults::default(),
-                FaultProfile::Chaos => Faults::chaos(),
-            },
+            faults: backend::faults(args.faults),
             tuning: args.batch_size.map(|b| Tuning { batch_size: Some(b), ..Default::default() }),
         };
         for &n in &args.accounts {

@@ -7,20 +7,21 @@
 //! |---|---|
 //! | `args.rs` | clap definitions; request flags -> the same `RunRequest` as `--request FILE` |
 //! | `commands.rs` | one function per subcommand |
-//! | `backend.rs`, `aws.rs` | the ports: simulator (`--sim N`) or AWS, and the store |
+//! | `backend.rs` | the ports: simulator (`--sim N`) or AWS, and the store |
+//! | `store.rs` | the embedded store (one redb file): account cache, runs, results, latencies |
 //! | `remote.rs` | `start` / `status` of the deployed state machine |
 //! | `output.rs` | human tables and views (JSON is the serde form of the same structs) |
 //! | `progress.rs` | live progress: a bar on a terminal, periodic lines in a log |
 //! | `io.rs` | stdout / stderr sinks, the interrupt |
 
 pub mod args;
-mod aws;
 mod backend;
 mod commands;
 pub mod io;
 mod output;
 mod progress;
 mod remote;
+pub mod store;
 
 pub use io::{Captured, Io};
 

@@ -1,7 +1,7 @@
 //! Human output: aligned tables and the plan / summary views. JSON output is the serde form of
 //! the same structs, printed by `main`.
 
-use sso_fanout_core::bench::BenchRow;
+use sso_fanout_bench::BenchRow;
 use sso_fanout_core::model::{Action, OrgSnapshot};
 use sso_fanout_core::plan::{compact_utc, Plan};
 use sso_fanout_core::report::{RunOutcome, RunSummary};

@@ -33,7 +33,7 @@ impl Default for PlannerConfig {
     fn default() -> Self {
         PlannerConfig {
             quotas: Quotas::default(),
-            tiers: TierTable::sso_fanout_default(),
+            tiers: TierTable::default(),
             worker_time_budget_s: 600,
             account_cache_max_age_s: 3600,
             default_account_timeout_s: 300,

@@ -42,54 +42,31 @@ pub struct Tier {
     pub concurrency: u32,
     /// Accounts per worker batch. None = as many as fit in the worker's time budget.
     pub batch_size: Option<u32>,
-    /// The seed's fixed delay between its chunks. sso-fanout paces with a token bucket instead;
-    /// kept so the bench can model the seed faithfully.
-    pub chunk_delay_ms: u64,
 }
 
-/// The tier table: organization size -> settings. Defaults follow the seed's table.
+/// The tier table: organization size -> settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TierTable {
     pub tiers: Vec<Tier>,
     /// Revoke runs get this many more concurrent accounts (seed: +5).
     pub revoke_extra_concurrency: u32,
-    /// Revoke runs multiply the chunk delay by this (seed: 20% faster).
-    pub revoke_delay_factor: f64,
+}
+
+impl Default for TierTable {
+    /// The seed's tiers and concurrency (what its users were promised), with batches sized to
+    /// the worker's time budget: the seed's 50-account chunks drain to zero in-flight
+    /// operations at every boundary (`sso-fanout bench --batch-size 50` measures the cost).
+    fn default() -> TierTable {
+        let tier = |name: &str, max, concurrency| Tier { name: name.into(), max_accounts: max, concurrency, batch_size: None };
+        TierTable {
+            tiers: vec![tier("small", Some(10), 15), tier("medium", Some(50), 25), tier("large", None, 30)],
+            revoke_extra_concurrency: 5,
+        }
+    }
 }
 
 impl TierTable {
-    /// The seed's table, verbatim: what its users were promised, and what the bench models.
-    pub fn seed() -> TierTable {
-        let tier = |name: &str, max, concurrency, batch, delay| Tier {
-            name: name.into(),
-            max_accounts: max,
-            concurrency,
-            batch_size: batch,
-            chunk_delay_ms: delay,
-        };
-        TierTable {
-            tiers: vec![
-                tier("small", Some(10), 15, None, 100),
-                tier("medium", Some(50), 25, Some(50), 50),
-                tier("large", None, 30, Some(50), 20),
-            ],
-            revoke_extra_concurrency: 5,
-            revoke_delay_factor: 0.8,
-        }
-    }
-
-    /// sso-fanout's defaults: the seed's tiers and concurrency, but batches sized to the
-    /// worker's time budget. The seed's 50-account chunks drain to zero in-flight operations at
-    /// every boundary; `sso-fanout bench --batch-size 50` measures what that costs.
-    pub fn sso_fanout_default() -> TierTable {
-        let mut table = TierTable::seed();
-        for tier in &mut table.tiers {
-            tier.batch_size = None;
-        }
-        table
-    }
-
     /// The tier for an organization of `org_accounts` accounts.
     pub fn pick(&self, org_accounts: usize) -> &Tier {
         self.tiers
@@ -102,13 +79,6 @@ impl TierTable {
         match op {
             Operation::Assign => tier.concurrency,
             Operation::Revoke => tier.concurrency + self.revoke_extra_concurrency,
-        }
-    }
-
-    pub fn chunk_delay_ms(&self, tier: &Tier, op: Operation) -> u64 {
-        match op {
-            Operation::Assign => tier.chunk_delay_ms,
-            Operation::Revoke => (tier.chunk_delay_ms as f64 * self.revoke_delay_factor).round() as u64,
         }
     }
 }
@@ -233,7 +203,7 @@ mod tests {
 
     #[test]
     fn tiers_follow_the_seed_table() {
-        let t = TierTable::seed();
+        let t = TierTable::default();
         assert_eq!(t.pick(1).name, "small");
         assert_eq!(t.pick(10).name, "small");
         assert_eq!(t.pick(11).name, "medium");
@@ -243,7 +213,7 @@ mod tests {
         let medium = t.pick(29).clone();
         assert_eq!(t.concurrency(&medium, Operation::Assign), 25);
         assert_eq!(t.concurrency(&medium, Operation::Revoke), 30);
-        assert_eq!(t.chunk_delay_ms(&medium, Operation::Revoke), 40);
+        assert!(t.tiers.iter().all(|tier| tier.batch_size.is_none()), "batches fit the worker's budget");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use sso_fanout_core::plan::{Plan, PlannerConfig, QuotaShare};
 use sso_fanout_core::ports::IdentityCenter;
 use sso_fanout_core::report::{AccountOutcome, RunOutcome, RunSummary};
 use sso_fanout_core::request::{PrincipalRef, RunRequest, Targets, Tuning};
-use sso_fanout_core::sim::{SimCloud, SimConfig};
+use sso_fanout_sim::{SimCloud, SimConfig};
 use sso_fanout_core::store::{MemoryStore, RunStore};
 use std::sync::Arc;
 use tokio::time::{sleep, Duration};

@@ -6,7 +6,7 @@ use sso_fanout_core::model::{Action, Operation, PrincipalType};
 use sso_fanout_core::pipeline::{plan_run, Services};
 use sso_fanout_core::plan::{unix_now, PlannerConfig};
 use sso_fanout_core::request::{PrincipalRef, RunRequest, Targets, Tuning};
-use sso_fanout_core::sim::{org::MANAGEMENT_ACCOUNT_ID, SimCloud, SimConfig};
+use sso_fanout_sim::{org::MANAGEMENT_ACCOUNT_ID, SimCloud, SimConfig};
 use sso_fanout_core::store::{MemoryStore, RunStore};
 use sso_fanout_core::tiers::BindingLimit;
 use std::sync::Arc;

@@ -1,11 +1,9 @@
-//! Where runs, results, the account cache and observed latencies live. The CLI defaults to the
-//! embedded store (a redb file in the user's data dir); tests use memory; Lambdas use DynamoDB
-//! (`sso-fanout-aws`).
+//! Where runs, results, the account cache and observed latencies live. The CLI defaults to its
+//! embedded store (a redb file in the user's data dir, `sso-fanout-cli`); tests and simulated
+//! runs use memory; Lambdas use DynamoDB (`sso-fanout-aws`).
 
-mod embedded;
 mod memory;
 
-pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
 
 use crate::error::Result;

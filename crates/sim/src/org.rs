@@ -1,7 +1,7 @@
 //! Generates a plausible organization: nested OUs, env/team tags, a few SUSPENDED accounts, the
 //! management account, Identity Store principals and permission sets.
 
-use crate::model::{Account, AccountStatus, OrgSnapshot, OrgUnit, PermissionSet, Principal, PrincipalType};
+use sso_fanout_core::model::{Account, AccountStatus, OrgSnapshot, OrgUnit, PermissionSet, Principal, PrincipalType};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use std::collections::BTreeMap;
 

@@ -1,10 +1,10 @@
 //! The CLI's default store: one redb file in the user's data directory, so the account cache
 //! and past runs persist without any AWS resource. Values are JSON.
 
-use super::{supersedes, RunRecord, RunStatus, RunStore};
-use crate::error::{FanoutError, Result};
-use crate::model::{AccountResult, OrgSnapshot, Scope};
-use crate::report::RunSummary;
+use sso_fanout_core::error::{FanoutError, Result};
+use sso_fanout_core::model::{AccountResult, OrgSnapshot, Scope};
+use sso_fanout_core::report::RunSummary;
+use sso_fanout_core::store::{supersedes, RunRecord, RunStatus, RunStore};
 use async_trait::async_trait;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
@@ -203,7 +203,13 @@ impl RunStore for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Action, Outcome};
+    use sso_fanout_core::model::{Action, Outcome};
+
+    fn temp_dir() -> std::path::PathBuf {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        std::env::temp_dir().join(format!("sso-fanout-store-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)))
+    }
 
     fn result(outcome: Outcome) -> AccountResult {
         AccountResult {
@@ -223,7 +229,7 @@ mod tests {
 
     #[tokio::test]
     async fn results_persist_and_final_outcomes_are_never_overwritten_by_timeouts() {
-        let dir = std::env::temp_dir().join(format!("sso-fanout-test-{}", rand::random::<u64>()));
+        let dir = temp_dir();
         let path = dir.join("store.redb");
         {
             let store = EmbeddedStore::open(&path).unwrap();
@@ -256,7 +262,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_account_cache_belongs_to_one_scope() {
-        let dir = std::env::temp_dir().join(format!("sso-fanout-test-{}", rand::random::<u64>()));
+        let dir = temp_dir();
         let store = EmbeddedStore::open(&dir.join("store.redb")).unwrap();
         let (a, b) = (scope("o-aaaaaaaaaa"), scope("o-bbbbbbbbbb"));
         let snapshot = OrgSnapshot {

@@ -10,10 +10,10 @@
 
 pub mod org;
 
-use crate::error::{FanoutError, Result};
-use crate::model::*;
-use crate::ports::{IdentityCenter, OrgDirectory};
-use crate::tiers::{LatencyModel, Quotas};
+use sso_fanout_core::error::{FanoutError, Result};
+use sso_fanout_core::model::*;
+use sso_fanout_core::ports::{IdentityCenter, OrgDirectory};
+use sso_fanout_core::tiers::{LatencyModel, Quotas};
 use async_trait::async_trait;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
@@ -410,7 +410,7 @@ impl OrgDirectory for SimCloud {
         let calls = 2 + 2 * org::OUS.len() as u64 + pages + self.org.accounts.len() as u64;
         self.org_calls(calls).await;
         let mut snapshot = self.org.clone();
-        snapshot.fetched_at = crate::plan::unix_now();
+        snapshot.fetched_at = sso_fanout_core::plan::unix_now();
         Ok(snapshot)
     }
 }

@@ -3,15 +3,16 @@
 //! delay between chunks, an existence check per account, retries at a fixed base, no status
 //! polling), on the same organization, seed and per-account provisioning latencies.
 
-use crate::engine::EngineOptions;
-use crate::error::{FanoutError, Result};
-use crate::model::{AssignmentKey, OpState, Operation, PrincipalType};
-use crate::pipeline::{execute, plan_run, Services};
-use crate::plan::{unix_now, PlannerConfig};
-use crate::request::{PrincipalRef, RunRequest, Targets, Tuning};
-use crate::sim::{Faults, SimCloud, SimConfig};
-use crate::store::{MemoryStore, RunStore};
-use crate::tiers::{greedy_makespan, makespan_bound, TierTable};
+use sso_fanout_core::engine::EngineOptions;
+use sso_fanout_core::error::{FanoutError, Result};
+use sso_fanout_core::model::{AssignmentKey, OpState, Operation, Outcome, PrincipalType};
+use sso_fanout_core::pipeline::{execute, plan_run, Services};
+use sso_fanout_core::plan::{unix_now, PlannerConfig};
+use sso_fanout_core::ports::IdentityCenter;
+use sso_fanout_core::request::{PrincipalRef, RunRequest, Targets, Tuning};
+use sso_fanout_core::store::{MemoryStore, RunStore};
+use sso_fanout_core::tiers::{greedy_makespan, makespan_bound};
+use sso_fanout_sim::{Faults, SimCloud, SimConfig};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -88,17 +89,56 @@ impl SeedSettings {
 
     /// The seed's tier table for this organization size, 2 retries at 0.5 s, 60 s timeout.
     pub fn tiered(org_accounts: usize, op: Operation) -> SeedSettings {
-        let table = TierTable::seed();
-        let tier = table.pick(org_accounts);
+        let tier = SEED_TIERS.iter().find(|t| t.max_accounts.is_none_or(|m| org_accounts <= m)).expect("the last tier has no limit");
+        let (extra, delay_factor) = match op {
+            Operation::Assign => (0, 1.0),
+            Operation::Revoke => (SEED_REVOKE_EXTRA_CONCURRENCY, SEED_REVOKE_DELAY_FACTOR),
+        };
         SeedSettings {
             name: "seed-tiered",
-            concurrency: table.concurrency(tier, op) as usize,
-            chunk: tier.batch_size.map(|b| b as usize),
-            chunk_delay: Duration::from_millis(table.chunk_delay_ms(tier, op)),
+            concurrency: tier.concurrency + extra,
+            chunk: tier.chunk,
+            chunk_delay: Duration::from_millis((tier.chunk_delay_ms as f64 * delay_factor).round() as u64),
             retries: 2,
             retry_base: Duration::from_millis(500),
             account_timeout: Duration::from_secs(60),
         }
+    }
+}
+
+/// One row of the seed's tier table (`seed-performance-notes`): accounts at once, chunk size
+/// and the fixed delay between chunks. sso-fanout's planner keeps only the concurrency column
+/// (`sso_fanout_core::tiers::TierTable`), clamped to the quota.
+#[derive(Debug, Clone, Copy)]
+pub struct SeedTier {
+    pub max_accounts: Option<usize>,
+    pub concurrency: usize,
+    /// None = every account in one chunk.
+    pub chunk: Option<usize>,
+    pub chunk_delay_ms: u64,
+}
+
+pub const SEED_TIERS: [SeedTier; 3] = [
+    SeedTier { max_accounts: Some(10), concurrency: 15, chunk: None, chunk_delay_ms: 100 },
+    SeedTier { max_accounts: Some(50), concurrency: 25, chunk: Some(50), chunk_delay_ms: 50 },
+    SeedTier { max_accounts: None, concurrency: 30, chunk: Some(50), chunk_delay_ms: 20 },
+];
+/// Revoke runs: +5 concurrent accounts and a 20% shorter chunk delay.
+pub const SEED_REVOKE_EXTRA_CONCURRENCY: usize = 5;
+pub const SEED_REVOKE_DELAY_FACTOR: f64 = 0.8;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiered_settings_follow_the_seed_table() {
+        let medium = SeedSettings::tiered(29, Operation::Assign);
+        assert_eq!((medium.concurrency, medium.chunk, medium.chunk_delay), (25, Some(50), Duration::from_millis(50)));
+        let revoke = SeedSettings::tiered(29, Operation::Revoke);
+        assert_eq!((revoke.concurrency, revoke.chunk_delay), (30, Duration::from_millis(40)));
+        assert_eq!(SeedSettings::tiered(10, Operation::Assign).chunk, None);
+        assert_eq!(SeedSettings::tiered(5000, Operation::Assign).concurrency, 30);
     }
 }
 
@@ -190,7 +230,7 @@ pub fn run_sso_fanout(accounts: usize, options: &BenchOptions) -> Result<BenchRo
         let store = Arc::new(MemoryStore::new());
         let mut snapshot = sim.org().clone();
         snapshot.fetched_at = unix_now();
-        let (_, scope) = crate::plan::scope(sim.as_ref(), sim.as_ref()).await?;
+        let (_, scope) = sso_fanout_core::plan::scope(sim.as_ref(), sim.as_ref()).await?;
         store.put_org(&scope, &snapshot).await?; // both sides start with the account list in hand
         let services = Services { org: sim.clone(), ic: sim.clone(), store: store.clone() };
         let request = bench_request(options.tuning.clone());
@@ -206,7 +246,7 @@ pub fn run_sso_fanout(accounts: usize, options: &BenchOptions) -> Result<BenchRo
         let results = store.results(&plan.run_id).await?;
         let false_successes = results
             .iter()
-            .filter(|r| r.outcome == crate::model::Outcome::Succeeded && !truth.contains(&r.account_id))
+            .filter(|r| r.outcome == Outcome::Succeeded && !truth.contains(&r.account_id))
             .count();
         let failed = summary.counts.failed + summary.counts.timed_out + summary.counts.missing;
         let mut row = row(accounts, options, "sso-fanout", &sim, &targets, measured, failed, false_successes);
@@ -232,7 +272,7 @@ pub fn run_seed(accounts: usize, settings: &SeedSettings, options: &BenchOptions
     paused_runtime().block_on(async {
         let sim = sim_for(accounts, options);
         let ps = sim.resolve_permission_set_quiet("AdministratorAccess")?;
-        let principal = crate::sim::org::principals().into_iter().next().expect("PlatformAdmins");
+        let principal = sso_fanout_sim::org::principals().into_iter().next().expect("PlatformAdmins");
         let targets = targets(&sim);
         let t0 = Instant::now();
         let t0_sim = sim.elapsed_s();
@@ -288,7 +328,7 @@ async fn seed_account(sim: &SimCloud, key: &AssignmentKey, settings: &SeedSettin
             Ok(_) => {}
             Err(_) => continue,
         }
-        match crate::ports::IdentityCenter::create_assignment(sim, key).await {
+        match IdentityCenter::create_assignment(sim, key).await {
             Ok(status) => return status.state != OpState::Failed,
             Err(_) => continue,
         }
