@@ -3,7 +3,8 @@
 
 use sso_fanout_aws::{create_table, AwsIdentityCenter, AwsOrgDirectory, DynamoStore, IdentityCenterConfig};
 use sso_fanout_core::model::*;
-use sso_fanout_core::plan::{decide, Plan, PlannerConfig};
+use sso_fanout_core::plan::Plan;
+use sso_fanout_core::planner::{decide, PlannerConfig};
 use sso_fanout_core::ports::{IdentityCenter, OrgDirectory};
 use sso_fanout_core::report::summarize;
 use sso_fanout_core::request::RunRequest;
@@ -31,7 +32,7 @@ async fn org_snapshot_walks_the_ou_tree_with_tags_and_status() {
 
     assert_eq!(snap.organization_id, moto.organization_id());
     assert_eq!(snap.management_account_id, moto.management_account_id());
-    let now = sso_fanout_core::plan::unix_now();
+    let now = sso_fanout_core::clock::unix_now();
     assert!(snap.fetched_at <= now && snap.fetched_at + 60 > now);
     // 12 seeded accounts + the management account (directly under the root).
     assert_eq!(snap.accounts.len(), 13, "{:#?}", snap.accounts);
@@ -167,7 +168,7 @@ async fn dynamo_org_cache_round_trip_and_replacement() {
     let store = DynamoStore::new(clients.dynamodb.clone(), TABLE);
     let org = AwsOrgDirectory::new(clients.organizations.clone());
     let ic = AwsIdentityCenter::from_clients(&clients, IdentityCenterConfig::default());
-    let (_, scope) = sso_fanout_core::plan::scope(&org, &ic).await.unwrap();
+    let (_, scope) = sso_fanout_core::planner::scope(&org, &ic).await.unwrap();
     assert_eq!(scope.organization_id, moto.organization_id());
     assert_eq!(scope.region, moto.region);
     assert_eq!(store.cached_org(&scope).await.unwrap(), None);
@@ -398,7 +399,7 @@ async fn dynamo_results_are_never_downgraded_and_paginate() {
         .await
         .unwrap();
     let ttl: u64 = item.item().unwrap()["expiresAt"].as_n().unwrap().parse().unwrap();
-    assert!(ttl > sso_fanout_core::plan::unix_now() + 80 * 86_400, "default retention is 90 days");
+    assert!(ttl > sso_fanout_core::clock::unix_now() + 80 * 86_400, "default retention is 90 days");
 }
 
 #[tokio::test]

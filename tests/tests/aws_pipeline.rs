@@ -7,7 +7,7 @@ use sso_fanout_aws::{create_table, AwsIdentityCenter, AwsOrgDirectory, DynamoSto
 use sso_fanout_core::engine::EngineOptions;
 use sso_fanout_core::model::*;
 use sso_fanout_core::pipeline::{execute, plan_run, Services};
-use sso_fanout_core::plan::PlannerConfig;
+use sso_fanout_core::planner::PlannerConfig;
 use sso_fanout_core::ports::IdentityCenter;
 use sso_fanout_core::report::RunOutcome;
 use sso_fanout_core::request::RunRequest;

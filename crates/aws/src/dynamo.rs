@@ -14,7 +14,8 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use serde::{de::DeserializeOwned, Serialize};
 use sso_fanout_core::model::{AccountResult, OrgSnapshot, Outcome, Scope};
-use sso_fanout_core::plan::{unix_now, Plan, PlanItem};
+use sso_fanout_core::clock::unix_now;
+use sso_fanout_core::plan::{Plan, PlanItem};
 use sso_fanout_core::report::RunSummary;
 use sso_fanout_core::store::{RunRecord, RunStatus, RunStore};
 use sso_fanout_core::{FanoutError, Result};

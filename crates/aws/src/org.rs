@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use aws_sdk_organizations::types::{Account as OrgAccount, AccountState, AccountStatus as OrgAccountStatus};
 use aws_sdk_organizations::Client;
 use sso_fanout_core::model::{Account, AccountStatus, OrgIdentity, OrgSnapshot, OrgUnit};
-use sso_fanout_core::plan::unix_now;
+use sso_fanout_core::clock::unix_now;
 use sso_fanout_core::ports::OrgDirectory;
 use sso_fanout_core::{FanoutError, Result};
 use std::collections::BTreeMap;

@@ -7,7 +7,8 @@ use sso_fanout_core::engine::EngineOptions;
 use sso_fanout_core::error::{FanoutError, Result};
 use sso_fanout_core::model::{AssignmentKey, OpState, Operation, Outcome, PrincipalType};
 use sso_fanout_core::pipeline::{execute, plan_run, Services};
-use sso_fanout_core::plan::{unix_now, PlannerConfig};
+use sso_fanout_core::clock::unix_now;
+use sso_fanout_core::planner::PlannerConfig;
 use sso_fanout_core::ports::IdentityCenter;
 use sso_fanout_core::request::{PrincipalRef, RunRequest, Targets, Tuning};
 use sso_fanout_core::store::{MemoryStore, RunStore};
@@ -230,7 +231,7 @@ pub fn run_sso_fanout(accounts: usize, options: &BenchOptions) -> Result<BenchRo
         let store = Arc::new(MemoryStore::new());
         let mut snapshot = sim.org().clone();
         snapshot.fetched_at = unix_now();
-        let (_, scope) = sso_fanout_core::plan::scope(sim.as_ref(), sim.as_ref()).await?;
+        let (_, scope) = sso_fanout_core::planner::scope(sim.as_ref(), sim.as_ref()).await?;
         store.put_org(&scope, &snapshot).await?; // both sides start with the account list in hand
         let services = Services { org: sim.clone(), ic: sim.clone(), store: store.clone() };
         let request = bench_request(options.tuning.clone());

@@ -3,7 +3,8 @@
 
 use sso_fanout_bench::BenchRow;
 use sso_fanout_core::model::{Action, OrgSnapshot};
-use sso_fanout_core::plan::{compact_utc, Plan};
+use sso_fanout_core::clock::compact_utc;
+use sso_fanout_core::plan::Plan;
 use sso_fanout_core::report::{RunOutcome, RunSummary};
 use sso_fanout_core::store::RunRecord;
 use std::fmt::Write;

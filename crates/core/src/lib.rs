@@ -5,12 +5,14 @@
 //! stores implement (in-memory here; DynamoDB in `sso-fanout-aws`; the CLI's redb file in
 //! `sso-fanout-cli`). Nothing here needs a paused clock, a latency distribution or a database.
 
+pub mod clock;
 pub mod engine;
 pub mod error;
 pub mod model;
 pub mod pacing;
 pub mod pipeline;
 pub mod plan;
+pub mod planner;
 pub mod ports;
 pub mod report;
 pub mod request;

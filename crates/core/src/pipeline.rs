@@ -3,7 +3,8 @@
 
 use crate::engine::{run_batch, BatchContext, BatchReport, EngineEvent, EngineOptions};
 use crate::error::{FanoutError, Result};
-use crate::plan::{make_plan, Plan, PlannerConfig};
+use crate::plan::Plan;
+use crate::planner::{make_plan, PlannerConfig};
 use crate::ports::{IdentityCenter, OrgDirectory};
 use crate::report::{summarize, BatchFailure, RunOutcome, RunSummary};
 use crate::request::RunRequest;
@@ -59,7 +60,7 @@ pub async fn report_run(
 ) -> Result<RunSummary> {
     let record = load_run(store, run_id).await?;
     let results = store.results(run_id).await?;
-    let duration = duration_seconds.unwrap_or_else(|| crate::plan::unix_now().saturating_sub(record.plan.created_at) as f64);
+    let duration = duration_seconds.unwrap_or_else(|| crate::clock::unix_now().saturating_sub(record.plan.created_at) as f64);
     let summary = summarize(&record.plan, &results, failed_batches, Some(duration));
     store.update_run(run_id, RunStatus::Finished, Some(&summary)).await?;
     Ok(summary)

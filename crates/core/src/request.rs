@@ -3,9 +3,10 @@
 //! what is accepted, before anything is changed anywhere.
 
 use crate::error::{FanoutError, Result};
-use crate::model::{Operation, PrincipalType};
+use crate::model::{Account, Operation, PrincipalType};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use wildmatch::WildMatch;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -136,7 +137,7 @@ impl RunRequest {
             }
         }
         if let Some(filter) = &t.filter {
-            crate::targeting::NameFilter::parse(filter)?;
+            NameFilter::parse(filter)?;
         }
         if t.filter.is_none() && t.accounts.is_empty() && t.ous.is_empty() && t.tags.is_empty() {
             return Err(FanoutError::invalid(
@@ -161,6 +162,37 @@ impl RunRequest {
 }
 
 /// A decoding error with the JSON path of the field it is about (`tuning.concurrency`,
+
+/// `targets.filter`: a wildcard on the account name, or `tag:Key=Value`.
+#[derive(Debug, Clone)]
+pub enum NameFilter {
+    Name(WildMatch),
+    Tag { key: String, value: String },
+}
+
+impl NameFilter {
+    pub fn parse(text: &str) -> Result<NameFilter> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(FanoutError::invalid("targets.filter", "\"\"", "a wildcard such as \"*\", \"prod-*\" or \"tag:env=prod\""));
+        }
+        if let Some(rest) = text.strip_prefix("tag:") {
+            return match rest.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok(NameFilter::Tag { key: k.to_string(), value: v.to_string() }),
+                _ => Err(FanoutError::invalid("targets.filter", text, "tag:Key=Value, e.g. tag:env=prod")),
+            };
+        }
+        Ok(NameFilter::Name(WildMatch::new(text)))
+    }
+
+    pub fn matches(&self, account: &Account) -> bool {
+        match self {
+            NameFilter::Name(w) => w.matches(&account.name),
+            NameFilter::Tag { key, value } => account.tags.get(key) == Some(value),
+        }
+    }
+}
+
 /// `targets.accounts`): serde's message says what was found and what is expected.
 fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> FanoutError {
     let path = e.path().to_string();

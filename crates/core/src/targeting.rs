@@ -12,38 +12,8 @@
 
 use crate::error::{FanoutError, Result};
 use crate::model::{Account, AccountStatus, OrgSnapshot};
-use crate::request::Targets;
+use crate::request::{NameFilter, Targets};
 use std::collections::BTreeSet;
-use wildmatch::WildMatch;
-
-#[derive(Debug, Clone)]
-pub enum NameFilter {
-    Name(WildMatch),
-    Tag { key: String, value: String },
-}
-
-impl NameFilter {
-    pub fn parse(text: &str) -> Result<NameFilter> {
-        let text = text.trim();
-        if text.is_empty() {
-            return Err(FanoutError::invalid("targets.filter", "\"\"", "a wildcard such as \"*\", \"prod-*\" or \"tag:env=prod\""));
-        }
-        if let Some(rest) = text.strip_prefix("tag:") {
-            return match rest.split_once('=') {
-                Some((k, v)) if !k.is_empty() => Ok(NameFilter::Tag { key: k.to_string(), value: v.to_string() }),
-                _ => Err(FanoutError::invalid("targets.filter", text, "tag:Key=Value, e.g. tag:env=prod")),
-            };
-        }
-        Ok(NameFilter::Name(WildMatch::new(text)))
-    }
-
-    pub fn matches(&self, account: &Account) -> bool {
-        match self {
-            NameFilter::Name(w) => w.matches(&account.name),
-            NameFilter::Tag { key, value } => account.tags.get(key) == Some(value),
-        }
-    }
-}
 
 /// Why an account was considered but is not a target (shown by `plan --verbose`).
 #[derive(Debug, Clone, PartialEq)]

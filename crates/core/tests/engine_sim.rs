@@ -5,7 +5,8 @@
 use sso_fanout_core::engine::{run_batch, BatchContext, EngineOptions};
 use sso_fanout_core::model::{Operation, Outcome, PrincipalType};
 use sso_fanout_core::pipeline::{execute, plan_run, Services};
-use sso_fanout_core::plan::{Plan, PlannerConfig, QuotaShare};
+use sso_fanout_core::plan::{Plan, QuotaShare};
+use sso_fanout_core::planner::PlannerConfig;
 use sso_fanout_core::ports::IdentityCenter;
 use sso_fanout_core::report::{AccountOutcome, RunOutcome, RunSummary};
 use sso_fanout_core::request::{PrincipalRef, RunRequest, Targets, Tuning};

@@ -4,7 +4,8 @@
 use sso_fanout_core::error::FanoutError;
 use sso_fanout_core::model::{Action, Operation, PrincipalType};
 use sso_fanout_core::pipeline::{plan_run, Services};
-use sso_fanout_core::plan::{unix_now, PlannerConfig};
+use sso_fanout_core::clock::unix_now;
+use sso_fanout_core::planner::PlannerConfig;
 use sso_fanout_core::request::{PrincipalRef, RunRequest, Targets, Tuning};
 use sso_fanout_sim::{org::MANAGEMENT_ACCOUNT_ID, SimCloud, SimConfig};
 use sso_fanout_core::store::{MemoryStore, RunStore};
@@ -128,7 +129,7 @@ async fn large_organizations_get_batches_that_fit_the_worker_budget() {
     assert_eq!(plan.map_concurrency, 1, "the quota is account-wide: batches run one after another");
     // Each batch's own estimate fits the budget.
     for b in &plan.batches {
-        let (secs, _) = sso_fanout_core::plan::estimate_seconds(std::slice::from_ref(b), &plan.estimate.latency, &config.quotas);
+        let (secs, _) = sso_fanout_core::planner::estimate_seconds(std::slice::from_ref(b), &plan.estimate.latency, &config.quotas);
         assert!(secs < config.worker_time_budget_s as f64, "batch {} needs {secs} s", b.index);
     }
 }

@@ -410,7 +410,7 @@ impl OrgDirectory for SimCloud {
         let calls = 2 + 2 * org::OUS.len() as u64 + pages + self.org.accounts.len() as u64;
         self.org_calls(calls).await;
         let mut snapshot = self.org.clone();
-        snapshot.fetched_at = sso_fanout_core::plan::unix_now();
+        snapshot.fetched_at = sso_fanout_core::clock::unix_now();
         Ok(snapshot)
     }
 }

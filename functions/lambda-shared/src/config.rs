@@ -2,7 +2,7 @@
 
 use sso_fanout_aws::{AwsClients, AwsIdentityCenter, AwsOrgDirectory, DynamoStore, IdentityCenterConfig};
 use sso_fanout_core::pipeline::Services;
-use sso_fanout_core::plan::PlannerConfig;
+use sso_fanout_core::planner::PlannerConfig;
 use sso_fanout_core::{FanoutError, Result};
 use std::sync::Arc;
 

@@ -6,7 +6,7 @@ use serde_json::Value;
 use sso_fanout_core::engine::EngineOptions;
 use sso_fanout_core::model::Outcome;
 use sso_fanout_core::pipeline::{plan_run, report_run, run_stored_batch, Services};
-use sso_fanout_core::plan::PlannerConfig;
+use sso_fanout_core::planner::PlannerConfig;
 use sso_fanout_core::report::{BatchFailure, RunSummary};
 use sso_fanout_core::request::RunRequest;
 use sso_fanout_core::{FanoutError, Result};

@@ -4,7 +4,7 @@
 use fanout_lambda::handlers::{self, PlannerOutput};
 use serde_json::{json, Value};
 use sso_fanout_core::pipeline::Services;
-use sso_fanout_core::plan::PlannerConfig;
+use sso_fanout_core::planner::PlannerConfig;
 use sso_fanout_sim::{SimCloud, SimConfig};
 use sso_fanout_core::store::{MemoryStore, RunStore};
 use std::sync::Arc;

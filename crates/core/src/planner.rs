@@ -1,0 +1,311 @@
+//! The planner: request -> resolved names -> target accounts -> diff against what exists ->
+//! tier, batches, quota shares and an estimate. Pure decisions (`decide`, `estimate_seconds`)
+//! are separate from the I/O that gathers their inputs (`make_plan`, `scope`, `load_org`).
+
+use crate::clock::{new_run_id, unix_now};
+use crate::error::{FanoutError, Result};
+use crate::model::*;
+use crate::plan::*;
+use crate::ports::{IdentityCenter, OrgDirectory};
+use crate::request::RunRequest;
+use crate::retry::retrying;
+use crate::store::RunStore;
+use crate::targeting;
+use crate::tiers::{BindingLimit, LatencyModel, Quotas, TierTable};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// Planner settings, read once at start-up (CLI flags or Lambda environment).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannerConfig {
+    pub quotas: Quotas,
+    pub tiers: TierTable,
+    /// Wall-clock time a worker may spend on one batch (well inside the Lambda timeout).
+    pub worker_time_budget_s: u32,
+    /// The account cache is used while younger than this.
+    pub account_cache_max_age_s: u64,
+    pub default_account_timeout_s: u32,
+    pub default_max_retries: u32,
+    /// Step Functions inline Map allows at most 40 concurrent iterations.
+    pub max_map_concurrency: u32,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        PlannerConfig {
+            quotas: Quotas::default(),
+            tiers: TierTable::default(),
+            worker_time_budget_s: 600,
+            account_cache_max_age_s: 3600,
+            default_account_timeout_s: 300,
+            default_max_retries: 5,
+            max_map_concurrency: 40,
+        }
+    }
+}
+
+/// The planner's I/O: gathers names, accounts and existing assignments, then `decide`s.
+pub async fn make_plan(
+    request: &RunRequest,
+    config: &PlannerConfig,
+    org: &dyn OrgDirectory,
+    ic: &dyn IdentityCenter,
+    store: &dyn RunStore,
+) -> Result<Plan> {
+    request.validate()?;
+    let (instance, scope) = scope(org, ic).await?;
+    // Independent look-ups run together.
+    let (permission_set, principal, snapshot) = tokio::try_join!(
+        retrying(|| ic.resolve_permission_set(&request.permission_set)),
+        retrying(|| ic.resolve_principal(request.principal.kind, request.principal.name.as_deref(), request.principal.id.as_deref())),
+        load_org(org, store, &scope, request.refresh_cache, config.account_cache_max_age_s),
+    )?;
+    let selection = targeting::select(&snapshot, &request.targets)?;
+    check_selection(request, &selection)?;
+    let target_ids: Vec<String> = selection.targets.iter().map(|a| a.id.clone()).collect();
+    let existing = retrying(|| ic.assigned_accounts(&principal, &permission_set.arn, &target_ids)).await?;
+    let latency = LatencyModel::from_samples(&store.latency_samples(&scope, 500).await?).unwrap_or_default();
+
+    let targets: Vec<(String, String)> = selection.targets.iter().map(|a| (a.id.clone(), a.name.clone())).collect();
+    let mut warnings = Vec::new();
+    if !selection.inactive.is_empty() {
+        const NAMED: usize = 5;
+        let named: Vec<String> = selection.inactive.iter().take(NAMED).map(|a| format!("{} ({}, {:?})", a.id, a.name, a.status)).collect();
+        let more = selection.inactive.len().saturating_sub(NAMED);
+        warnings.push(format!(
+            "{} selected account(s) are not ACTIVE and are left out: {}{}",
+            selection.inactive.len(),
+            named.join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() }
+        ));
+    }
+    let decision = decide(request.operation, &targets, &existing, snapshot.accounts.len(), request, config, latency);
+    warnings.extend(decision.warnings);
+    Ok(Plan {
+        run_id: new_run_id(),
+        created_at: unix_now(),
+        request: request.clone(),
+        operation: request.operation,
+        instance,
+        scope,
+        permission_set,
+        principal,
+        skipped: decision.skipped,
+        batches: decision.batches,
+        map_concurrency: decision.map_concurrency,
+        tier: decision.tier,
+        settings: decision.settings,
+        estimate: decision.estimate,
+        warnings,
+    })
+}
+
+/// The Identity Center instance and the scope (organization, instance, region) this caller
+/// works on: two calls, one to sso-admin and one to Organizations.
+pub async fn scope(org: &dyn OrgDirectory, ic: &dyn IdentityCenter) -> Result<(Instance, Scope)> {
+    let (instance, identity) = tokio::try_join!(retrying(|| ic.instance()), retrying(|| org.identity()))?;
+    let scope = Scope::new(&identity, &instance);
+    Ok((instance, scope))
+}
+
+/// The account cache of `scope` when fresh, else Organizations (and the cache is refreshed).
+/// A cached snapshot that is not this scope's organization, or predates the OU tree, is never
+/// used.
+pub async fn load_org(org: &dyn OrgDirectory, store: &dyn RunStore, scope: &Scope, refresh: bool, max_age_s: u64) -> Result<OrgSnapshot> {
+    if !refresh {
+        if let Some(cached) = store.cached_org(scope).await? {
+            let fresh = unix_now().saturating_sub(cached.fetched_at) <= max_age_s;
+            if fresh && scope.owns(&cached) && !cached.roots.is_empty() {
+                return Ok(cached);
+            }
+        }
+    }
+    let fresh = retrying(|| org.snapshot()).await?;
+    if !scope.owns(&fresh) {
+        // The credentials changed organization between the two calls: refuse rather than guess.
+        return Err(FanoutError::Config(format!(
+            "Organizations answered for organization {} (management account {}), but this run was scoped to {} ({}); \
+             check that one profile and region are used throughout",
+            fresh.organization_id, fresh.management_account_id, scope.organization_id, scope.management_account_id
+        )));
+    }
+    store.put_org(scope, &fresh).await?;
+    Ok(fresh)
+}
+
+fn check_selection(request: &RunRequest, selection: &targeting::Selection<'_>) -> Result<()> {
+    if let Some(id) = selection.unknown_ids.first() {
+        let index = request.targets.accounts.iter().position(|a| a == id).unwrap_or(0);
+        return Err(FanoutError::invalid(
+            format!("targets.accounts[{index}]"),
+            id,
+            "an account of this organization (run `sso-fanout cache refresh` if it was just created)",
+        ));
+    }
+    if let Some(id) = selection.unknown_excluded.first() {
+        let index = request.targets.exclude.iter().position(|a| a == id).unwrap_or(0);
+        return Err(FanoutError::invalid(
+            format!("targets.exclude[{index}]"),
+            id,
+            "an account of this organization (an unknown id excludes nothing: check for a typo)",
+        ));
+    }
+    if selection.targets.is_empty() {
+        let t = &request.targets;
+        let (field, value) = match (&t.filter, t.ous.is_empty(), t.tags.is_empty()) {
+            _ if selection.excluded > 0 && selection.inactive.is_empty() => ("targets.exclude", format!("{:?}", t.exclude)),
+            (Some(f), _, _) => ("targets.filter", format!("{f:?}")),
+            (None, false, _) => ("targets.ous", format!("{:?}", t.ous)),
+            (None, true, false) => ("targets.tags", format!("{:?}", t.tags)),
+            _ => ("targets", "the selection".to_string()),
+        };
+        let why = if selection.excluded > 0 && selection.inactive.is_empty() {
+            format!("a selection that leaves at least one ACTIVE account (the selectors matched {}, all excluded)", selection.excluded)
+        } else if selection.inactive.is_empty() {
+            "a selection that matches at least one ACTIVE account (nothing matched; `sso-fanout cache status` lists the accounts)".to_string()
+        } else {
+            format!("a selection that matches at least one ACTIVE account ({} matched, none ACTIVE)", selection.inactive.len())
+        };
+        return Err(FanoutError::invalid(field, value, why));
+    }
+    Ok(())
+}
+
+/// Everything the planner decides, given its inputs.
+pub struct Decision {
+    pub skipped: Vec<PlanItem>,
+    pub batches: Vec<Batch>,
+    pub map_concurrency: u32,
+    pub tier: TierChoice,
+    pub settings: EngineSettings,
+    pub estimate: Estimate,
+    pub warnings: Vec<String>,
+}
+
+/// Pure planning: diff, tier, clamps, batches and estimate.
+pub fn decide(
+    operation: Operation,
+    targets: &[(String, String)],
+    existing: &BTreeSet<String>,
+    org_accounts: usize,
+    request: &RunRequest,
+    config: &PlannerConfig,
+    latency: LatencyModel,
+) -> Decision {
+    let q = &config.quotas;
+    let tuning = request.tuning.clone().unwrap_or_default();
+    let mut warnings = Vec::new();
+
+    let mut changes = Vec::new();
+    let mut skipped = Vec::new();
+    for (id, name) in targets {
+        let has = existing.contains(id);
+        let action = match (operation, has) {
+            (Operation::Assign, false) => Action::Create,
+            (Operation::Revoke, true) => Action::Delete,
+            _ => Action::Skip,
+        };
+        let item = PlanItem { account_id: id.clone(), account_name: name.clone(), action };
+        if action == Action::Skip { skipped.push(item) } else { changes.push(item) }
+    }
+
+    // Concurrency: the tier's (or the user's) wish, clamped to the outstanding-operation quota.
+    let tier = config.tiers.pick(org_accounts);
+    let requested = tuning.concurrency.unwrap_or_else(|| config.tiers.concurrency(tier, operation));
+    let in_flight = requested.min(q.max_outstanding_operations).max(1);
+    if tuning.concurrency.is_some_and(|c| c > q.max_outstanding_operations) {
+        warnings.push(format!(
+            "tuning.concurrency {requested} clamped to {in_flight}: Identity Center allows {} outstanding assignment operations",
+            q.max_outstanding_operations
+        ));
+    }
+    let rate = q.planned_rate();
+
+    // Time budget: a worker must finish its batch well inside the Lambda timeout.
+    let mut time_budget_s = config.worker_time_budget_s;
+    let mut account_timeout_s = tuning.account_timeout_seconds.unwrap_or(config.default_account_timeout_s);
+    if account_timeout_s > time_budget_s {
+        warnings.push(format!(
+            "tuning.accountTimeoutSeconds {account_timeout_s} clamped to {time_budget_s}: the worker's time budget"
+        ));
+        account_timeout_s = time_budget_s;
+    }
+    time_budget_s = time_budget_s.max(account_timeout_s);
+    let max_retries = tuning.max_retries.unwrap_or(config.default_max_retries).min(20);
+    if tuning.max_retries.is_some_and(|r| r > 20) {
+        warnings.push("tuning.maxRetries clamped to 20".into());
+    }
+
+    // Batches: as large as fit in the time budget (fewer drains, fewer transitions).
+    // Plan to use 80% of the budget: the rest absorbs slower-than-assumed provisioning.
+    let per_change_s = latency.mean_s() + CALL_OVERHEAD_S;
+    let usable_s = time_budget_s as f64 * BUDGET_USE - latency.p99_s;
+    let fit = (usable_s * in_flight as f64 / per_change_s).floor().max(in_flight as f64) as u32;
+    let wanted = tuning.batch_size.or(tier.batch_size).unwrap_or(fit);
+    let batch_size = wanted.min(fit).max(1);
+    if wanted > fit {
+        warnings.push(format!(
+            "batch size {wanted} clamped to {fit}: a worker must finish within {time_budget_s} s at {in_flight} operations in flight"
+        ));
+    }
+    let share = QuotaShare { in_flight, requests_per_second: rate };
+    let batches: Vec<Batch> = changes
+        .chunks(batch_size as usize)
+        .enumerate()
+        .map(|(i, items)| Batch { index: i as u32, share, items: items.to_vec() })
+        .collect();
+    // The quota is account-wide, so parallel batches would only split it: batches run one
+    // after another, each with the whole share.
+    let map_concurrency = 1u32.min(config.max_map_concurrency);
+
+    let (seconds, binding) = estimate_seconds(&batches, &latency, q);
+    let tier_choice = TierChoice {
+        name: tier.name.clone(),
+        org_accounts,
+        requested_concurrency: requested,
+        in_flight,
+        requests_per_second: rate,
+        binding,
+        binding_text: binding.describe(q),
+    };
+    Decision {
+        skipped,
+        estimate: Estimate { seconds, changes: batches.iter().map(|b| b.items.len()).sum(), latency },
+        batches,
+        map_concurrency,
+        tier: tier_choice,
+        settings: EngineSettings { account_timeout_s, max_retries, time_budget_s },
+        warnings,
+    }
+}
+
+/// Create call + detection lag per change, on top of provisioning latency.
+const CALL_OVERHEAD_S: f64 = 0.25;
+/// Share of the worker's time budget a batch is planned to take.
+const BUDGET_USE: f64 = 0.8;
+
+/// The quota model, per batch (batches run one after another): with more changes than slots,
+/// the in-flight-bound (or rate-bound, two calls per change) steady state plus the drain of the
+/// last wave, whose slowest operation runs E[max of `in_flight` latencies] instead of the mean;
+/// with fewer, the slowest of them. Calibrated against Monte-Carlo list scheduling (within ~3%).
+pub fn estimate_seconds(batches: &[Batch], latency: &LatencyModel, q: &Quotas) -> (f64, BindingLimit) {
+    let _ = q;
+    let mut total = 0.0;
+    let mut binding = BindingLimit::OutstandingOperations;
+    for b in batches {
+        let n = b.items.len();
+        let slots = b.share.in_flight.max(1) as usize;
+        if n <= slots {
+            total += latency.expected_max_s(n) + CALL_OVERHEAD_S;
+            binding = BindingLimit::SlowestAccount;
+            continue;
+        }
+        let by_slots = n as f64 * (latency.mean_s() + CALL_OVERHEAD_S) / slots as f64;
+        let by_rate = 2.0 * n as f64 / b.share.requests_per_second;
+        let drain = latency.expected_max_s(slots) - latency.mean_s();
+        binding = if by_rate > by_slots { BindingLimit::RequestRate } else { BindingLimit::OutstandingOperations };
+        total += by_slots.max(by_rate) + drain;
+    }
+    (total, binding)
+}
