@@ -399,7 +399,8 @@ async fn dynamo_results_are_never_downgraded_and_paginate() {
         .await
         .unwrap();
     let ttl: u64 = item.item().unwrap()["expiresAt"].as_n().unwrap().parse().unwrap();
-    assert!(ttl > sso_fanout_core::clock::unix_now() + 80 * 86_400, "default retention is 90 days");
+    let days = sso_fanout_core::store::DEFAULT_RETENTION_DAYS as u64;
+    assert!(ttl > sso_fanout_core::clock::unix_now() + (days - 1) * 86_400, "default retention is {days} days");
 }
 
 #[tokio::test]

@@ -13,11 +13,12 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use serde::{de::DeserializeOwned, Serialize};
-use sso_fanout_core::model::{AccountResult, OrgSnapshot, Outcome, Scope};
+use sso_fanout_core::model::{AccountResult, OrgSnapshot, Scope};
 use sso_fanout_core::clock::unix_now;
 use sso_fanout_core::plan::{Plan, PlanItem};
 use sso_fanout_core::report::RunSummary;
-use sso_fanout_core::store::{RunRecord, RunStatus, RunStore};
+use sso_fanout_core::retry::CONTENDED_WRITES;
+use sso_fanout_core::store::{RunRecord, RunStatus, RunStore, DEFAULT_RETENTION_DAYS, LATENCY_SAMPLES_KEPT};
 use sso_fanout_core::{FanoutError, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -28,9 +29,6 @@ pub const PK: &str = "pk";
 pub const SK: &str = "sk";
 /// TTL attribute (unix seconds).
 pub const TTL_ATTRIBUTE: &str = "expiresAt";
-/// Latency samples kept (the planner reads the most recent 500).
-pub const MAX_LATENCY_SAMPLES: usize = 500;
-pub const DEFAULT_RETENTION_DAYS: u32 = 90;
 /// Largest part of a split value; items stay well below DynamoDB's 400 KB.
 pub const DEFAULT_PART_BYTES: usize = 300_000;
 
@@ -473,7 +471,7 @@ impl RunStore for DynamoStore {
     }
 
     async fn put_result(&self, result: &AccountResult) -> Result<()> {
-        let rank = outcome_rank(result.outcome);
+        let rank = u64::from(result.outcome.finality());
         let mut item = key(&results_pk(&result.run_id), &result.account_id);
         item.insert("outcome".into(), s(result.outcome.as_str()));
         item.insert("rank".into(), n(rank));
@@ -517,7 +515,7 @@ impl RunStore for DynamoStore {
             let version = current.as_ref().and_then(|i| get_n(i, "version"));
             let mut all = current.as_ref().map(samples_of).unwrap_or_default();
             all.extend_from_slice(samples);
-            let skip = all.len().saturating_sub(MAX_LATENCY_SAMPLES);
+            let skip = all.len().saturating_sub(LATENCY_SAMPLES_KEPT);
             let mut item = key(&pk, LATENCY_SK);
             item.insert("samples".into(), AttributeValue::L(all[skip..].iter().map(|v| n(*v)).collect()));
             item.insert("version".into(), n(version.unwrap_or(0) + 1));
@@ -527,18 +525,10 @@ impl RunStore for DynamoStore {
             };
             match outcome {
                 PutOutcome::Written => return Ok(()),
-                PutOutcome::ConditionFailed => tokio::time::sleep(Duration::from_millis(20 << attempt.min(5))).await,
+                PutOutcome::ConditionFailed => tokio::time::sleep(CONTENDED_WRITES.random_delay(attempt)).await,
             }
         }
         Err(FanoutError::Store("latency samples: too many concurrent writers".into()))
-    }
-}
-
-fn outcome_rank(outcome: Outcome) -> u64 {
-    // Same order as `sso_fanout_core::store::supersedes`.
-    match outcome {
-        Outcome::TimedOut => 0,
-        Outcome::Skipped | Outcome::Succeeded | Outcome::Failed => 1,
     }
 }
 

@@ -4,7 +4,7 @@
 use sso_fanout_core::error::{FanoutError, Result};
 use sso_fanout_core::model::{AccountResult, OrgSnapshot, Scope};
 use sso_fanout_core::report::RunSummary;
-use sso_fanout_core::store::{supersedes, RunRecord, RunStatus, RunStore};
+use sso_fanout_core::store::{supersedes, RunRecord, RunStatus, RunStore, LATENCY_SAMPLES_KEPT};
 use async_trait::async_trait;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
@@ -18,7 +18,6 @@ const RESULTS: TableDefinition<&str, &str> = TableDefinition::new("results");
 /// left unread: its samples may come from another organization or the simulator.)
 const LATENCIES: TableDefinition<(&str, u64), u64> = TableDefinition::new("scoped_latencies");
 
-const MAX_LATENCY_SAMPLES: u64 = 5_000;
 
 /// The account cache's key in META: one snapshot per scope. (The unscoped key "org" of earlier
 /// versions is never read.)
@@ -193,7 +192,7 @@ impl RunStore for EmbeddedStore {
                 next += 1;
             }
             // Keep the most recent samples only.
-            let first_kept = next.saturating_sub(MAX_LATENCY_SAMPLES);
+            let first_kept = next.saturating_sub(LATENCY_SAMPLES_KEPT as u64);
             t.retain_in((key, 0)..(key, first_kept), |_, _| false).map_err(store_err)?;
             Ok(())
         })

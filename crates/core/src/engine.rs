@@ -14,6 +14,7 @@ use crate::model::*;
 use crate::pacing::Pacer;
 use crate::plan::{Batch, EngineSettings, Plan, PlanItem};
 use crate::ports::IdentityCenter;
+use crate::retry::{self, Backoff};
 use crate::store::RunStore;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use std::collections::{BTreeSet, HashMap};
@@ -62,8 +63,8 @@ impl BatchContext {
 pub struct EngineOptions {
     /// Seed for backoff jitter (runs on the simulator are reproducible).
     pub jitter_seed: u64,
-    pub backoff_base: Duration,
-    pub backoff_cap: Duration,
+    /// Between attempts of a create/delete that was throttled, conflicted or failed transiently.
+    pub backoff: Backoff,
     /// Live counters (calls, throttles, operations outstanding). Pass one `Arc` to several
     /// batches to watch a whole run; each batch's report then carries the running totals.
     pub counters: Arc<EngineCounters>,
@@ -76,8 +77,7 @@ impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             jitter_seed: rand::random(),
-            backoff_base: Duration::from_millis(250),
-            backoff_cap: Duration::from_secs(8),
+            backoff: retry::CALLS,
             counters: Arc::default(),
             stop: CancellationToken::new(),
         }
@@ -295,9 +295,8 @@ impl Shared {
     }
 
     fn backoff(&self, retry: u32) -> Duration {
-        let cap = self.options.backoff_cap.min(self.options.backoff_base * 2u32.saturating_pow(retry.min(16)));
-        let f: f64 = self.rng.lock().expect("rng").random_range(0.5..1.0);
-        cap.mul_f64(f)
+        let unit: f64 = self.rng.lock().expect("rng").random_range(0.0..1.0);
+        self.options.backoff.delay(retry, unit)
     }
 
     async fn run_account(self: &Arc<Self>, item: PlanItem) -> AccountResult {
@@ -440,7 +439,7 @@ impl Shared {
                     self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(run_id = %result.run_id, account = %result.account_id, error = %e, "result not stored");
                 }
-                Err(_) => sleep(Duration::from_millis(200 << retry)).await,
+                Err(_) => sleep(retry::STORE_WRITES.random_delay(retry)).await,
             }
         }
         tracing::info!(run_id = %result.run_id, account = %result.account_id, outcome = result.outcome.as_str(),

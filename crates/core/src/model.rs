@@ -214,6 +214,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// How final an outcome is: a stored result is replaced only by one at least as final, so
+    /// a retried worker's `timed_out` never hides a final result. The one order for every store.
+    pub fn finality(self) -> u8 {
+        match self {
+            Outcome::TimedOut => 0,
+            Outcome::Skipped | Outcome::Succeeded | Outcome::Failed => 1,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Succeeded => "succeeded",

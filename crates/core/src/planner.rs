@@ -9,7 +9,7 @@ use crate::plan::*;
 use crate::ports::{IdentityCenter, OrgDirectory};
 use crate::request::RunRequest;
 use crate::retry::retrying;
-use crate::store::RunStore;
+use crate::store::{RunStore, LATENCY_SAMPLES_KEPT};
 use crate::targeting;
 use crate::tiers::{BindingLimit, LatencyModel, Quotas, TierTable};
 use serde::{Deserialize, Serialize};
@@ -27,8 +27,6 @@ pub struct PlannerConfig {
     pub account_cache_max_age_s: u64,
     pub default_account_timeout_s: u32,
     pub default_max_retries: u32,
-    /// Step Functions inline Map allows at most 40 concurrent iterations.
-    pub max_map_concurrency: u32,
 }
 
 impl Default for PlannerConfig {
@@ -40,7 +38,6 @@ impl Default for PlannerConfig {
             account_cache_max_age_s: 3600,
             default_account_timeout_s: 300,
             default_max_retries: 5,
-            max_map_concurrency: 40,
         }
     }
 }
@@ -65,7 +62,7 @@ pub async fn make_plan(
     check_selection(request, &selection)?;
     let target_ids: Vec<String> = selection.targets.iter().map(|a| a.id.clone()).collect();
     let existing = retrying(|| ic.assigned_accounts(&principal, &permission_set.arn, &target_ids)).await?;
-    let latency = LatencyModel::from_samples(&store.latency_samples(&scope, 500).await?).unwrap_or_default();
+    let latency = LatencyModel::from_samples(&store.latency_samples(&scope, LATENCY_SAMPLES_KEPT).await?).unwrap_or_default();
 
     let targets: Vec<(String, String)> = selection.targets.iter().map(|a| (a.id.clone(), a.name.clone())).collect();
     let mut warnings = Vec::new();
@@ -257,9 +254,9 @@ pub fn decide(
         .collect();
     // The quota is account-wide, so parallel batches would only split it: batches run one
     // after another, each with the whole share.
-    let map_concurrency = 1u32.min(config.max_map_concurrency);
+    let map_concurrency = MAP_CONCURRENCY;
 
-    let (seconds, binding) = estimate_seconds(&batches, &latency, q);
+    let (seconds, binding) = estimate_seconds(&batches, &latency);
     let tier_choice = TierChoice {
         name: tier.name.clone(),
         org_accounts,
@@ -280,6 +277,9 @@ pub fn decide(
     }
 }
 
+/// Batches that run at once (the Map state's MaxConcurrency): one, because each batch spends
+/// the whole account-wide quota. (Step Functions' inline Map would allow 40.)
+const MAP_CONCURRENCY: u32 = 1;
 /// Create call + detection lag per change, on top of provisioning latency.
 const CALL_OVERHEAD_S: f64 = 0.25;
 /// Share of the worker's time budget a batch is planned to take.
@@ -289,8 +289,7 @@ const BUDGET_USE: f64 = 0.8;
 /// the in-flight-bound (or rate-bound, two calls per change) steady state plus the drain of the
 /// last wave, whose slowest operation runs E[max of `in_flight` latencies] instead of the mean;
 /// with fewer, the slowest of them. Calibrated against Monte-Carlo list scheduling (within ~3%).
-pub fn estimate_seconds(batches: &[Batch], latency: &LatencyModel, q: &Quotas) -> (f64, BindingLimit) {
-    let _ = q;
+pub fn estimate_seconds(batches: &[Batch], latency: &LatencyModel) -> (f64, BindingLimit) {
     let mut total = 0.0;
     let mut binding = BindingLimit::OutstandingOperations;
     for b in batches {

@@ -12,8 +12,6 @@ pub struct Quotas {
     pub requests_per_second: f64,
     /// CreateAccountAssignment / DeleteAccountAssignment operations outstanding at once.
     pub max_outstanding_operations: u32,
-    /// Assignment operations on one account at a time.
-    pub operations_per_account: u32,
     /// Fraction of the request rate we plan to use: the rate limit is account-wide, so a bit
     /// stays free for the console and other tools, and for jitter in call latency.
     pub rate_headroom: f64,
@@ -21,7 +19,7 @@ pub struct Quotas {
 
 impl Default for Quotas {
     fn default() -> Self {
-        Quotas { requests_per_second: 20.0, max_outstanding_operations: 10, operations_per_account: 1, rate_headroom: 0.9 }
+        Quotas { requests_per_second: 20.0, max_outstanding_operations: 10, rate_headroom: 0.9 }
     }
 }
 

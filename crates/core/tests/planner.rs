@@ -129,7 +129,7 @@ async fn large_organizations_get_batches_that_fit_the_worker_budget() {
     assert_eq!(plan.map_concurrency, 1, "the quota is account-wide: batches run one after another");
     // Each batch's own estimate fits the budget.
     for b in &plan.batches {
-        let (secs, _) = sso_fanout_core::planner::estimate_seconds(std::slice::from_ref(b), &plan.estimate.latency, &config.quotas);
+        let (secs, _) = sso_fanout_core::planner::estimate_seconds(std::slice::from_ref(b), &plan.estimate.latency);
         assert!(secs < config.worker_time_budget_s as f64, "batch {} needs {secs} s", b.index);
     }
 }

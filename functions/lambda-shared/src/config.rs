@@ -3,6 +3,7 @@
 use sso_fanout_aws::{AwsClients, AwsIdentityCenter, AwsOrgDirectory, DynamoStore, IdentityCenterConfig};
 use sso_fanout_core::pipeline::Services;
 use sso_fanout_core::planner::PlannerConfig;
+use sso_fanout_core::store::DEFAULT_RETENTION_DAYS;
 use sso_fanout_core::{FanoutError, Result};
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ pub struct LambdaConfig {
     pub table: String,
     /// `IDENTITY_CENTER_INSTANCE_ARN` / `IDENTITY_STORE_ID`: skip discovery when set.
     pub identity_center: IdentityCenterConfig,
-    /// `RESULT_RETENTION_DAYS` (default 30).
+    /// `RESULT_RETENTION_DAYS` (default `DEFAULT_RETENTION_DAYS`).
     pub result_retention_days: u32,
     pub planner: PlannerConfig,
 }
@@ -41,7 +42,7 @@ impl LambdaConfig {
                 instance_arn: non_empty("IDENTITY_CENTER_INSTANCE_ARN"),
                 identity_store_id: non_empty("IDENTITY_STORE_ID"),
             },
-            result_retention_days: number("RESULT_RETENTION_DAYS", 30)? as u32,
+            result_retention_days: number("RESULT_RETENTION_DAYS", DEFAULT_RETENTION_DAYS as u64)? as u32,
             planner,
         })
     }

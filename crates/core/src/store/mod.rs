@@ -60,13 +60,14 @@ pub trait RunStore: Send + Sync {
     async fn add_latency_samples(&self, scope: &Scope, samples: &[u64]) -> Result<()>;
 }
 
+/// Provisioning latencies kept per scope: what the planner learns its latency model from.
+pub const LATENCY_SAMPLES_KEPT: usize = 500;
+/// Days runs, results and summaries are kept by default (DynamoDB TTL; the template's
+/// `ResultRetentionDays` default).
+pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+
 /// Whether `new` may replace `old` for the same (run, account): final outcomes win over
 /// timed-out ones, and a final outcome is never replaced by a non-final one.
 pub fn supersedes(new: &AccountResult, old: &AccountResult) -> bool {
-    use crate::model::Outcome::*;
-    let rank = |o| match o {
-        TimedOut => 0,
-        Skipped | Succeeded | Failed => 1,
-    };
-    rank(new.outcome) >= rank(old.outcome)
+    new.outcome.finality() >= old.outcome.finality()
 }
