@@ -120,11 +120,17 @@ impl BatchReport {
 }
 
 /// Runs one batch to verified completion and streams each account's result to `store`.
+///
+/// `prior` holds results already stored for this run (a batch re-driven after its worker died
+/// or was retried): an account whose stored result is final is not touched again; one whose
+/// stored result names an operation AWS accepted is re-checked by that request id before
+/// anything new is sent.
 pub async fn run_batch(
     ic: Arc<dyn IdentityCenter>,
     store: Arc<dyn RunStore>,
     ctx: &BatchContext,
     batch: &Batch,
+    prior: &[AccountResult],
     options: EngineOptions,
     events: Option<mpsc::UnboundedSender<EngineEvent>>,
 ) -> Result<BatchReport> {
@@ -150,21 +156,30 @@ pub async fn run_batch(
         account_timeout,
     });
 
-    let poller = tokio::spawn(poll_loop(shared.clone()));
+    // Aborted when this function returns or its future is dropped (a cancelled or killed
+    // worker), so a status poller never outlives its batch and keeps spending the quota.
+    let poller = AbortOnDrop(tokio::spawn(poll_loop(shared.clone())));
+    let prior: HashMap<&str, &AccountResult> = prior.iter().map(|r| (r.account_id.as_str(), r)).collect();
+    let mut results = Vec::with_capacity(batch.items.len());
     let mut accounts = JoinSet::new();
     for item in batch.items.clone() {
+        let earlier = prior.get(item.account_id.as_str()).copied();
+        if let Some(done) = earlier.filter(|r| r.outcome.is_final()) {
+            results.push(done.clone());
+            continue;
+        }
+        let pending = earlier.and_then(|r| r.request_id.clone());
         let shared = shared.clone();
         accounts.spawn(async move {
-            let result = shared.run_account(item).await;
+            let result = shared.run_account(item, pending).await;
             shared.record(&result).await;
             result
         });
     }
-    let mut results = Vec::with_capacity(batch.items.len());
     while let Some(joined) = accounts.join_next().await {
         results.push(joined.map_err(|e| FanoutError::Internal(format!("account task failed: {e}")))?);
     }
-    poller.abort();
+    drop(poller);
 
     let samples: Vec<u64> = results.iter().filter(|r| r.outcome == Outcome::Succeeded).filter_map(|r| r.provisioning_ms).collect();
     if !samples.is_empty() {
@@ -182,6 +197,15 @@ pub async fn run_batch(
     }
     results.sort_by(|a, b| a.account_name.cmp(&b.account_name));
     Ok(BatchReport { batch: batch.index, results, stats })
+}
+
+/// A spawned task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 struct Shared {
@@ -299,7 +323,7 @@ impl Shared {
         self.options.backoff.delay(retry, unit)
     }
 
-    async fn run_account(self: &Arc<Self>, item: PlanItem) -> AccountResult {
+    async fn run_account(self: &Arc<Self>, item: PlanItem, pending: Option<String>) -> AccountResult {
         let mut attempt = Attempt { item, started: Instant::now(), attempts: 0, request_id: None, provisioning_ms: None };
         let permit = tokio::select! {
             permit = self.slots.clone().acquire_owned() => Slot::new(permit.expect("semaphore is never closed"), self.stats.clone()),
@@ -323,6 +347,18 @@ impl Shared {
         let deadline = (attempt.started + self.account_timeout).min(self.hard_deadline);
         let key = self.ctx.key(&attempt.item.account_id);
         let op = self.ctx.operation;
+        if let Some(id) = pending {
+            // An earlier worker had this operation accepted: ask AWS how it ended before
+            // sending anything new (a second create would only conflict or repeat it).
+            match self.call(self.ic.operation_status(op, &id)).await {
+                Ok(status) => {
+                    attempt.request_id = Some(id);
+                    return self.await_final(attempt, status, permit, deadline).await;
+                }
+                Err(e) => tracing::debug!(run_id = %self.ctx.run_id, account = %attempt.item.account_id, error = %e,
+                    "earlier request not found; sending a new one"),
+            }
+        }
         let mut counted_retries = 0u32;
         loop {
             attempt.attempts += 1;
@@ -338,6 +374,9 @@ impl Shared {
             let error = match response {
                 Ok(status) => {
                     attempt.request_id = Some(status.request_id.clone());
+                    if status.state == OpState::InProgress {
+                        self.record_accepted(&attempt, &status.request_id).await;
+                    }
                     return self.await_final(attempt, status, permit, deadline).await;
                 }
                 Err(FanoutError::NotFound { .. }) if op == Operation::Revoke => {
@@ -431,7 +470,35 @@ impl Shared {
         r
     }
 
+    /// Stores that AWS accepted the operation (a non-final result with its request id), so a
+    /// worker that dies before it ends leaves the id for the re-driven batch to check.
+    async fn record_accepted(&self, attempt: &Attempt, request_id: &str) {
+        let result = AccountResult {
+            run_id: self.ctx.run_id.clone(),
+            batch: self.batch,
+            account_id: attempt.item.account_id.clone(),
+            account_name: attempt.item.account_name.clone(),
+            action: attempt.item.action,
+            outcome: Outcome::TimedOut,
+            request_id: Some(request_id.to_string()),
+            reason: Some(format!("accepted by AWS (request {request_id}), IN_PROGRESS when its worker stopped; re-run or check its status")),
+            attempts: attempt.attempts,
+            duration_ms: attempt.started.elapsed().as_millis() as u64,
+            provisioning_ms: None,
+        };
+        self.store_result(&result).await;
+    }
+
     async fn record(&self, result: &AccountResult) {
+        self.store_result(result).await;
+        tracing::info!(run_id = %result.run_id, account = %result.account_id, outcome = result.outcome.as_str(),
+            attempts = result.attempts, reason = result.reason.as_deref().unwrap_or(""), "account finished");
+        if let Some(tx) = &self.events {
+            let _ = tx.send(EngineEvent::Finished(result.clone()));
+        }
+    }
+
+    async fn store_result(&self, result: &AccountResult) {
         for retry in 0..4u32 {
             match self.store.put_result(result).await {
                 Ok(()) => break,
@@ -441,11 +508,6 @@ impl Shared {
                 }
                 Err(_) => sleep(retry::STORE_WRITES.random_delay(retry)).await,
             }
-        }
-        tracing::info!(run_id = %result.run_id, account = %result.account_id, outcome = result.outcome.as_str(),
-            attempts = result.attempts, reason = result.reason.as_deref().unwrap_or(""), "account finished");
-        if let Some(tx) = &self.events {
-            let _ = tx.send(EngineEvent::Finished(result.clone()));
         }
     }
 }

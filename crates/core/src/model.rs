@@ -223,6 +223,11 @@ impl Outcome {
         }
     }
 
+    /// Succeeded, skipped or failed: nothing more will happen to this account in this run.
+    pub fn is_final(self) -> bool {
+        self.finality() > 0
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Succeeded => "succeeded",

@@ -3,6 +3,7 @@
 
 use crate::engine::{run_batch, BatchContext, BatchReport, EngineEvent, EngineOptions};
 use crate::error::{FanoutError, Result};
+use crate::model::AccountResult;
 use crate::plan::Plan;
 use crate::planner::{make_plan, PlannerConfig};
 use crate::ports::{IdentityCenter, OrgDirectory};
@@ -46,7 +47,10 @@ pub async fn run_stored_batch(
     if record.status == RunStatus::Planned {
         services.store.update_run(run_id, RunStatus::Running, None).await?;
     }
-    run_batch(services.ic.clone(), services.store.clone(), &BatchContext::from_plan(&record.plan), batch, options, events).await
+    // A re-driven batch (its worker died or was retried) resumes from the stored results.
+    let prior: Vec<AccountResult> = services.store.results(run_id).await?.into_iter().filter(|r| r.batch == batch_index).collect();
+    let ctx = BatchContext::from_plan(&record.plan);
+    run_batch(services.ic.clone(), services.store.clone(), &ctx, batch, &prior, options, events).await
 }
 
 /// Step 3 (reporter): the summary from the plan and the stored results; stored with the run.

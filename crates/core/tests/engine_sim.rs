@@ -47,6 +47,11 @@ async fn run(env: &Env, request: &RunRequest) -> (Plan, RunSummary) {
     (plan, summary)
 }
 
+/// Assignment operations the simulated Identity Center accepted so far.
+fn accepted(sim: &SimCloud) -> usize {
+    sim.operations().len() + sim.outstanding()
+}
+
 fn writes(sim: &SimCloud) -> u64 {
     let c = sim.counters();
     c.calls.get("CreateAccountAssignment").copied().unwrap_or(0) + c.calls.get("DeleteAccountAssignment").copied().unwrap_or(0)
@@ -231,7 +236,7 @@ async fn batches_sharing_the_quota_never_exceed_it() {
         let mut batch = batch;
         batch.share = QuotaShare { in_flight: 5, requests_per_second: 9.0 };
         let (ic, store, ctx) = (env.sim.clone() as Arc<dyn IdentityCenter>, env.store.clone() as Arc<dyn RunStore>, ctx.clone());
-        handles.push(tokio::spawn(async move { run_batch(ic, store, &ctx, &batch, EngineOptions::default(), None).await }));
+        handles.push(tokio::spawn(async move { run_batch(ic, store, &ctx, &batch, &[], EngineOptions::default(), None).await }));
     }
     for h in handles {
         let report = h.await.unwrap().unwrap();
@@ -256,6 +261,7 @@ async fn worker_time_budget_leaves_unstarted_accounts_timed_out_for_a_rerun() {
         env.store.clone(),
         &BatchContext::from_plan(&plan),
         &plan.batches[0],
+        &[],
         EngineOptions::default(),
         None,
     )
@@ -299,4 +305,46 @@ async fn an_interrupted_run_records_what_it_did_and_a_rerun_resumes() {
     assert!(again.changes() <= plan.changes() - done, "{} > {}", again.changes(), plan.changes() - done);
     assert_eq!(writes(&env.sim) - before, again.changes() as u64);
     assert_eq!(env.sim.counters().violations(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_killed_mid_batch_and_retried_sends_only_the_missing_writes() {
+    let env = env(SimConfig::clean(120, 43));
+    let plan = plan_run(&env.services, &request(Operation::Assign, "*"), &PlannerConfig::default()).await.unwrap();
+    assert_eq!(plan.batches.len(), 1);
+    let n = plan.changes();
+    // The worker dies (Lambda timeout, crash) 25 s into its batch.
+    let (services, run_id) = (env.services.clone(), plan.run_id.clone());
+    let worker = tokio::spawn(async move {
+        sso_fanout_core::pipeline::run_stored_batch(&services, &run_id, 0, EngineOptions { jitter_seed: 1, ..Default::default() }, None).await
+    });
+    sleep(Duration::from_secs(25)).await;
+    worker.abort();
+    let _ = worker.await;
+    let first_writes = writes(&env.sim);
+    let accepted_before = accepted(&env.sim);
+    let stored = env.store.results(&plan.run_id).await.unwrap();
+    let k = stored.len();
+    let finals = stored.iter().filter(|r| r.outcome.is_final()).count();
+    let pending = stored.iter().filter(|r| !r.outcome.is_final() && r.request_id.is_some()).count();
+    assert!(finals > 10 && pending > 0 && k < n, "k {k} (final {finals}, accepted {pending}) of {n}");
+    assert!(first_writes as usize >= k, "every stored account had its write accepted");
+
+    // The state machine retries the batch: final accounts are skipped, accepted ones are
+    // checked by request id, only the rest is written.
+    let report = sso_fanout_core::pipeline::run_stored_batch(&env.services, &plan.run_id, 0, EngineOptions { jitter_seed: 2, ..Default::default() }, None)
+        .await
+        .unwrap();
+    // Operations AWS accepted in the second pass (a write refused with ConflictException, as
+    // for an account whose first create was accepted but not yet recorded when the worker
+    // died, is retried and counted once).
+    let second_writes = accepted(&env.sim) - accepted_before;
+    assert_eq!(second_writes, n - k, "a retried batch sends n - k writes, not n");
+    assert!(writes(&env.sim) - first_writes < n as u64 - k as u64 + 5);
+    assert_eq!(report.count(Outcome::Succeeded), n, "{:?}", report.results.iter().filter(|r| r.outcome != Outcome::Succeeded).collect::<Vec<_>>());
+    let results = env.store.results(&plan.run_id).await.unwrap();
+    assert_eq!(results.len(), n);
+    assert!(results.iter().all(|r| r.outcome == Outcome::Succeeded), "no duplicate or lost result");
+    assert_truthful(&env, &plan, &results);
+    assert_eq!(env.sim.counters().violations(), 0, "{:?}", env.sim.counters());
 }
