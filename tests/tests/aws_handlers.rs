@@ -25,7 +25,7 @@ fn request(op: &str, targets: Value) -> Value {
 
 
 /// Runs the three handlers as the state machine does; returns (planner output, summary).
-async fn execute(services: &sso_fanout_core::pipeline::Services, event: Value) -> (handlers::PlannerOutput, Value) {
+async fn execute(services: &sso_fanout_core::pipeline::Services, event: Value) -> (sso_fanout_core::contract::PlannerOutput, Value) {
     let cfg = config();
     let planned = handlers::plan(services, &cfg.planner, event).await.expect("planner");
     let mut batches = Vec::new();
@@ -88,7 +88,8 @@ async fn handlers_assign_rerun_and_revoke_on_moto() {
     let (dry, _) = execute(&services, json!({"operation": "assign", "permissionSet": "AdministratorAccess",
         "principal": {"type": "GROUP", "name": "PlatformAdmins"}, "targets": {"filter": "prod-*"}, "dryRun": true})).await;
     assert!(dry.dry_run && dry.batches.is_empty());
-    assert_eq!(dry.plan["creates"].as_u64().unwrap() as usize, prod.len());
+    let sso_fanout_core::contract::PlanView::Preview(preview) = &dry.plan else { panic!("a dry run returns the preview: {:?}", dry.plan) };
+    assert_eq!(preview.creates, prod.len());
     assert!(services.store.get_run(&dry.run_id).await.unwrap().is_none());
 }
 

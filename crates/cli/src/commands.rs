@@ -12,6 +12,7 @@ use sso_fanout_core::engine::EngineOptions;
 use sso_fanout_core::model::OrgSnapshot;
 use sso_fanout_core::pipeline::{execute, plan_run};
 use sso_fanout_core::clock::unix_now;
+use sso_fanout_core::contract::PlanPreview;
 use sso_fanout_core::plan::Plan;
 use sso_fanout_core::planner::{self, load_org, PlannerConfig};
 use sso_fanout_core::request::Tuning;
@@ -49,7 +50,7 @@ async fn make_plan(backend: &Backend, args: &RunArgs, dry_run: bool, io: &Io) ->
 
 fn print_plan(plan: &Plan, args: &RunArgs, io: &Io) {
     match args.output {
-        OutputFormat::Json => io.json(&plan.preview()),
+        OutputFormat::Json => io.json(&PlanPreview::of(plan)),
         OutputFormat::Table => io.out.write(&format!("{}\n{}", output::plan_header(plan), output::plan_table(plan, args.all))),
     }
 }

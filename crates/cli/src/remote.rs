@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 use sso_fanout_aws::errors::classify;
 use sso_fanout_aws::AwsClients;
+use sso_fanout_core::contract::{PlannerOutput, WorkerOutput};
 use sso_fanout_core::report::RunSummary;
 use sso_fanout_core::{FanoutError, Result};
 use std::time::Duration;
@@ -116,10 +117,16 @@ async fn follow(client: &aws_sdk_sfn::Client, arn: &str, out: OutputFormat, io: 
     }
 }
 
-/// "run ... : 2/5 batches, 812 succeeded, 3 failed" from the Lambda outputs in the history.
+/// "run ... : 2/5 batches, 812 succeeded, 3 failed" from the Lambda outputs in the history
+/// (the planner's and workers' outputs, read as the state machine contract types).
 async fn progress(client: &aws_sdk_sfn::Client, arn: &str) -> Result<String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct LambdaInvokeResult<T> {
+        payload: T,
+    }
     let mut pages = client.get_execution_history().execution_arn(arn).max_results(1000).into_paginator().send();
-    let (mut run_id, mut total, mut done, mut ok, mut failed) = (String::from("planning"), 0usize, 0usize, 0u64, 0u64);
+    let (mut run_id, mut total, mut done, mut ok, mut failed) = (String::from("planning"), 0usize, 0usize, 0usize, 0usize);
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| classify("GetExecutionHistory", e))?;
         for event in page.events() {
@@ -127,14 +134,13 @@ async fn progress(client: &aws_sdk_sfn::Client, arn: &str) -> Result<String> {
                 continue;
             }
             let Some(output) = event.task_succeeded_event_details().and_then(|d| d.output()) else { continue };
-            let payload = serde_json::from_str::<Value>(output).ok().and_then(|v| v.get("Payload").cloned()).unwrap_or(Value::Null);
-            if let Some(batches) = payload.get("batches").and_then(Value::as_array) {
-                run_id = payload["runId"].as_str().unwrap_or_default().to_string();
-                total = batches.len();
-            } else if payload.get("batch").is_some() {
+            if let Ok(planned) = serde_json::from_str::<LambdaInvokeResult<PlannerOutput>>(output) {
+                run_id = planned.payload.run_id;
+                total = planned.payload.batches.len();
+            } else if let Ok(worker) = serde_json::from_str::<LambdaInvokeResult<WorkerOutput>>(output) {
                 done += 1;
-                ok += payload["succeeded"].as_u64().unwrap_or(0);
-                failed += payload["failed"].as_u64().unwrap_or(0) + payload["timedOut"].as_u64().unwrap_or(0);
+                ok += worker.payload.succeeded;
+                failed += worker.payload.failed + worker.payload.timed_out;
             }
         }
     }

@@ -6,6 +6,7 @@
 //! `sso-fanout-cli`). Nothing here needs a paused clock, a latency distribution or a database.
 
 pub mod clock;
+pub mod contract;
 pub mod engine;
 pub mod error;
 pub mod model;

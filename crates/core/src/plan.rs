@@ -102,28 +102,6 @@ impl Plan {
         all
     }
 
-    /// The plan as people and scripts read it (CLI `plan --output json`, dry-run execution
-    /// output): every target with its action, plus the decisions.
-    pub fn preview(&self) -> serde_json::Value {
-        let count = |action| self.batches.iter().flat_map(|b| &b.items).filter(|i| i.action == action).count();
-        serde_json::json!({
-            "runId": self.run_id,
-            "operation": self.operation,
-            "permissionSet": self.permission_set,
-            "principal": self.principal,
-            "accounts": self.items(),
-            "creates": count(Action::Create),
-            "deletes": count(Action::Delete),
-            "skips": self.skipped.len(),
-            "tier": self.tier,
-            "batches": self.batches.iter().map(|b| serde_json::json!({"batch": b.index, "accounts": b.items.len(), "share": b.share})).collect::<Vec<_>>(),
-            "mapConcurrency": self.map_concurrency,
-            "settings": self.settings,
-            "estimate": self.estimate,
-            "warnings": self.warnings,
-        })
-    }
-
     pub fn assignment_key(&self, account_id: &str) -> AssignmentKey {
         AssignmentKey {
             account_id: account_id.to_string(),

@@ -1,8 +1,8 @@
 //! The three handlers: JSON event in, JSON out, typed errors. Each is one step of
 //! `sso_fanout_core::pipeline`, the same code the CLI runs in-process.
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sso_fanout_core::contract::{BatchOutcome, BatchRef, PlannerOutput, ReporterInput, WorkerOutput};
 use sso_fanout_core::engine::EngineOptions;
 use sso_fanout_core::model::Outcome;
 use sso_fanout_core::pipeline::{plan_run, report_run, run_stored_batch, Services};
@@ -11,65 +11,13 @@ use sso_fanout_core::report::{BatchFailure, RunSummary};
 use sso_fanout_core::request::RunRequest;
 use sso_fanout_core::{FanoutError, Result};
 
-/// A Map item: which batch of which run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BatchRef {
-    pub run_id: String,
-    pub batch: u32,
-    /// Accounts in the batch (informational, for the console).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub accounts: Option<usize>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PlannerOutput {
-    pub run_id: String,
-    pub dry_run: bool,
-    pub map_concurrency: u32,
-    /// References into the stored plan: small whatever the batch size (payload limit 256 KB).
-    pub batches: Vec<BatchRef>,
-    pub estimate_seconds: f64,
-    /// The full preview for dry runs (the execution's output); a short digest otherwise.
-    pub plan: Value,
-}
-
 /// Planner: the execution input is the run request.
 pub async fn plan(services: &Services, config: &PlannerConfig, event: Value) -> Result<PlannerOutput> {
     let request = RunRequest::from_value(event)?;
     let plan = plan_run(services, &request, config).await?;
     tracing::info!(run_id = %plan.run_id, changes = plan.changes(), skipped = plan.skipped.len(),
         batches = plan.batches.len(), estimate_s = plan.estimate.seconds, dry_run = request.dry_run, "planned");
-    let preview = if request.dry_run {
-        plan.preview()
-    } else {
-        serde_json::json!({"tier": plan.tier.name, "inFlight": plan.tier.in_flight, "changes": plan.changes(),
-            "skipped": plan.skipped.len(), "warnings": plan.warnings})
-    };
-    Ok(PlannerOutput {
-        run_id: plan.run_id.clone(),
-        dry_run: request.dry_run,
-        map_concurrency: plan.map_concurrency,
-        batches: if request.dry_run {
-            vec![]
-        } else {
-            plan.batches.iter().map(|b| BatchRef { run_id: plan.run_id.clone(), batch: b.index, accounts: Some(b.items.len()) }).collect()
-        },
-        estimate_seconds: plan.estimate.seconds,
-        plan: preview,
-    })
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkerOutput {
-    pub run_id: String,
-    pub batch: u32,
-    pub succeeded: usize,
-    pub failed: usize,
-    pub skipped: usize,
-    pub timed_out: usize,
+    Ok(PlannerOutput::of(&plan))
 }
 
 /// Worker: one batch, to verified completion.
@@ -89,26 +37,17 @@ pub async fn work(services: &Services, event: Value) -> Result<WorkerOutput> {
     Ok(out)
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReporterInput {
-    run_id: String,
-    /// The Map's results: worker outputs, or `{runId, batch, error: {Error, Cause}}` for a
-    /// batch that failed after its retries.
-    #[serde(default)]
-    batches: Vec<Value>,
-}
-
 /// Reporter: the summary is the execution's output.
 pub async fn report(services: &Services, event: Value) -> Result<RunSummary> {
     let input: ReporterInput = parse(event, "{\"runId\": \"run-...\", \"batches\": [...]}")?;
     let failed_batches: Vec<BatchFailure> = input
         .batches
         .iter()
-        .filter_map(|b| {
-            let error = b.get("error")?;
-            let text = |k: &str| error.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-            Some(BatchFailure { batch: b.get("batch").and_then(Value::as_u64).unwrap_or(0) as u32, error: text("Error"), cause: text("Cause") })
+        .filter_map(|b| match b {
+            BatchOutcome::Failed(f) => {
+                Some(BatchFailure { batch: f.batch, error: f.error.error.clone(), cause: f.error.cause.clone().unwrap_or_default() })
+            }
+            BatchOutcome::Done(_) => None,
         })
         .collect();
     let mut summary = report_run(services.store.as_ref(), &input.run_id, failed_batches, None).await?;

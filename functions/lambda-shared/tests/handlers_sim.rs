@@ -1,7 +1,8 @@
 //! The three handlers chained as the state machine chains them, on the simulator: JSON in and
 //! out exactly as Step Functions passes it, errors with the names the state machine matches.
 
-use fanout_lambda::handlers::{self, PlannerOutput};
+use fanout_lambda::handlers;
+use sso_fanout_core::contract::{PlanView, PlannerOutput};
 use serde_json::{json, Value};
 use sso_fanout_core::pipeline::Services;
 use sso_fanout_core::planner::PlannerConfig;
@@ -69,7 +70,10 @@ async fn dry_run_returns_the_plan_and_no_batches() {
     let (sim, store, services) = services(30);
     let planned = handlers::plan(&services, &PlannerConfig::default(), request(json!({"dryRun": true}))).await.unwrap();
     assert!(planned.dry_run && planned.batches.is_empty());
-    assert!(planned.plan["accounts"].as_array().unwrap().len() > 20);
+    let PlanView::Preview(preview) = &planned.plan else { panic!("a dry run returns the preview") };
+    assert!(preview.accounts.len() > 20);
+    // The JSON the state machine's DryRunPreview state returns ($.plan) is the preview.
+    assert!(serde_json::to_value(&planned).unwrap()["plan"]["accounts"].as_array().unwrap().len() > 20);
     assert!(store.list_runs(5).await.unwrap().is_empty());
     assert!(!sim.counters().calls.contains_key("CreateAccountAssignment"));
 }
