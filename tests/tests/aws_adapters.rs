@@ -5,10 +5,10 @@ use sso_fanout_aws::{create_table, AwsIdentityCenter, AwsOrgDirectory, DynamoSto
 use sso_fanout_core::model::*;
 use sso_fanout_core::plan::Plan;
 use sso_fanout_core::planner::{decide, PlannerConfig};
-use sso_fanout_core::ports::{IdentityCenter, OrgDirectory};
+use sso_fanout_core::ports::{AssignmentOps, Directory, OrgDirectory};
 use sso_fanout_core::report::summarize;
 use sso_fanout_core::request::RunRequest;
-use sso_fanout_core::store::{MemoryStore, RunRecord, RunStatus, RunStore};
+use sso_fanout_core::store::{AccountCache, LatencyHistory, MemoryStore, RunLog, RunRecord, RunStatus};
 use sso_fanout_core::tiers::LatencyModel;
 use sso_fanout_core::FanoutError;
 use sso_fanout_tests::moto::Moto;

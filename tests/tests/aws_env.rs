@@ -5,7 +5,7 @@
 
 use sso_fanout_aws::{AwsClients, AwsIdentityCenter, AwsOrgDirectory, IdentityCenterConfig};
 use sso_fanout_core::model::PrincipalType;
-use sso_fanout_core::ports::{IdentityCenter, OrgDirectory};
+use sso_fanout_core::ports::{Directory, OrgDirectory};
 use sso_fanout_core::FanoutError;
 use sso_fanout_tests::moto::Moto;
 

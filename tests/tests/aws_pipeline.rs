@@ -8,17 +8,17 @@ use sso_fanout_core::engine::EngineOptions;
 use sso_fanout_core::model::*;
 use sso_fanout_core::pipeline::{execute, plan_run, Services};
 use sso_fanout_core::planner::PlannerConfig;
-use sso_fanout_core::ports::IdentityCenter;
+use sso_fanout_core::ports::AssignmentOps;
 use sso_fanout_core::report::RunOutcome;
 use sso_fanout_core::request::RunRequest;
-use sso_fanout_core::store::{RunStatus, RunStore};
+use sso_fanout_core::store::{AccountCache, RunLog, RunStatus};
 use sso_fanout_core::Result;
 use sso_fanout_tests::moto::Moto;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Counts the writes that reach the adapter.
+/// Counts the writes that reach the adapter (the planner's look-ups go to the adapter itself).
 struct Counting {
     inner: AwsIdentityCenter,
     creates: AtomicU64,
@@ -26,30 +26,21 @@ struct Counting {
 }
 
 #[async_trait]
-impl IdentityCenter for Counting {
-    async fn instance(&self) -> Result<Instance> {
-        self.inner.instance().await
-    }
-    async fn resolve_permission_set(&self, name_or_arn: &str) -> Result<PermissionSet> {
-        self.inner.resolve_permission_set(name_or_arn).await
-    }
-    async fn resolve_principal(&self, kind: PrincipalType, name: Option<&str>, id: Option<&str>) -> Result<Principal> {
-        self.inner.resolve_principal(kind, name, id).await
-    }
-    async fn assigned_accounts(&self, p: &Principal, ps: &str, candidates: &[String]) -> Result<BTreeSet<String>> {
-        self.inner.assigned_accounts(p, ps, candidates).await
-    }
+impl AssignmentOps for Counting {
     async fn create_assignment(&self, key: &AssignmentKey) -> Result<OpStatus> {
         self.creates.fetch_add(1, Ordering::SeqCst);
         self.inner.create_assignment(key).await
     }
+
     async fn delete_assignment(&self, key: &AssignmentKey) -> Result<OpStatus> {
         self.deletes.fetch_add(1, Ordering::SeqCst);
         self.inner.delete_assignment(key).await
     }
+
     async fn operation_status(&self, op: Operation, request_id: &str) -> Result<OpStatus> {
         self.inner.operation_status(op, request_id).await
     }
+
     async fn in_progress_operations(&self, op: Operation) -> Result<BTreeSet<String>> {
         self.inner.in_progress_operations(op).await
     }
@@ -78,7 +69,12 @@ async fn assign_by_ou_rerun_and_revoke() {
     });
     let store = Arc::new(DynamoStore::new(clients.dynamodb.clone(), "sso-fanout-e2e"));
     let services =
-        Services { org: Arc::new(AwsOrgDirectory::new(clients.organizations.clone())), ic: ic.clone(), store: store.clone() };
+        Services {
+        org: Arc::new(AwsOrgDirectory::new(clients.organizations.clone())),
+        directory: Arc::new(AwsIdentityCenter::from_clients(&clients, IdentityCenterConfig::default())),
+        ops: ic.clone(),
+        store: store.clone(),
+    };
     let config = PlannerConfig::default();
     let ps = moto.permission_set("AdministratorAccess");
     let admins = moto.group("PlatformAdmins");
@@ -145,11 +141,11 @@ async fn nothing_selected_and_unknown_names_are_request_errors() {
     let moto = Moto::seeded();
     let clients = moto.clients().await;
     create_table(&clients.dynamodb, "sso-fanout-e2e").await.unwrap();
-    let services = Services {
-        org: Arc::new(AwsOrgDirectory::new(clients.organizations.clone())),
-        ic: Arc::new(AwsIdentityCenter::from_clients(&clients, IdentityCenterConfig::default())),
-        store: Arc::new(DynamoStore::new(clients.dynamodb.clone(), "sso-fanout-e2e")),
-    };
+    let services = Services::new(
+        Arc::new(AwsOrgDirectory::new(clients.organizations.clone())),
+        Arc::new(AwsIdentityCenter::from_clients(&clients, IdentityCenterConfig::default())),
+        Arc::new(DynamoStore::new(clients.dynamodb.clone(), "sso-fanout-e2e")),
+    );
     let config = PlannerConfig::default();
     // Sandbox holds one ACTIVE and one SUSPENDED account: the suspended one is a warning.
     let plan = plan_run(&services, &request("assign", &moto.ou("Sandbox")), &config).await.unwrap();

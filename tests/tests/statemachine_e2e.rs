@@ -14,7 +14,7 @@
 use serde_json::{json, Value};
 use sso_fanout_aws::{AwsClients, DynamoStore};
 use sso_fanout_core::model::Outcome;
-use sso_fanout_core::store::{RunStatus, RunStore};
+use sso_fanout_core::store::{RunLog, RunStatus};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

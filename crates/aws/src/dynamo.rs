@@ -18,7 +18,7 @@ use sso_fanout_core::clock::unix_now;
 use sso_fanout_core::plan::{Plan, PlanItem};
 use sso_fanout_core::report::RunSummary;
 use sso_fanout_core::retry::CONTENDED_WRITES;
-use sso_fanout_core::store::{RunRecord, RunStatus, RunStore, DEFAULT_RETENTION_DAYS, LATENCY_SAMPLES_KEPT};
+use sso_fanout_core::store::{AccountCache, LatencyHistory, RunLog, RunRecord, RunStatus, DEFAULT_RETENTION_DAYS, LATENCY_SAMPLES_KEPT};
 use sso_fanout_core::{FanoutError, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -252,7 +252,7 @@ pub async fn create_table(client: &Client, name: &str) -> Result<()> {
 }
 
 #[async_trait]
-impl RunStore for DynamoStore {
+impl AccountCache for DynamoStore {
     async fn cached_org(&self, scope: &Scope) -> Result<Option<OrgSnapshot>> {
         // A concurrent refresh may replace the version being read; read the new one then.
         for _ in 0..3 {
@@ -288,7 +288,10 @@ impl RunStore for DynamoStore {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl RunLog for DynamoStore {
     async fn put_run(&self, record: &RunRecord) -> Result<()> {
         let run_id = record.plan.run_id.as_str();
         let pk = run_pk(run_id);
@@ -494,7 +497,10 @@ impl RunStore for DynamoStore {
             .map(|item| from_json(get_s(item, "data").ok_or_else(|| FanoutError::Store("result item without data".into()))?))
             .collect()
     }
+}
 
+#[async_trait]
+impl LatencyHistory for DynamoStore {
     async fn latency_samples(&self, scope: &Scope, limit: usize) -> Result<Vec<u64>> {
         let samples = match self.get(&latency_pk(scope), LATENCY_SK).await? {
             Some(item) => samples_of(&item),

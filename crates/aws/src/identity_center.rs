@@ -1,4 +1,4 @@
-//! `IdentityCenter` on sso-admin and the Identity Store.
+//! `Directory` and `AssignmentOps` on sso-admin and the Identity Store.
 //!
 //! Two sso-admin clients (see `AwsClients`): lookups made while planning use the SDK's standard
 //! retry; the engine's writes and status calls use a client without SDK retries, because the
@@ -15,7 +15,7 @@ use aws_sdk_ssoadmin::types::{
 use aws_smithy_types::Document;
 use sso_fanout_core::model::*;
 use sso_fanout_core::pacing::Pacer;
-use sso_fanout_core::ports::IdentityCenter;
+use sso_fanout_core::ports::{AssignmentOps, Directory};
 use sso_fanout_core::{FanoutError, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -467,7 +467,7 @@ pub fn op_status(api: &str, status: Option<&AccountAssignmentOperationStatus>) -
 }
 
 #[async_trait]
-impl IdentityCenter for AwsIdentityCenter {
+impl Directory for AwsIdentityCenter {
     async fn instance(&self) -> Result<Instance> {
         self.instance.get_or_try_init(|| self.load_instance()).await.cloned()
     }
@@ -507,7 +507,10 @@ impl IdentityCenter for AwsIdentityCenter {
             Err(e) => Err(e),
         }
     }
+}
 
+#[async_trait]
+impl AssignmentOps for AwsIdentityCenter {
     async fn create_assignment(&self, key: &AssignmentKey) -> Result<OpStatus> {
         let out = self
             .engine

@@ -1,8 +1,8 @@
 //! AWS adapters behind sso-fanout's domain traits:
 //!
 //! - [`AwsOrgDirectory`] (`OrgDirectory`): Organizations, OU tree walk + tags.
-//! - [`AwsIdentityCenter`] (`IdentityCenter`): sso-admin + Identity Store.
-//! - [`DynamoStore`] (`RunStore`): one DynamoDB table (see `TABLE.md`), [`create_table`].
+//! - [`AwsIdentityCenter`] (`Directory`, `AssignmentOps`): sso-admin + Identity Store.
+//! - [`DynamoStore`] (`AccountCache`, `RunLog`, `LatencyHistory`): one DynamoDB table (see `TABLE.md`), [`create_table`].
 //! - [`AwsClients`]: every client built once from one `SdkConfig`.
 //! - [`errors`]: the single mapping from SDK errors to `FanoutError`.
 //!

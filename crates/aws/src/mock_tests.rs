@@ -23,7 +23,7 @@ use aws_sdk_ssoadmin::Client;
 use aws_smithy_mocks::{create_mock_http_client, mock, MockResponseInterceptor, Rule, RuleMode};
 use aws_smithy_types::error::ErrorMetadata;
 use sso_fanout_core::model::*;
-use sso_fanout_core::ports::IdentityCenter;
+use sso_fanout_core::ports::{AssignmentOps, Directory};
 use sso_fanout_core::FanoutError;
 
 const INSTANCE: &str = "arn:aws:sso:::instance/ssoins-1111222233334444";
@@ -499,7 +499,7 @@ mod dynamodb {
     use aws_sdk_dynamodb::types::AttributeValue;
     use aws_sdk_dynamodb::Client;
     use aws_smithy_mocks::{create_mock_http_client, mock, MockResponseInterceptor, Rule, RuleMode};
-    use sso_fanout_core::store::RunStore;
+    use sso_fanout_core::store::LatencyHistory;
 
     fn client(rules: &[&Rule]) -> Client {
         let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);

@@ -9,9 +9,9 @@ use sso_fanout_core::model::{AssignmentKey, OpState, Operation, Outcome, Princip
 use sso_fanout_core::pipeline::{execute, plan_run, Services};
 use sso_fanout_core::clock::unix_now;
 use sso_fanout_core::planner::PlannerConfig;
-use sso_fanout_core::ports::IdentityCenter;
+use sso_fanout_core::ports::AssignmentOps;
 use sso_fanout_core::request::{PrincipalRef, RunRequest, Targets, Tuning};
-use sso_fanout_core::store::{MemoryStore, RunStore};
+use sso_fanout_core::store::{AccountCache, MemoryStore, RunLog};
 use sso_fanout_core::tiers::{greedy_makespan, makespan_bound};
 use sso_fanout_sim::{Faults, SimCloud, SimConfig};
 use serde::Serialize;
@@ -233,7 +233,7 @@ pub fn run_sso_fanout(accounts: usize, options: &BenchOptions) -> Result<BenchRo
         snapshot.fetched_at = unix_now();
         let (_, scope) = sso_fanout_core::planner::scope(sim.as_ref(), sim.as_ref()).await?;
         store.put_org(&scope, &snapshot).await?; // both sides start with the account list in hand
-        let services = Services { org: sim.clone(), ic: sim.clone(), store: store.clone() };
+        let services = Services::new(sim.clone(), sim.clone(), store.clone());
         let request = bench_request(options.tuning.clone());
         let config = PlannerConfig::default();
         let (t0, t0_sim) = (Instant::now(), sim.elapsed_s());
@@ -329,7 +329,7 @@ async fn seed_account(sim: &SimCloud, key: &AssignmentKey, settings: &SeedSettin
             Ok(_) => {}
             Err(_) => continue,
         }
-        match IdentityCenter::create_assignment(sim, key).await {
+        match AssignmentOps::create_assignment(sim, key).await {
             Ok(status) => return status.state != OpState::Failed,
             Err(_) => continue,
         }

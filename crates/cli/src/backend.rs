@@ -38,7 +38,7 @@ pub async fn connect(args: &BackendArgs) -> Result<Backend> {
                 Some(path) => (Arc::new(EmbeddedStore::open(path)?) as Arc<dyn RunStore>, path.display().to_string()),
                 None => (Arc::new(MemoryStore::new()) as Arc<dyn RunStore>, "memory (simulator)".to_string()),
             };
-            Ok(Backend { services: Services { org: sim.clone(), ic: sim, store }, store_location })
+            Ok(Backend { services: Services::new(sim.clone(), sim, store), store_location })
         }
         None => connect_aws(args).await,
     }
@@ -55,11 +55,11 @@ async fn connect_aws(args: &BackendArgs) -> Result<Backend> {
         }
     };
     let identity_center = IdentityCenterConfig { instance_arn: args.instance_arn.clone(), identity_store_id: args.identity_store_id.clone() };
-    let services = Services {
-        org: Arc::new(AwsOrgDirectory::new(clients.organizations.clone())),
-        ic: Arc::new(AwsIdentityCenter::from_clients(&clients, identity_center)),
+    let services = Services::new(
+        Arc::new(AwsOrgDirectory::new(clients.organizations.clone())),
+        Arc::new(AwsIdentityCenter::from_clients(&clients, identity_center)),
         store,
-    };
+    );
     Ok(Backend { services, store_location })
 }
 

@@ -152,7 +152,7 @@ pub fn bench(args: BenchArgs, io: &Io) -> Result<u8> {
 
 async fn cache(refresh: bool, backend: &Backend, out: OutputFormat, io: &Io) -> Result<u8> {
     let store = backend.services.store.as_ref();
-    let (_, scope) = planner::scope(backend.services.org.as_ref(), backend.services.ic.as_ref()).await?;
+    let (_, scope) = planner::scope(backend.services.org.as_ref(), backend.services.directory.as_ref()).await?;
     let snapshot = if refresh { Some(load_org(backend.services.org.as_ref(), store, &scope, true, 0).await?) } else { store.cached_org(&scope).await? };
     let Some(org) = snapshot else {
         match out {
@@ -209,7 +209,7 @@ async fn org(args: OrgArgs, io: &Io) -> Result<u8> {
     let backend = backend::connect(&args.backend).await?;
     let planning = Planning::start(io, &backend.store_location);
     let loaded: Result<OrgSnapshot> = async {
-        let (_, scope) = planner::scope(backend.services.org.as_ref(), backend.services.ic.as_ref()).await?;
+        let (_, scope) = planner::scope(backend.services.org.as_ref(), backend.services.directory.as_ref()).await?;
         let max_age = PlannerConfig::default().account_cache_max_age_s;
         load_org(backend.services.org.as_ref(), backend.services.store.as_ref(), &scope, args.refresh_cache, max_age).await
     }

@@ -4,7 +4,7 @@
 use sso_fanout_core::error::{FanoutError, Result};
 use sso_fanout_core::model::{AccountResult, OrgSnapshot, Scope};
 use sso_fanout_core::report::RunSummary;
-use sso_fanout_core::store::{supersedes, RunRecord, RunStatus, RunStore, LATENCY_SAMPLES_KEPT};
+use sso_fanout_core::store::{supersedes, AccountCache, LatencyHistory, RunLog, RunRecord, RunStatus, LATENCY_SAMPLES_KEPT};
 use async_trait::async_trait;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
@@ -94,7 +94,7 @@ impl EmbeddedStore {
 
 // redb calls are synchronous and short (local file, small values): run them inline.
 #[async_trait]
-impl RunStore for EmbeddedStore {
+impl AccountCache for EmbeddedStore {
     async fn cached_org(&self, scope: &Scope) -> Result<Option<OrgSnapshot>> {
         self.get_json(META, &org_key(scope))
     }
@@ -102,7 +102,10 @@ impl RunStore for EmbeddedStore {
     async fn put_org(&self, scope: &Scope, snapshot: &OrgSnapshot) -> Result<()> {
         self.put_json(META, &org_key(scope), snapshot)
     }
+}
 
+#[async_trait]
+impl RunLog for EmbeddedStore {
     async fn put_run(&self, record: &RunRecord) -> Result<()> {
         let json = to_json(record)?;
         self.write(|tx| {
@@ -166,7 +169,10 @@ impl RunStore for EmbeddedStore {
             Ok(out)
         })
     }
+}
 
+#[async_trait]
+impl LatencyHistory for EmbeddedStore {
     async fn latency_samples(&self, scope: &Scope, limit: usize) -> Result<Vec<u64>> {
         let key = scope.key();
         self.read(|tx| {

@@ -13,9 +13,9 @@ use crate::error::{FanoutError, Result};
 use crate::model::*;
 use crate::pacing::Pacer;
 use crate::plan::{Batch, EngineSettings, Plan, PlanItem};
-use crate::ports::IdentityCenter;
+use crate::ports::AssignmentOps;
 use crate::retry::{self, Backoff};
-use crate::store::RunStore;
+use crate::store::{LatencyHistory, RunLog};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -126,8 +126,9 @@ impl BatchReport {
 /// stored result names an operation AWS accepted is re-checked by that request id before
 /// anything new is sent.
 pub async fn run_batch(
-    ic: Arc<dyn IdentityCenter>,
-    store: Arc<dyn RunStore>,
+    ops: Arc<dyn AssignmentOps>,
+    log: Arc<dyn RunLog>,
+    history: &dyn LatencyHistory,
     ctx: &BatchContext,
     batch: &Batch,
     prior: &[AccountResult],
@@ -138,8 +139,8 @@ pub async fn run_batch(
     let hard_deadline = started + Duration::from_secs(ctx.settings.time_budget_s as u64);
     let account_timeout = Duration::from_secs(ctx.settings.account_timeout_s as u64);
     let shared = Arc::new(Shared {
-        ic,
-        store,
+        ops,
+        log,
         ctx: ctx.clone(),
         batch: batch.index,
         pacer: Pacer::new(batch.share.requests_per_second),
@@ -183,7 +184,7 @@ pub async fn run_batch(
 
     let samples: Vec<u64> = results.iter().filter(|r| r.outcome == Outcome::Succeeded).filter_map(|r| r.provisioning_ms).collect();
     if !samples.is_empty() {
-        if let Err(e) = shared.store.add_latency_samples(&ctx.scope, &samples).await {
+        if let Err(e) = history.add_latency_samples(&ctx.scope, &samples).await {
             tracing::warn!(run_id = %ctx.run_id, error = %e, "could not store latency samples");
         }
     }
@@ -209,8 +210,8 @@ impl Drop for AbortOnDrop {
 }
 
 struct Shared {
-    ic: Arc<dyn IdentityCenter>,
-    store: Arc<dyn RunStore>,
+    ops: Arc<dyn AssignmentOps>,
+    log: Arc<dyn RunLog>,
     ctx: BatchContext,
     batch: u32,
     pacer: Pacer,
@@ -350,7 +351,7 @@ impl Shared {
         if let Some(id) = pending {
             // An earlier worker had this operation accepted: ask AWS how it ended before
             // sending anything new (a second create would only conflict or repeat it).
-            match self.call(self.ic.operation_status(op, &id)).await {
+            match self.call(self.ops.operation_status(op, &id)).await {
                 Ok(status) => {
                     attempt.request_id = Some(id);
                     return self.await_final(attempt, status, permit, deadline).await;
@@ -364,8 +365,8 @@ impl Shared {
             attempt.attempts += 1;
             let call = async {
                 match op {
-                    Operation::Assign => self.ic.create_assignment(&key).await,
-                    Operation::Revoke => self.ic.delete_assignment(&key).await,
+                    Operation::Assign => self.ops.create_assignment(&key).await,
+                    Operation::Revoke => self.ops.delete_assignment(&key).await,
                 }
             };
             let Ok(response) = timeout_at(deadline, self.call(call)).await else {
@@ -500,7 +501,7 @@ impl Shared {
 
     async fn store_result(&self, result: &AccountResult) {
         for retry in 0..4u32 {
-            match self.store.put_result(result).await {
+            match self.log.put_result(result).await {
                 Ok(()) => break,
                 Err(e) if retry == 3 => {
                     self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
@@ -625,7 +626,7 @@ async fn poll_loop(shared: Arc<Shared>) {
         if listing {
             ticker.tick().await;
             let listed_at = Instant::now();
-            match shared.call(shared.ic.in_progress_operations(op)).await {
+            match shared.call(shared.ops.in_progress_operations(op)).await {
                 Ok(in_progress) => {
                     shared.poller.listing_failures.store(0, Ordering::Relaxed);
                     shared.poller.finished_per_listing(&in_progress, listed_at)
@@ -643,7 +644,7 @@ async fn poll_loop(shared: Arc<Shared>) {
         for id in shared.poller.due(Instant::now()) {
             let shared = shared.clone();
             describes.spawn(async move {
-                let outcome = shared.call(shared.ic.operation_status(op, &id)).await;
+                let outcome = shared.call(shared.ops.operation_status(op, &id)).await;
                 shared.poller.after_describe(&id, outcome);
             });
         }

@@ -6,26 +6,40 @@ use crate::error::{FanoutError, Result};
 use crate::model::AccountResult;
 use crate::plan::Plan;
 use crate::planner::{make_plan, PlannerConfig};
-use crate::ports::{IdentityCenter, OrgDirectory};
+use crate::ports::{AssignmentOps, Directory, OrgDirectory};
 use crate::report::{summarize, BatchFailure, RunOutcome, RunSummary};
 use crate::request::RunRequest;
-use crate::store::{RunRecord, RunStatus, RunStore};
+use crate::store::{RunLog, RunRecord, RunStatus, RunStore};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-/// The three ports a run needs, built once per process / Lambda container.
+/// The ports a run needs, built once per process / Lambda container. Each step hands on only
+/// the narrow port it uses.
 #[derive(Clone)]
 pub struct Services {
     pub org: Arc<dyn OrgDirectory>,
-    pub ic: Arc<dyn IdentityCenter>,
+    pub directory: Arc<dyn Directory>,
+    pub ops: Arc<dyn AssignmentOps>,
     pub store: Arc<dyn RunStore>,
+}
+
+impl Services {
+    /// The usual case: one Identity Center adapter (AWS or the simulator) serves both the
+    /// planner's look-ups and the engine's operations.
+    pub fn new<I>(org: Arc<dyn OrgDirectory>, identity_center: Arc<I>, store: Arc<dyn RunStore>) -> Services
+    where
+        I: Directory + AssignmentOps + 'static,
+    {
+        Services { org, directory: identity_center.clone(), ops: identity_center, store }
+    }
 }
 
 /// Step 1 (planner): validate, resolve, diff, size; store the plan unless it is a dry run.
 pub async fn plan_run(services: &Services, request: &RunRequest, config: &PlannerConfig) -> Result<Plan> {
-    let plan = make_plan(request, config, services.org.as_ref(), services.ic.as_ref(), services.store.as_ref()).await?;
+    let store = services.store.as_ref();
+    let plan = make_plan(request, config, services.org.as_ref(), services.directory.as_ref(), store, store).await?;
     if !request.dry_run {
         services.store.put_run(&RunRecord { plan: plan.clone(), status: RunStatus::Planned, summary: None }).await?;
     }
@@ -50,14 +64,15 @@ pub async fn run_stored_batch(
     // A re-driven batch (its worker died or was retried) resumes from the stored results.
     let prior: Vec<AccountResult> = services.store.results(run_id).await?.into_iter().filter(|r| r.batch == batch_index).collect();
     let ctx = BatchContext::from_plan(&record.plan);
-    run_batch(services.ic.clone(), services.store.clone(), &ctx, batch, &prior, options, events).await
+    let log: Arc<dyn RunLog> = services.store.clone();
+    run_batch(services.ops.clone(), log, services.store.as_ref(), &ctx, batch, &prior, options, events).await
 }
 
 /// Step 3 (reporter): the summary from the plan and the stored results; stored with the run.
 /// `duration_seconds` defaults to the wall time since the plan was made (what the deployed
 /// reporter sees); in-process runs pass their own clock's measure.
 pub async fn report_run(
-    store: &dyn RunStore,
+    store: &dyn RunLog,
     run_id: &str,
     failed_batches: Vec<BatchFailure>,
     duration_seconds: Option<f64>,
@@ -70,7 +85,7 @@ pub async fn report_run(
     Ok(summary)
 }
 
-async fn load_run(store: &dyn RunStore, run_id: &str) -> Result<RunRecord> {
+async fn load_run(store: &dyn RunLog, run_id: &str) -> Result<RunRecord> {
     store.get_run(run_id).await?.ok_or_else(|| FanoutError::not_found("run", run_id, "check the run id (`sso-fanout report` lists recent runs)"))
 }
 

@@ -6,10 +6,10 @@ use crate::clock::{new_run_id, unix_now};
 use crate::error::{FanoutError, Result};
 use crate::model::*;
 use crate::plan::*;
-use crate::ports::{IdentityCenter, OrgDirectory};
+use crate::ports::{Directory, OrgDirectory};
 use crate::request::RunRequest;
 use crate::retry::retrying;
-use crate::store::{RunStore, LATENCY_SAMPLES_KEPT};
+use crate::store::{AccountCache, LatencyHistory, LATENCY_SAMPLES_KEPT};
 use crate::targeting;
 use crate::tiers::{BindingLimit, LatencyModel, Quotas, TierTable};
 use serde::{Deserialize, Serialize};
@@ -47,8 +47,9 @@ pub async fn make_plan(
     request: &RunRequest,
     config: &PlannerConfig,
     org: &dyn OrgDirectory,
-    ic: &dyn IdentityCenter,
-    store: &dyn RunStore,
+    ic: &dyn Directory,
+    cache: &dyn AccountCache,
+    history: &dyn LatencyHistory,
 ) -> Result<Plan> {
     request.validate()?;
     let (instance, scope) = scope(org, ic).await?;
@@ -56,13 +57,13 @@ pub async fn make_plan(
     let (permission_set, principal, snapshot) = tokio::try_join!(
         retrying(|| ic.resolve_permission_set(&request.permission_set)),
         retrying(|| ic.resolve_principal(request.principal.kind, request.principal.name.as_deref(), request.principal.id.as_deref())),
-        load_org(org, store, &scope, request.refresh_cache, config.account_cache_max_age_s),
+        load_org(org, cache, &scope, request.refresh_cache, config.account_cache_max_age_s),
     )?;
     let selection = targeting::select(&snapshot, &request.targets)?;
     check_selection(request, &selection)?;
     let target_ids: Vec<String> = selection.targets.iter().map(|a| a.id.clone()).collect();
     let existing = retrying(|| ic.assigned_accounts(&principal, &permission_set.arn, &target_ids)).await?;
-    let latency = LatencyModel::from_samples(&store.latency_samples(&scope, LATENCY_SAMPLES_KEPT).await?).unwrap_or_default();
+    let latency = LatencyModel::from_samples(&history.latency_samples(&scope, LATENCY_SAMPLES_KEPT).await?).unwrap_or_default();
 
     let targets: Vec<(String, String)> = selection.targets.iter().map(|a| (a.id.clone(), a.name.clone())).collect();
     let mut warnings = Vec::new();
@@ -100,7 +101,7 @@ pub async fn make_plan(
 
 /// The Identity Center instance and the scope (organization, instance, region) this caller
 /// works on: two calls, one to sso-admin and one to Organizations.
-pub async fn scope(org: &dyn OrgDirectory, ic: &dyn IdentityCenter) -> Result<(Instance, Scope)> {
+pub async fn scope(org: &dyn OrgDirectory, ic: &dyn Directory) -> Result<(Instance, Scope)> {
     let (instance, identity) = tokio::try_join!(retrying(|| ic.instance()), retrying(|| org.identity()))?;
     let scope = Scope::new(&identity, &instance);
     Ok((instance, scope))
@@ -109,7 +110,7 @@ pub async fn scope(org: &dyn OrgDirectory, ic: &dyn IdentityCenter) -> Result<(I
 /// The account cache of `scope` when fresh, else Organizations (and the cache is refreshed).
 /// A cached snapshot that is not this scope's organization, or predates the OU tree, is never
 /// used.
-pub async fn load_org(org: &dyn OrgDirectory, store: &dyn RunStore, scope: &Scope, refresh: bool, max_age_s: u64) -> Result<OrgSnapshot> {
+pub async fn load_org(org: &dyn OrgDirectory, store: &dyn AccountCache, scope: &Scope, refresh: bool, max_age_s: u64) -> Result<OrgSnapshot> {
     if !refresh {
         if let Some(cached) = store.cached_org(scope).await? {
             let fresh = unix_now().saturating_sub(cached.fetched_at) <= max_age_s;

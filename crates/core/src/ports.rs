@@ -17,10 +17,10 @@ pub trait OrgDirectory: Send + Sync {
     async fn snapshot(&self) -> Result<OrgSnapshot>;
 }
 
-/// IAM Identity Center (sso-admin) and its Identity Store. Every call here spends the shared
-/// sso-admin request budget except the identity-store lookups.
+/// Identity Center look-ups the planner makes (sso-admin reads and the Identity Store). The
+/// sso-admin ones spend the instance's request budget; an adapter may retry them itself.
 #[async_trait]
-pub trait IdentityCenter: Send + Sync {
+pub trait Directory: Send + Sync {
     async fn instance(&self) -> Result<Instance>;
 
     /// A permission set by name or ARN. Unknown -> `NotFound`; several with one name -> `Ambiguous`.
@@ -38,7 +38,13 @@ pub trait IdentityCenter: Send + Sync {
         permission_set_arn: &str,
         candidates: &[String],
     ) -> Result<BTreeSet<String>>;
+}
 
+/// The asynchronous assignment operations the engine starts and watches. Every call spends
+/// the shared sso-admin request budget; adapters must not retry on their own (the engine paces
+/// and retries, so that it sees every throttle).
+#[async_trait]
+pub trait AssignmentOps: Send + Sync {
     async fn create_assignment(&self, key: &AssignmentKey) -> Result<OpStatus>;
 
     /// Deleting an assignment that does not exist is `NotFound` (callers treat it as done).

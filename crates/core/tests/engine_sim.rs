@@ -7,11 +7,11 @@ use sso_fanout_core::model::{Operation, Outcome, PrincipalType};
 use sso_fanout_core::pipeline::{execute, plan_run, Services};
 use sso_fanout_core::plan::{Plan, QuotaShare};
 use sso_fanout_core::planner::PlannerConfig;
-use sso_fanout_core::ports::IdentityCenter;
+use sso_fanout_core::ports::AssignmentOps;
 use sso_fanout_core::report::{AccountOutcome, RunOutcome, RunSummary};
 use sso_fanout_core::request::{PrincipalRef, RunRequest, Targets, Tuning};
 use sso_fanout_sim::{SimCloud, SimConfig};
-use sso_fanout_core::store::{MemoryStore, RunStore};
+use sso_fanout_core::store::{LatencyHistory, MemoryStore, RunLog};
 use std::sync::Arc;
 use tokio::time::{sleep, Duration};
 
@@ -24,7 +24,7 @@ struct Env {
 fn env(config: SimConfig) -> Env {
     let sim = Arc::new(SimCloud::new(config));
     let store = Arc::new(MemoryStore::new());
-    let services = Services { org: sim.clone(), ic: sim.clone(), store: store.clone() };
+    let services = Services::new(sim.clone(), sim.clone(), store.clone());
     Env { sim, store, services }
 }
 
@@ -235,8 +235,10 @@ async fn batches_sharing_the_quota_never_exceed_it() {
     for batch in plan.batches.clone() {
         let mut batch = batch;
         batch.share = QuotaShare { in_flight: 5, requests_per_second: 9.0 };
-        let (ic, store, ctx) = (env.sim.clone() as Arc<dyn IdentityCenter>, env.store.clone() as Arc<dyn RunStore>, ctx.clone());
-        handles.push(tokio::spawn(async move { run_batch(ic, store, &ctx, &batch, &[], EngineOptions::default(), None).await }));
+        let (ops, store, ctx) = (env.sim.clone() as Arc<dyn AssignmentOps>, env.store.clone(), ctx.clone());
+        handles.push(tokio::spawn(async move {
+            run_batch(ops, store.clone(), store.as_ref(), &ctx, &batch, &[], EngineOptions::default(), None).await
+        }));
     }
     for h in handles {
         let report = h.await.unwrap().unwrap();
@@ -259,6 +261,7 @@ async fn worker_time_budget_leaves_unstarted_accounts_timed_out_for_a_rerun() {
     let report = run_batch(
         env.sim.clone(),
         env.store.clone(),
+        env.store.as_ref(),
         &BatchContext::from_plan(&plan),
         &plan.batches[0],
         &[],

@@ -8,14 +8,14 @@ use sso_fanout_core::clock::unix_now;
 use sso_fanout_core::planner::PlannerConfig;
 use sso_fanout_core::request::{PrincipalRef, RunRequest, Targets, Tuning};
 use sso_fanout_sim::{org::MANAGEMENT_ACCOUNT_ID, SimCloud, SimConfig};
-use sso_fanout_core::store::{MemoryStore, RunStore};
+use sso_fanout_core::store::{AccountCache, LatencyHistory, MemoryStore, RunLog};
 use sso_fanout_core::tiers::BindingLimit;
 use std::sync::Arc;
 
 fn setup(accounts: usize) -> (Arc<SimCloud>, Arc<MemoryStore>, Services) {
     let sim = Arc::new(SimCloud::new(SimConfig::new(accounts, 4)));
     let store = Arc::new(MemoryStore::new());
-    let services = Services { org: sim.clone(), ic: sim.clone(), store: store.clone() };
+    let services = Services::new(sim.clone(), sim.clone(), store.clone());
     (sim, store, services)
 }
 

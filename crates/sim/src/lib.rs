@@ -12,7 +12,7 @@ pub mod org;
 
 use sso_fanout_core::error::{FanoutError, Result};
 use sso_fanout_core::model::*;
-use sso_fanout_core::ports::{IdentityCenter, OrgDirectory};
+use sso_fanout_core::ports::{AssignmentOps, Directory, OrgDirectory};
 use sso_fanout_core::tiers::{LatencyModel, Quotas};
 use async_trait::async_trait;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
@@ -416,7 +416,7 @@ impl OrgDirectory for SimCloud {
 }
 
 #[async_trait]
-impl IdentityCenter for SimCloud {
+impl Directory for SimCloud {
     async fn instance(&self) -> Result<Instance> {
         self.sso_call("ListInstances", |_, _| {
             Ok(Instance { instance_arn: org::INSTANCE_ARN.into(), identity_store_id: org::IDENTITY_STORE_ID.into(), region: SIM_REGION.into() })
@@ -474,7 +474,10 @@ impl IdentityCenter for SimCloud {
         }
         Ok(found)
     }
+}
 
+#[async_trait]
+impl AssignmentOps for SimCloud {
     async fn create_assignment(&self, key: &AssignmentKey) -> Result<OpStatus> {
         self.sso_call("CreateAccountAssignment", |s, now| self.start_operation(s, now, key, Operation::Assign, "CreateAccountAssignment"))
             .await

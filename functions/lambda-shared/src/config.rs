@@ -54,11 +54,11 @@ impl LambdaConfig {
 
     /// The ports over given clients (tests pass clients pinned to a local emulator).
     pub fn services_with(&self, clients: &AwsClients) -> Services {
-        Services {
-            org: Arc::new(AwsOrgDirectory::new(clients.organizations.clone())),
-            ic: Arc::new(AwsIdentityCenter::from_clients(&clients, self.identity_center.clone())),
-            store: Arc::new(DynamoStore::new(clients.dynamodb.clone(), self.table.clone()).with_retention_days(self.result_retention_days)),
-        }
+        Services::new(
+            Arc::new(AwsOrgDirectory::new(clients.organizations.clone())),
+            Arc::new(AwsIdentityCenter::from_clients(clients, self.identity_center.clone())),
+            Arc::new(DynamoStore::new(clients.dynamodb.clone(), self.table.clone()).with_retention_days(self.result_retention_days)),
+        )
     }
 }
 

@@ -7,13 +7,13 @@ use serde_json::{json, Value};
 use sso_fanout_core::pipeline::Services;
 use sso_fanout_core::planner::PlannerConfig;
 use sso_fanout_sim::{SimCloud, SimConfig};
-use sso_fanout_core::store::{MemoryStore, RunStore};
+use sso_fanout_core::store::{MemoryStore, RunLog};
 use std::sync::Arc;
 
 fn services(accounts: usize) -> (Arc<SimCloud>, Arc<MemoryStore>, Services) {
     let sim = Arc::new(SimCloud::new(SimConfig::new(accounts, 9)));
     let store = Arc::new(MemoryStore::new());
-    (sim.clone(), store.clone(), Services { org: sim.clone(), ic: sim, store })
+    (sim.clone(), store.clone(), Services::new(sim.clone(), sim, store))
 }
 
 fn request(extra: Value) -> Value {

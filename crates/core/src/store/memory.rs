@@ -1,6 +1,6 @@
 //! In-memory store for tests and simulator runs.
 
-use super::{supersedes, RunRecord, RunStatus, RunStore};
+use super::{supersedes, AccountCache, LatencyHistory, RunLog, RunRecord, RunStatus};
 use crate::error::{FanoutError, Result};
 use crate::model::{AccountResult, OrgSnapshot, Scope};
 use crate::report::RunSummary;
@@ -28,7 +28,7 @@ impl MemoryStore {
 }
 
 #[async_trait]
-impl RunStore for MemoryStore {
+impl AccountCache for MemoryStore {
     async fn cached_org(&self, scope: &Scope) -> Result<Option<OrgSnapshot>> {
         Ok(self.inner.lock().expect("store").orgs.get(&scope.key()).cloned())
     }
@@ -37,7 +37,10 @@ impl RunStore for MemoryStore {
         self.inner.lock().expect("store").orgs.insert(scope.key(), snapshot.clone());
         Ok(())
     }
+}
 
+#[async_trait]
+impl RunLog for MemoryStore {
     async fn put_run(&self, record: &RunRecord) -> Result<()> {
         let mut inner = self.inner.lock().expect("store");
         if inner.runs.contains_key(&record.plan.run_id) {
@@ -78,7 +81,10 @@ impl RunStore for MemoryStore {
         let inner = self.inner.lock().expect("store");
         Ok(inner.results.iter().filter(|((r, _), _)| r == run_id).map(|(_, v)| v.clone()).collect())
     }
+}
 
+#[async_trait]
+impl LatencyHistory for MemoryStore {
     async fn latency_samples(&self, scope: &Scope, limit: usize) -> Result<Vec<u64>> {
         let inner = self.inner.lock().expect("store");
         let samples = inner.latencies.get(&scope.key()).map(Vec::as_slice).unwrap_or_default();

@@ -35,13 +35,18 @@ pub struct RunRecord {
     pub summary: Option<RunSummary>,
 }
 
+/// The account cache: one organization snapshot per scope.
 #[async_trait]
-pub trait RunStore: Send + Sync {
+pub trait AccountCache: Send + Sync {
     /// The cached organization snapshot of `scope`, if any (freshness is the caller's
     /// decision). A snapshot cached for another scope is never returned.
     async fn cached_org(&self, scope: &Scope) -> Result<Option<OrgSnapshot>>;
     async fn put_org(&self, scope: &Scope, snapshot: &OrgSnapshot) -> Result<()>;
+}
 
+/// Runs and their per-account results.
+#[async_trait]
+pub trait RunLog: Send + Sync {
     /// Stores a new run. Fails if the run id exists.
     async fn put_run(&self, record: &RunRecord) -> Result<()>;
     async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>>;
@@ -53,12 +58,20 @@ pub trait RunStore: Send + Sync {
     /// first only if it is at least as final (a retried worker never loses a final result).
     async fn put_result(&self, result: &AccountResult) -> Result<()>;
     async fn results(&self, run_id: &str) -> Result<Vec<AccountResult>>;
+}
 
-    /// Provisioning latencies (ms) observed in past runs of `scope`, most recent last, at most
-    /// `limit`.
+/// Provisioning latencies observed in past runs: what the planner's latency model learns from.
+#[async_trait]
+pub trait LatencyHistory: Send + Sync {
+    /// Latencies (ms) observed in past runs of `scope`, most recent last, at most `limit`.
     async fn latency_samples(&self, scope: &Scope, limit: usize) -> Result<Vec<u64>>;
     async fn add_latency_samples(&self, scope: &Scope, samples: &[u64]) -> Result<()>;
 }
+
+/// Everything a store keeps; what backends build (each step takes only the part it uses).
+pub trait RunStore: AccountCache + RunLog + LatencyHistory {}
+
+impl<T: AccountCache + RunLog + LatencyHistory + ?Sized> RunStore for T {}
 
 /// Provisioning latencies kept per scope: what the planner learns its latency model from.
 pub const LATENCY_SAMPLES_KEPT: usize = 500;
