@@ -9,6 +9,7 @@
 
 pub mod moto {
     use serde_json::Value;
+    use sso_fanout_core::ids::{AccountId, PermissionSetArn, PrincipalId};
     use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::path::PathBuf;
@@ -159,21 +160,21 @@ pub mod moto {
             self.str_at(&format!("/ous/{}", path.replace('~', "~0").replace('/', "~1")))
         }
 
-        pub fn group(&self, name: &str) -> String {
-            self.str_at(&format!("/groups/{name}"))
+        pub fn group(&self, name: &str) -> PrincipalId {
+            self.str_at(&format!("/groups/{name}")).parse().expect("a principal id")
         }
 
-        pub fn user(&self, name: &str) -> String {
-            self.str_at(&format!("/users/{name}"))
+        pub fn user(&self, name: &str) -> PrincipalId {
+            self.str_at(&format!("/users/{name}")).parse().expect("a principal id")
         }
 
-        pub fn permission_set(&self, name: &str) -> String {
-            self.str_at(&format!("/permissionSets/{name}"))
+        pub fn permission_set(&self, name: &str) -> PermissionSetArn {
+            self.str_at(&format!("/permissionSets/{name}")).parse().expect("a permission set ARN")
         }
 
         /// Principal ids holding `permission_set_arn` in `account`, as sso-admin lists them
         /// (duplicates kept, so a repeated write shows).
-        pub async fn holders(&self, clients: &sso_fanout_aws::AwsClients, account: &str, permission_set_arn: &str) -> Vec<String> {
+        pub async fn holders(&self, clients: &sso_fanout_aws::AwsClients, account: &str, permission_set_arn: &str) -> Vec<PrincipalId> {
             let pages: Vec<_> = clients
                 .sso_admin
                 .list_account_assignments()
@@ -185,20 +186,21 @@ pub mod moto {
                 .try_collect()
                 .await
                 .expect("ListAccountAssignments");
-            pages.iter().flat_map(|p| p.account_assignments()).filter_map(|a| a.principal_id().map(str::to_string)).collect()
+            pages.iter().flat_map(|p| p.account_assignments()).filter_map(|a| a.principal_id()?.parse().ok()).collect()
         }
 
         pub fn accounts(&self) -> Vec<Value> {
             self.seed["accounts"].as_array().cloned().unwrap_or_default()
         }
 
-        pub fn account_id(&self, name: &str) -> String {
+        pub fn account_id(&self, name: &str) -> AccountId {
             self.accounts()
                 .iter()
                 .find(|a| a["name"] == name)
                 .and_then(|a| a["id"].as_str())
                 .unwrap_or_else(|| panic!("seed has no account {name}"))
-                .to_string()
+                .parse()
+                .expect("an account id")
         }
 
         /// Seeded account names whose OU path (names) starts with `prefix` (e.g. ["Prod"]).

@@ -2,7 +2,9 @@
 //! Each test gets a freshly reset (and seeded) moto; see `sso_fanout_tests::moto`.
 
 use sso_fanout_aws::{create_table, AwsIdentityCenter, AwsOrgDirectory, DynamoStore, IdentityCenterConfig};
+use sso_fanout_core::ids::AccountId;
 use sso_fanout_core::model::*;
+use sso_fanout_core::request::{PermissionSetRef, PrincipalRef};
 use sso_fanout_core::plan::Plan;
 use sso_fanout_core::planner::{decide, PlannerConfig};
 use sso_fanout_core::ports::{AssignmentOps, Directory, OrgDirectory};
@@ -18,6 +20,19 @@ const TABLE: &str = "sso-fanout-test";
 
 async fn identity_center(moto: &Moto) -> AwsIdentityCenter {
     AwsIdentityCenter::from_clients(&moto.clients().await, IdentityCenterConfig::default())
+}
+
+/// A permission set or principal as a request names it.
+fn ps(name_or_arn: &str) -> PermissionSetRef {
+    name_or_arn.parse().unwrap()
+}
+
+fn by_name(kind: PrincipalType, name: &str) -> PrincipalRef {
+    PrincipalRef::Name { kind, name: name.into() }
+}
+
+fn by_id(kind: PrincipalType, id: &str) -> PrincipalRef {
+    PrincipalRef::Id { kind, id: id.parse().unwrap() }
 }
 
 fn group(moto: &Moto, name: &str) -> Principal {
@@ -68,11 +83,11 @@ async fn resolves_instance_permission_sets_and_principals() {
     assert_eq!(inst.instance_arn, moto.instance_arn());
     assert_eq!(inst.identity_store_id, moto.identity_store_id());
 
-    let admin = ic.resolve_permission_set("AdministratorAccess").await.unwrap();
+    let admin = ic.resolve_permission_set(&ps("AdministratorAccess")).await.unwrap();
     assert_eq!(admin, PermissionSet { arn: moto.permission_set("AdministratorAccess"), name: "AdministratorAccess".into() });
-    let ro = ic.resolve_permission_set(&moto.permission_set("ReadOnlyAccess")).await.unwrap();
+    let ro = ic.resolve_permission_set(&ps(&moto.permission_set("ReadOnlyAccess"))).await.unwrap();
     assert_eq!(ro.name, "ReadOnlyAccess");
-    match ic.resolve_permission_set("PowerUserAccess").await.unwrap_err() {
+    match ic.resolve_permission_set(&ps("PowerUserAccess")).await.unwrap_err() {
         FanoutError::NotFound { what, name, hint } => {
             assert_eq!((what.as_str(), name.as_str()), ("permission set", "PowerUserAccess"));
             assert!(hint.contains("AdministratorAccess") && hint.contains("ReadOnlyAccess"), "{hint}");
@@ -82,25 +97,25 @@ async fn resolves_instance_permission_sets_and_principals() {
     // A well-formed ARN of this instance that does not exist.
     let instance_suffix = moto.instance_arn().rsplit('/').next().unwrap().to_string();
     let missing = format!("arn:aws:sso:::permissionSet/{instance_suffix}/ps-0123456789abcdef");
-    assert!(matches!(ic.resolve_permission_set(&missing).await.unwrap_err(), FanoutError::NotFound { .. }));
+    assert!(matches!(ic.resolve_permission_set(&ps(&missing)).await.unwrap_err(), FanoutError::NotFound { .. }));
 
-    let g = ic.resolve_principal(PrincipalType::Group, Some("PlatformAdmins"), None).await.unwrap();
+    let g = ic.resolve_principal(&by_name(PrincipalType::Group, "PlatformAdmins")).await.unwrap();
     assert_eq!(g, group(&moto, "PlatformAdmins"));
-    let u = ic.resolve_principal(PrincipalType::User, Some("alice"), None).await.unwrap();
+    let u = ic.resolve_principal(&by_name(PrincipalType::User, "alice")).await.unwrap();
     assert_eq!(u.id, moto.user("alice"));
-    let by_id = ic.resolve_principal(PrincipalType::Group, None, Some(&moto.group("Developers"))).await.unwrap();
-    assert_eq!(by_id.name.as_deref(), Some("Developers"));
-    let user_by_id = ic.resolve_principal(PrincipalType::User, None, Some(&moto.user("alice"))).await.unwrap();
+    let developers = ic.resolve_principal(&by_id(PrincipalType::Group, &moto.group("Developers"))).await.unwrap();
+    assert_eq!(developers.name.as_deref(), Some("Developers"));
+    let user_by_id = ic.resolve_principal(&by_id(PrincipalType::User, &moto.user("alice"))).await.unwrap();
     assert_eq!(user_by_id.name.as_deref(), Some("alice"));
 
-    let e = ic.resolve_principal(PrincipalType::Group, Some("platformadmins"), None).await.unwrap_err();
+    let e = ic.resolve_principal(&by_name(PrincipalType::Group, "platformadmins")).await.unwrap_err();
     assert!(
         matches!(&e, FanoutError::NotFound { what, hint, .. } if what == "group" && hint.contains("case-sensitive")),
         "{e:?}"
     );
-    let e = ic.resolve_principal(PrincipalType::User, Some("bob"), None).await.unwrap_err();
+    let e = ic.resolve_principal(&by_name(PrincipalType::User, "bob")).await.unwrap_err();
     assert!(matches!(&e, FanoutError::NotFound { what, .. } if what == "user"), "{e:?}");
-    let e = ic.resolve_principal(PrincipalType::Group, None, Some("906771c1-0071-7057-3a0c-1d1c4ba2c2e8")).await.unwrap_err();
+    let e = ic.resolve_principal(&by_id(PrincipalType::Group, "906771c1-0071-7057-3a0c-1d1c4ba2c2e8")).await.unwrap_err();
     assert!(matches!(&e, FanoutError::NotFound { what, .. } if what == "group id"), "{e:?}");
     assert!(e.is_request_error());
 }
@@ -111,7 +126,7 @@ async fn assignments_create_describe_list_delete() {
     let ic = identity_center(&moto).await;
     let admins = group(&moto, "PlatformAdmins");
     let ps = moto.permission_set("AdministratorAccess");
-    let candidates: Vec<String> = moto.accounts().iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
+    let candidates: Vec<AccountId> = moto.accounts().iter().map(|a| a["id"].as_str().unwrap().parse().unwrap()).collect();
 
     let pre = moto.account_id("prod-payments-001");
     let target = moto.account_id("prod-payments-002");
@@ -202,7 +217,7 @@ async fn dynamo_org_cache_round_trip_and_replacement() {
 fn test_scope(org: &str) -> Scope {
     Scope {
         organization_id: org.into(),
-        management_account_id: "100000000000".into(),
+        management_account_id: "100000000000".parse().unwrap(),
         instance_arn: "arn:aws:sso:::instance/ssoins-1111111111111111".into(),
         region: "us-east-1".into(),
     }
@@ -211,12 +226,12 @@ fn test_scope(org: &str) -> Scope {
 fn synthetic_org(n: usize) -> OrgSnapshot {
     OrgSnapshot {
         organization_id: "o-abcdef1234".into(),
-        management_account_id: "100000000000".into(),
+        management_account_id: "100000000000".parse().unwrap(),
         roots: vec!["r-ab12".into()],
         ous: vec![],
         accounts: (0..n)
             .map(|i| Account {
-                id: format!("{:012}", 200_000_000_000u64 + i as u64),
+                id: format!("{:012}", 200_000_000_000u64 + i as u64).parse().unwrap(),
                 name: format!("workload-{i:05}"),
                 email: format!("aws+workload-{i:05}@example.com"),
                 status: if i % 97 == 0 { AccountStatus::Suspended } else { AccountStatus::Active },
@@ -238,9 +253,9 @@ fn synthetic_plan(run_id: &str, created_at: u64, n: usize, skipped: usize, batch
         "tuning": {"batchSize": batch_size}
     }))
     .unwrap();
-    let targets: Vec<(String, String)> =
-        (0..n).map(|i| (format!("{:012}", 200_000_000_000u64 + i as u64), format!("workload-{i:05}"))).collect();
-    let existing: BTreeSet<String> = targets.iter().take(skipped).map(|(id, _)| id.clone()).collect();
+    let targets: Vec<(AccountId, String)> =
+        (0..n).map(|i| (format!("{:012}", 200_000_000_000u64 + i as u64).parse().unwrap(), format!("workload-{i:05}"))).collect();
+    let existing: BTreeSet<AccountId> = targets.iter().take(skipped).map(|(id, _)| id.clone()).collect();
     let config = PlannerConfig::default();
     let d = decide(Operation::Assign, &targets, &existing, n, &request, &config, LatencyModel::default());
     Plan {
@@ -255,12 +270,12 @@ fn synthetic_plan(run_id: &str, created_at: u64, n: usize, skipped: usize, batch
         },
         scope: test_scope("o-abcdef1234"),
         permission_set: PermissionSet {
-            arn: "arn:aws:sso:::permissionSet/ssoins-1111222233334444/ps-aaaabbbbccccdddd".into(),
+            arn: "arn:aws:sso:::permissionSet/ssoins-1111222233334444/ps-aaaabbbbccccdddd".parse().unwrap(),
             name: "AdministratorAccess".into(),
         },
         principal: Principal {
             kind: PrincipalType::Group,
-            id: "906771c1-0071-7057-3a0c-1d1c4ba2c2e8".into(),
+            id: "906771c1-0071-7057-3a0c-1d1c4ba2c2e8".parse().unwrap(),
             name: Some("PlatformAdmins".into()),
         },
         skipped: d.skipped,
@@ -277,7 +292,7 @@ fn result(plan: &Plan, account: &str, outcome: Outcome) -> AccountResult {
     AccountResult {
         run_id: plan.run_id.clone(),
         batch: 0,
-        account_id: account.into(),
+        account_id: account.parse().unwrap(),
         account_name: format!("name-{account}"),
         action: Action::Create,
         outcome,

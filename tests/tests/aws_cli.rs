@@ -56,7 +56,7 @@ async fn cli_assigns_by_ou_tag_and_filter_reruns_and_revokes_on_moto() {
     let out = sso_fanout(&moto, &store, &with(ASSIGN, &["--ou", &prod_ou]));
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let s = json(&out);
-    let prod: Vec<String> = moto.accounts_under(&["Prod"]).iter().map(|n| moto.account_id(n)).collect();
+    let prod: Vec<String> = moto.accounts_under(&["Prod"]).iter().map(|n| moto.account_id(n).to_string()).collect();
     assert_eq!(s["counts"]["total"].as_u64().unwrap() as usize, prod.len());
     for a in &prod {
         assert_eq!(holders(&clients, &moto, a).await, 1, "{a}");
@@ -134,7 +134,7 @@ async fn the_account_cache_and_ou_ids_never_cross_organizations() {
     let out = sso_fanout(&moto, &store, &with(ASSIGN, &["--filter", "prod-*"]));
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let s = json(&out);
-    let prod: Vec<String> = moto.accounts_under(&["Prod"]).iter().map(|n| moto.account_id(n)).collect();
+    let prod: Vec<String> = moto.accounts_under(&["Prod"]).iter().map(|n| moto.account_id(n).to_string()).collect();
     assert_eq!(s["counts"]["total"].as_u64().unwrap() as usize, prod.len(), "{s}");
     for a in &prod {
         assert_eq!(holders(&clients, &moto, a).await, 1, "{a}");

@@ -6,6 +6,7 @@
 use sso_fanout_aws::{AwsClients, AwsIdentityCenter, AwsOrgDirectory, IdentityCenterConfig};
 use sso_fanout_core::model::PrincipalType;
 use sso_fanout_core::ports::{Directory, OrgDirectory};
+use sso_fanout_core::request::PrincipalRef;
 use sso_fanout_core::FanoutError;
 use sso_fanout_tests::moto::Moto;
 
@@ -34,7 +35,7 @@ async fn endpoint_variables_are_honoured() {
     assert_eq!(clients.region.as_deref(), Some("us-east-1"));
     let ic = AwsIdentityCenter::from_clients(&clients, IdentityCenterConfig::default());
     assert_eq!(ic.instance().await.unwrap().instance_arn, moto.instance_arn(), "sso-admin via AWS_ENDPOINT_URL_SSO_ADMIN");
-    let g = ic.resolve_principal(PrincipalType::Group, Some("PlatformAdmins"), None).await.unwrap();
+    let g = ic.resolve_principal(&PrincipalRef::Name { kind: PrincipalType::Group, name: "PlatformAdmins".into() }).await.unwrap();
     assert_eq!(g.id, moto.group("PlatformAdmins"), "identitystore via AWS_ENDPOINT_URL_IDENTITYSTORE");
     // Organizations has no specific variable: the global one (nothing listens there).
     let e = AwsOrgDirectory::new(clients.organizations.clone()).snapshot().await.unwrap_err();

@@ -47,7 +47,7 @@ async fn handlers_assign_rerun_and_revoke_on_moto() {
     create_table(&clients.dynamodb, TABLE).await.unwrap();
     let services = config().services_with(&clients);
     let ps = moto.permission_set("AdministratorAccess");
-    let prod: Vec<String> = moto.accounts_under(&["Prod"]).iter().map(|name| moto.account_id(name)).collect();
+    let prod: Vec<String> = moto.accounts_under(&["Prod"]).iter().map(|name| moto.account_id(name).to_string()).collect();
     assert!(prod.len() >= 5);
 
     let (planned, summary) = execute(&services, request("assign", json!({"filter": "prod-*"}))).await;

@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use sso_fanout_aws::{create_table, AwsIdentityCenter, AwsOrgDirectory, DynamoStore, IdentityCenterConfig};
 use sso_fanout_core::engine::EngineOptions;
+use sso_fanout_core::ids::AccountId;
 use sso_fanout_core::model::*;
 use sso_fanout_core::pipeline::{execute, plan_run, Services};
 use sso_fanout_core::planner::PlannerConfig;
@@ -78,9 +79,9 @@ async fn assign_by_ou_rerun_and_revoke() {
     let config = PlannerConfig::default();
     let ps = moto.permission_set("AdministratorAccess");
     let admins = moto.group("PlatformAdmins");
-    let prod: BTreeSet<String> = moto.accounts_under(&["Prod"]).iter().map(|n| moto.account_id(n)).collect();
-    let others: Vec<String> =
-        moto.accounts().iter().map(|a| a["id"].as_str().unwrap().to_string()).filter(|id| !prod.contains(id)).collect();
+    let prod: BTreeSet<AccountId> = moto.accounts_under(&["Prod"]).iter().map(|n| moto.account_id(n)).collect();
+    let others: Vec<AccountId> =
+        moto.accounts().iter().map(|a| a["id"].as_str().unwrap().parse().unwrap()).filter(|id| !prod.contains(id)).collect();
     assert_eq!(prod.len(), 6, "Prod holds Payments (3), Search (2) and one account directly");
     let seeded = moto.account_id("prod-payments-001");
 
@@ -153,7 +154,7 @@ async fn nothing_selected_and_unknown_names_are_request_errors() {
     assert!(plan.warnings.iter().any(|w| w.contains("sandbox-bob-001") && w.contains("Suspended")), "{:?}", plan.warnings);
 
     let mut unknown = request("assign", &moto.ou("Prod"));
-    unknown.permission_set = "NoSuchSet".into();
+    unknown.permission_set = "NoSuchSet".parse().unwrap();
     let e = plan_run(&services, &unknown, &config).await.unwrap_err();
     assert!(e.is_request_error(), "{e:?}");
     assert_eq!(e.error_type(), "InvalidRequest");

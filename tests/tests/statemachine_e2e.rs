@@ -262,7 +262,7 @@ impl Harness {
     async fn results(&self, run_id: &str) -> BTreeMap<String, (Outcome, String)> {
         let results = self.store.results(run_id).await.expect("results");
         let by_account: BTreeMap<_, _> =
-            results.iter().map(|r| (r.account_id.clone(), (r.outcome, format!("{:?}", r.action).to_lowercase()))).collect();
+            results.iter().map(|r| (r.account_id.to_string(), (r.outcome, format!("{:?}", r.action).to_lowercase()))).collect();
         assert_eq!(by_account.len(), results.len(), "one result per account");
         by_account
     }

@@ -5,7 +5,7 @@
 //! engine paces and retries them inside the 20 requests/s budget.
 
 use crate::errors::{classify, classify_optional};
-use crate::util::bounded;
+use crate::util::{answered, bounded};
 use async_trait::async_trait;
 use aws_sdk_identitystore::types::{AlternateIdentifier, UniqueAttribute};
 use aws_sdk_ssoadmin::types::{
@@ -13,7 +13,9 @@ use aws_sdk_ssoadmin::types::{
     StatusValues, TargetType,
 };
 use aws_smithy_types::Document;
+use sso_fanout_core::ids::{AccountId, PermissionSetArn, PrincipalId};
 use sso_fanout_core::model::*;
+use sso_fanout_core::request::{PermissionSetRef, PrincipalRef};
 use sso_fanout_core::pacing::Pacer;
 use sso_fanout_core::ports::{AssignmentOps, Directory};
 use sso_fanout_core::{FanoutError, Result};
@@ -45,12 +47,12 @@ pub struct AwsIdentityCenter {
 
 #[derive(Default)]
 struct PermissionSetIndex {
-    by_name: BTreeMap<String, Vec<String>>,
-    by_arn: BTreeMap<String, String>,
+    by_name: BTreeMap<String, Vec<PermissionSetArn>>,
+    by_arn: BTreeMap<PermissionSetArn, String>,
 }
 
 impl PermissionSetIndex {
-    fn insert(&mut self, arn: String, name: String) {
+    fn insert(&mut self, arn: PermissionSetArn, name: String) {
         if self.by_arn.insert(arn.clone(), name.clone()).is_none() {
             self.by_name.entry(name).or_default().push(arn);
         }
@@ -155,6 +157,8 @@ impl AwsIdentityCenter {
             .try_collect()
             .await
             .map_err(|e| classify("ListPermissionSets", e))?;
+        let arns: Vec<PermissionSetArn> =
+            arns.iter().map(|arn| answered("ListPermissionSets", Some(arn.as_str()))).collect::<Result<_>>()?;
         let described = bounded(
             LOOKUP_CONCURRENCY,
             arns.into_iter().map(|arn| {
@@ -185,7 +189,7 @@ impl AwsIdentityCenter {
                     return Err(FanoutError::Ambiguous {
                         what: "permission set".into(),
                         name: name.to_string(),
-                        candidates: arns.join(", "),
+                        candidates: arns.iter().map(PermissionSetArn::as_str).collect::<Vec<_>>().join(", "),
                     })
                 }
                 _ if !fresh => {
@@ -208,25 +212,25 @@ impl AwsIdentityCenter {
         }
     }
 
-    async fn by_arn(&self, arn: &str) -> Result<PermissionSet> {
+    async fn by_arn(&self, arn: &PermissionSetArn) -> Result<PermissionSet> {
         if let Some(index) = self.permission_sets.lock().await.as_ref() {
             if let Some(name) = index.by_arn.get(arn) {
-                return Ok(PermissionSet { arn: arn.to_string(), name: name.clone() });
+                return Ok(PermissionSet { arn: arn.clone(), name: name.clone() });
             }
         }
         let instance_arn = self.instance_arn().await?;
         // arn:aws:sso:::permissionSet/ssoins-X/ps-Y belongs to instance arn:aws:sso:::instance/ssoins-X.
-        let ps_instance = arn.split('/').nth(1).unwrap_or("");
+        let ps_instance = arn.instance_id();
         if !instance_arn.ends_with(&format!("/{ps_instance}")) {
             return Err(FanoutError::not_found(
                 "permission set",
-                arn,
+                arn.as_str(),
                 format!("it belongs to instance {ps_instance}, but this run uses {instance_arn}"),
             ));
         }
         let ps = describe_permission_set(&self.sso, &instance_arn, arn).await.map_err(|e| match e {
             FanoutError::NotFound { .. } | FanoutError::Validation { .. } => {
-                FanoutError::not_found("permission set", arn, format!("no such permission set in {instance_arn}"))
+                FanoutError::not_found("permission set", arn.as_str(), format!("no such permission set in {instance_arn}"))
             }
             other => other,
         })?;
@@ -281,7 +285,7 @@ impl AwsIdentityCenter {
             }
             Err(e) => return Err(e),
         };
-        Ok(Principal { kind, id, name: Some(name.to_string()) })
+        Ok(Principal { kind, id: answered(api, Some(&id))?, name: Some(name.to_string()) })
     }
 
     /// "known groups: A, B, C and more" from the first page of the Identity Store's listing,
@@ -324,10 +328,10 @@ impl AwsIdentityCenter {
         }
     }
 
-    async fn principal_by_id(&self, kind: PrincipalType, id: &str, store: &str) -> Result<Principal> {
+    async fn principal_by_id(&self, kind: PrincipalType, id: &PrincipalId, store: &str) -> Result<Principal> {
         let what = if kind == PrincipalType::Group { "group" } else { "user" };
         let not_found =
-            || FanoutError::not_found(format!("{what} id"), id, format!("no {what} with this id in identity store {store}"));
+            || FanoutError::not_found(format!("{what} id"), id.as_str(), format!("no {what} with this id in identity store {store}"));
         let name = match kind {
             PrincipalType::Group => self
                 .identity_store
@@ -349,7 +353,7 @@ impl AwsIdentityCenter {
                 .map_err(|e| classify("DescribeUser", e)),
         }
         .map_err(|e| if matches!(e, FanoutError::NotFound { .. }) { not_found() } else { e })?;
-        Ok(Principal { kind, id: id.to_string(), name })
+        Ok(Principal { kind, id: id.clone(), name })
     }
 
     /// One principal-wide listing (all pages), filtered to the permission set client-side.
@@ -357,9 +361,9 @@ impl AwsIdentityCenter {
         &self,
         instance_arn: &str,
         principal: &Principal,
-        permission_set_arn: &str,
-        candidates: &[String],
-    ) -> Result<BTreeSet<String>> {
+        permission_set_arn: &PermissionSetArn,
+        candidates: &[AccountId],
+    ) -> Result<BTreeSet<AccountId>> {
         let mut request = self
             .sso
             .list_account_assignments_for_principal()
@@ -377,11 +381,11 @@ impl AwsIdentityCenter {
             .try_collect()
             .await
             .map_err(|e| classify_optional("ListAccountAssignmentsForPrincipal", e))?;
-        Ok(items
-            .into_iter()
-            .filter(|a| a.permission_set_arn() == Some(permission_set_arn))
-            .filter_map(|a| a.account_id)
-            .collect())
+        items
+            .iter()
+            .filter(|a| a.permission_set_arn() == Some(permission_set_arn.as_str()))
+            .map(|a| answered("ListAccountAssignmentsForPrincipal", a.account_id()))
+            .collect()
     }
 
     /// Per-account listing of the candidates (all pages each), paced within the budget.
@@ -389,9 +393,9 @@ impl AwsIdentityCenter {
         &self,
         instance_arn: &str,
         principal: &Principal,
-        permission_set_arn: &str,
-        candidates: &[String],
-    ) -> Result<BTreeSet<String>> {
+        permission_set_arn: &PermissionSetArn,
+        candidates: &[AccountId],
+    ) -> Result<BTreeSet<AccountId>> {
         let pacer = Arc::new(Pacer::new(FALLBACK_LISTING_RATE));
         let found = bounded(
             LOOKUP_CONCURRENCY,
@@ -431,7 +435,7 @@ impl AwsIdentityCenter {
     }
 }
 
-async fn describe_permission_set(client: &aws_sdk_ssoadmin::Client, instance_arn: &str, arn: &str) -> Result<PermissionSet> {
+async fn describe_permission_set(client: &aws_sdk_ssoadmin::Client, instance_arn: &str, arn: &PermissionSetArn) -> Result<PermissionSet> {
     let out = client
         .describe_permission_set()
         .instance_arn(instance_arn)
@@ -443,7 +447,7 @@ async fn describe_permission_set(client: &aws_sdk_ssoadmin::Client, instance_arn
         .permission_set()
         .and_then(|p| p.name())
         .ok_or_else(|| FanoutError::Internal(format!("DescribePermissionSet {arn} answered without a name")))?;
-    Ok(PermissionSet { arn: arn.to_string(), name: name.to_string() })
+    Ok(PermissionSet { arn: arn.clone(), name: name.to_string() })
 }
 
 fn sso_principal_type(kind: PrincipalType) -> SsoPrincipalType {
@@ -472,30 +476,27 @@ impl Directory for AwsIdentityCenter {
         self.instance.get_or_try_init(|| self.load_instance()).await.cloned()
     }
 
-    async fn resolve_permission_set(&self, name_or_arn: &str) -> Result<PermissionSet> {
-        let wanted = name_or_arn.trim();
-        if wanted.starts_with("arn:") {
-            self.by_arn(wanted).await
-        } else {
-            self.by_name(wanted).await
+    async fn resolve_permission_set(&self, permission_set: &PermissionSetRef) -> Result<PermissionSet> {
+        match permission_set {
+            PermissionSetRef::Arn(arn) => self.by_arn(arn).await,
+            PermissionSetRef::Name(name) => self.by_name(name).await,
         }
     }
 
-    async fn resolve_principal(&self, kind: PrincipalType, name: Option<&str>, id: Option<&str>) -> Result<Principal> {
+    async fn resolve_principal(&self, principal: &PrincipalRef) -> Result<Principal> {
         let store = self.instance().await?.identity_store_id;
-        match (name, id) {
-            (_, Some(id)) => self.principal_by_id(kind, id.trim(), &store).await,
-            (Some(name), None) => self.principal_by_name(kind, name.trim(), &store).await,
-            (None, None) => Err(FanoutError::invalid("principal", "{}", "`name` (group display name or user name) or `id`")),
+        match principal {
+            PrincipalRef::Id { kind, id } => self.principal_by_id(*kind, id, &store).await,
+            PrincipalRef::Name { kind, name } => self.principal_by_name(*kind, name.trim(), &store).await,
         }
     }
 
     async fn assigned_accounts(
         &self,
         principal: &Principal,
-        permission_set_arn: &str,
-        candidates: &[String],
-    ) -> Result<BTreeSet<String>> {
+        permission_set_arn: &PermissionSetArn,
+        candidates: &[AccountId],
+    ) -> Result<BTreeSet<AccountId>> {
         let instance_arn = self.instance_arn().await?;
         match self.assigned_for_principal(&instance_arn, principal, permission_set_arn, candidates).await {
             Ok(found) => Ok(found),

@@ -23,7 +23,9 @@ use aws_sdk_ssoadmin::Client;
 use aws_smithy_mocks::{create_mock_http_client, mock, MockResponseInterceptor, Rule, RuleMode};
 use aws_smithy_types::error::ErrorMetadata;
 use sso_fanout_core::model::*;
+use sso_fanout_core::ids::AccountId;
 use sso_fanout_core::ports::{AssignmentOps, Directory};
+use sso_fanout_core::request::PermissionSetRef;
 use sso_fanout_core::FanoutError;
 
 const INSTANCE: &str = "arn:aws:sso:::instance/ssoins-1111222233334444";
@@ -72,12 +74,17 @@ fn ic_with(rules: &[&Rule], config: IdentityCenterConfig) -> AwsIdentityCenter {
     AwsIdentityCenter::new(client.clone(), client, unused_identity_store(), config)
 }
 
+/// A permission set by name or ARN, as a request names it.
+fn by(name_or_arn: &str) -> PermissionSetRef {
+    name_or_arn.parse().unwrap()
+}
+
 fn key(account: &str) -> AssignmentKey {
     AssignmentKey {
-        account_id: account.into(),
-        permission_set_arn: PS.into(),
+        account_id: account.parse().unwrap(),
+        permission_set_arn: PS.parse().unwrap(),
         principal_type: PrincipalType::Group,
-        principal_id: GROUP.into(),
+        principal_id: GROUP.parse().unwrap(),
     }
 }
 
@@ -284,20 +291,20 @@ async fn permission_set_names_resolve_once_and_report_ambiguity_and_unknowns() {
     let (list, describe) = permission_set_rules(SETS);
     let ic = ic(&[&list, &describe]);
 
-    let ps = ic.resolve_permission_set("ReadOnlyAccess").await.unwrap();
+    let ps = ic.resolve_permission_set(&by("ReadOnlyAccess")).await.unwrap();
     assert_eq!(ps.arn, SETS[1].0);
-    let again = ic.resolve_permission_set("AdministratorAccess").await.unwrap();
+    let again = ic.resolve_permission_set(&by("AdministratorAccess")).await.unwrap();
     assert_eq!(again.arn, SETS[0].0);
     assert_eq!(list.num_calls(), 1, "the name -> ARN map is cached");
     assert_eq!(describe.num_calls(), 4);
 
-    let e = ic.resolve_permission_set("Billing").await.unwrap_err();
+    let e = ic.resolve_permission_set(&by("Billing")).await.unwrap_err();
     assert!(
         matches!(&e, FanoutError::Ambiguous { candidates, .. } if candidates.contains("ps-0000000000000003") && candidates.contains("ps-0000000000000004")),
         "{e:?}"
     );
 
-    let e = ic.resolve_permission_set("administratoraccess").await.unwrap_err();
+    let e = ic.resolve_permission_set(&by("administratoraccess")).await.unwrap_err();
     match &e {
         FanoutError::NotFound { what, hint, .. } => {
             assert_eq!(what, "permission set");
@@ -308,12 +315,12 @@ async fn permission_set_names_resolve_once_and_report_ambiguity_and_unknowns() {
     assert_eq!(list.num_calls(), 2, "a miss re-reads the list once (a set created since)");
 
     // By ARN: from the cache, no call.
-    let by_arn = ic.resolve_permission_set(SETS[2].0).await.unwrap();
+    let by_arn = ic.resolve_permission_set(&by(SETS[2].0)).await.unwrap();
     assert_eq!(by_arn.name, "Billing");
     assert_eq!(describe.num_calls(), 8);
     // An ARN of another instance is refused without a call.
     let e =
-        ic.resolve_permission_set("arn:aws:sso:::permissionSet/ssoins-9999999999999999/ps-0000000000000001").await.unwrap_err();
+        ic.resolve_permission_set(&by("arn:aws:sso:::permissionSet/ssoins-9999999999999999/ps-0000000000000001")).await.unwrap_err();
     assert!(matches!(e, FanoutError::NotFound { .. }), "{e:?}");
 }
 
@@ -337,9 +344,9 @@ async fn principal_listing_unavailable_falls_back_to_per_account_listing() {
             .build()
     });
     let ic = ic(&[&for_principal, &per_account]);
-    let principal = Principal { kind: PrincipalType::Group, id: GROUP.into(), name: None };
-    let candidates = vec!["111111111111".to_string(), "222222222222".to_string(), "333333333333".to_string()];
-    let found = ic.assigned_accounts(&principal, PS, &candidates).await.unwrap();
+    let principal = Principal { kind: PrincipalType::Group, id: GROUP.parse().unwrap(), name: None };
+    let candidates: Vec<AccountId> = ["111111111111", "222222222222", "333333333333"].iter().map(|a| a.parse().unwrap()).collect();
+    let found = ic.assigned_accounts(&principal, &PS.parse().unwrap(), &candidates).await.unwrap();
     assert_eq!(found.into_iter().collect::<Vec<_>>(), vec!["222222222222"]);
     assert_eq!(for_principal.num_calls(), 1);
     assert_eq!(per_account.num_calls(), 3);

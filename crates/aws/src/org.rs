@@ -2,7 +2,7 @@
 //! account), tags per account with bounded concurrency.
 
 use crate::errors::classify;
-use crate::util::bounded;
+use crate::util::{answered, bounded};
 use async_trait::async_trait;
 use aws_sdk_organizations::types::{Account as OrgAccount, AccountState, AccountStatus as OrgAccountStatus};
 use aws_sdk_organizations::Client;
@@ -100,9 +100,10 @@ impl OrgDirectory for AwsOrgDirectory {
             .organization()
             .ok_or_else(|| FanoutError::Internal("DescribeOrganization answered without an organization".into()))?;
         match (org.id(), org.master_account_id()) {
-            (Some(id), Some(management)) if !id.is_empty() && !management.is_empty() => {
-                Ok(OrgIdentity { organization_id: id.to_string(), management_account_id: management.to_string() })
-            }
+            (Some(id), management @ Some(_)) if !id.is_empty() => Ok(OrgIdentity {
+                organization_id: id.to_string(),
+                management_account_id: answered("DescribeOrganization", management)?,
+            }),
             _ => Err(FanoutError::Internal("DescribeOrganization answered without the organization id or management account".into())),
         }
     }
@@ -129,7 +130,7 @@ impl OrgDirectory for AwsOrgDirectory {
             for ((parent, path), (children, members)) in level.iter().zip(listed) {
                 for a in members {
                     accounts.push(Account {
-                        id: a.id().unwrap_or_default().to_string(),
+                        id: answered("ListAccountsForParent", a.id())?,
                         name: a.name().unwrap_or_default().to_string(),
                         email: a.email().unwrap_or_default().to_string(),
                         status: account_status(&a),
@@ -147,7 +148,7 @@ impl OrgDirectory for AwsOrgDirectory {
             level = next;
         }
 
-        let tags = bounded(self.concurrency, accounts.iter().map(|a| Self::tags(self.client.clone(), a.id.clone()))).await?;
+        let tags = bounded(self.concurrency, accounts.iter().map(|a| Self::tags(self.client.clone(), a.id.to_string()))).await?;
         for (account, tags) in accounts.iter_mut().zip(tags) {
             account.tags = tags;
         }

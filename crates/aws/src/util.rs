@@ -32,6 +32,13 @@ where
     Ok(out.into_iter().map(|v| v.expect("every task reported")).collect())
 }
 
+/// An id in an AWS answer, parsed once where it enters: a malformed one is a fault of the
+/// endpoint, never passed on as a plain string.
+pub fn answered<T: sso_fanout_core::ids::Identifier>(api: &str, text: Option<&str>) -> Result<T> {
+    let text = text.ok_or_else(|| FanoutError::Internal(format!("{api} answered without an id")))?;
+    T::parse_id(text).map_err(|e| FanoutError::Internal(format!("{api} answered with {e}")))
+}
+
 /// Unix time in nanoseconds mixed with a per-process random key: unique version tags.
 pub fn unique_suffix() -> String {
     use std::hash::{BuildHasher, Hasher};

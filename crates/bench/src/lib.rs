@@ -5,12 +5,13 @@
 
 use sso_fanout_core::engine::EngineOptions;
 use sso_fanout_core::error::{FanoutError, Result};
-use sso_fanout_core::model::{AssignmentKey, OpState, Operation, Outcome, PrincipalType};
+use sso_fanout_core::ids::{AccountId, PermissionSetArn, PrincipalId};
+use sso_fanout_core::model::{AssignmentKey, OpState, Operation, Outcome};
 use sso_fanout_core::pipeline::{execute, plan_run, Services};
 use sso_fanout_core::clock::unix_now;
 use sso_fanout_core::planner::PlannerConfig;
 use sso_fanout_core::ports::AssignmentOps;
-use sso_fanout_core::request::{PrincipalRef, RunRequest, Targets, Tuning};
+use sso_fanout_core::request::{RunRequest, Tuning};
 use sso_fanout_core::store::{AccountCache, MemoryStore, RunLog};
 use sso_fanout_core::tiers::{greedy_makespan, makespan_bound};
 use sso_fanout_sim::{Faults, SimCloud, SimConfig};
@@ -143,16 +144,18 @@ mod tests {
     }
 }
 
-fn bench_request(tuning: Option<Tuning>) -> RunRequest {
-    RunRequest {
-        operation: Operation::Assign,
-        permission_set: "AdministratorAccess".into(),
-        principal: PrincipalRef { kind: PrincipalType::Group, name: Some("PlatformAdmins".into()), id: None },
-        targets: Targets { filter: Some("*".into()), ..Default::default() },
-        dry_run: false,
-        refresh_cache: false,
-        tuning,
+/// Assign AdministratorAccess to PlatformAdmins in every account, as a user would write it.
+fn bench_request(tuning: Option<Tuning>) -> Result<RunRequest> {
+    let mut request = serde_json::json!({
+        "operation": "assign",
+        "permissionSet": "AdministratorAccess",
+        "principal": {"type": "GROUP", "name": "PlatformAdmins"},
+        "targets": {"filter": "*"},
+    });
+    if let Some(tuning) = tuning {
+        request["tuning"] = serde_json::to_value(tuning).map_err(|e| FanoutError::Internal(e.to_string()))?;
     }
+    RunRequest::from_value(request)
 }
 
 fn sim_for(accounts: usize, options: &BenchOptions) -> Arc<SimCloud> {
@@ -162,20 +165,20 @@ fn sim_for(accounts: usize, options: &BenchOptions) -> Arc<SimCloud> {
 }
 
 /// Target accounts of the bench request: every ACTIVE member account.
-fn targets(sim: &SimCloud) -> Vec<String> {
+fn targets(sim: &SimCloud) -> Vec<AccountId> {
     let org = sim.org();
     org.accounts.iter().filter(|a| a.id != org.management_account_id).map(|a| a.id.clone()).collect()
 }
 
 /// (bound, greedy reference) for this organization's latencies.
-fn references(sim: &SimCloud, accounts: &[String]) -> (f64, f64) {
+fn references(sim: &SimCloud, accounts: &[AccountId]) -> (f64, f64) {
     let latencies: Vec<f64> = accounts.iter().map(|a| sim.provisioning_latency(a, Operation::Assign).as_secs_f64()).collect();
     let quotas = &sim.config().quotas;
     (makespan_bound(&latencies, quotas, 2.0), greedy_makespan(&latencies, quotas.max_outstanding_operations as usize))
 }
 
 /// Truth from the simulator: accounts whose assignment exists now.
-fn assigned(sim: &SimCloud, accounts: &[String], ps_arn: &str, principal_id: &str) -> BTreeSet<String> {
+fn assigned(sim: &SimCloud, accounts: &[AccountId], ps_arn: &PermissionSetArn, principal_id: &PrincipalId) -> BTreeSet<AccountId> {
     accounts.iter().filter(|a| sim.has_assignment(a, ps_arn, principal_id)).cloned().collect()
 }
 
@@ -196,7 +199,7 @@ fn measure(sim: &SimCloud, t0: Instant, t0_sim: f64) -> Measured {
 }
 
 /// One bench row: the run's measurements beside the references for the same latencies.
-fn row(accounts: usize, options: &BenchOptions, strategy: &str, sim: &SimCloud, targets: &[String], m: Measured, failed: usize, false_successes: usize) -> BenchRow {
+fn row(accounts: usize, options: &BenchOptions, strategy: &str, sim: &SimCloud, targets: &[AccountId], m: Measured, failed: usize, false_successes: usize) -> BenchRow {
     let counters = sim.counters();
     let (bound_s, greedy_s) = references(sim, targets);
     BenchRow {
@@ -234,7 +237,7 @@ pub fn run_sso_fanout(accounts: usize, options: &BenchOptions) -> Result<BenchRo
         let (_, scope) = sso_fanout_core::planner::scope(sim.as_ref(), sim.as_ref()).await?;
         store.put_org(&scope, &snapshot).await?; // both sides start with the account list in hand
         let services = Services::new(sim.clone(), sim.clone(), store.clone());
-        let request = bench_request(options.tuning.clone());
+        let request = bench_request(options.tuning.clone())?;
         let config = PlannerConfig::default();
         let (t0, t0_sim) = (Instant::now(), sim.elapsed_s());
         let plan = plan_run(&services, &request, &config).await?;
@@ -278,7 +281,7 @@ pub fn run_seed(accounts: usize, settings: &SeedSettings, options: &BenchOptions
         let t0 = Instant::now();
         let t0_sim = sim.elapsed_s();
         let chunk = settings.chunk.unwrap_or(targets.len()).max(1);
-        let mut reported: BTreeMap<String, bool> = BTreeMap::new();
+        let mut reported: BTreeMap<AccountId, bool> = BTreeMap::new();
         for (i, accounts) in targets.chunks(chunk).enumerate() {
             if i > 0 {
                 sleep(settings.chunk_delay).await;

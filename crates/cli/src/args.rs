@@ -2,8 +2,8 @@
 //! schedules and CI send, so `--request FILE` and flags are interchangeable.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use sso_fanout_core::model::{Operation, PrincipalType};
-use sso_fanout_core::request::{PrincipalRef, RunRequest, Targets, Tuning};
+use serde_json::{json, Value};
+use sso_fanout_core::request::RunRequest;
 use sso_fanout_core::{FanoutError, Result};
 use std::path::PathBuf;
 
@@ -325,7 +325,7 @@ pub struct BenchArgs {
     pub faults: FaultProfile,
     /// Force sso-fanout's batch size (to measure the seed's 50-account chunks, say).
     #[arg(long)]
-    pub batch_size: Option<u32>,
+    pub batch_size: Option<std::num::NonZeroU32>,
     /// Repeat with seeds SEED, SEED+1, ... and summarize each size and strategy (mean, min, max).
     #[arg(long, default_value_t = 1)]
     pub repeat: u64,
@@ -337,66 +337,72 @@ pub struct BenchArgs {
 }
 
 impl RequestArgs {
-    /// The run request from `--request` or from the flags; validated either way.
+    /// The run request from `--request` or from the flags: either way the same JSON document,
+    /// parsed by the same code as the state machine's input (errors name the JSON field).
     pub fn to_request(&self) -> Result<RunRequest> {
-        let mut request = match &self.request {
-            Some(path) => RunRequest::from_json(&read_request(path)?)?,
-            None => self.from_flags()?,
+        let mut document = match &self.request {
+            Some(path) => {
+                let text = read_request(path)?;
+                // Parse the file alone first: its syntax errors then carry line and column.
+                RunRequest::from_json(&text)?;
+                serde_json::from_str(&text).map_err(|e| FanoutError::invalid("--request", path.display(), format!("JSON ({e})")))?
+            }
+            None => self.flags_document()?,
         };
         // Flags that only tune a run may accompany --request.
         if self.refresh_cache {
-            request.refresh_cache = true;
+            document["refreshCache"] = true.into();
         }
-        if self.batch_size.is_some() || self.concurrency.is_some() || self.account_timeout.is_some() || self.max_retries.is_some() {
-            let t = request.tuning.get_or_insert_with(Tuning::default);
-            t.batch_size = self.batch_size.or(t.batch_size);
-            t.concurrency = self.concurrency.or(t.concurrency);
-            t.account_timeout_seconds = self.account_timeout.or(t.account_timeout_seconds);
-            t.max_retries = self.max_retries.or(t.max_retries);
+        for (key, value) in [
+            ("batchSize", self.batch_size),
+            ("concurrency", self.concurrency),
+            ("accountTimeoutSeconds", self.account_timeout),
+            ("maxRetries", self.max_retries),
+        ] {
+            if let Some(v) = value {
+                if !document["tuning"].is_object() {
+                    document["tuning"] = serde_json::json!({});
+                }
+                document["tuning"][key] = v.into();
+            }
         }
-        request.validate()?;
-        Ok(request)
+        RunRequest::from_value(document)
     }
 
-    fn from_flags(&self) -> Result<RunRequest> {
+    /// The request document the flags describe.
+    fn flags_document(&self) -> Result<Value> {
         let operation = match self.operation {
-            Some(OperationArg::Assign) => Operation::Assign,
-            Some(OperationArg::Revoke) => Operation::Revoke,
+            Some(OperationArg::Assign) => "assign",
+            Some(OperationArg::Revoke) => "revoke",
             None => return Err(FanoutError::invalid("--operation", "(missing)", "assign or revoke")),
         };
         let principal = match (&self.group, &self.user, &self.principal_id, self.principal_type) {
-            (Some(g), _, _, _) => PrincipalRef { kind: PrincipalType::Group, name: Some(g.clone()), id: None },
-            (_, Some(u), _, _) => PrincipalRef { kind: PrincipalType::User, name: Some(u.clone()), id: None },
-            (_, _, Some(id), Some(t)) => PrincipalRef {
-                kind: match t {
-                    PrincipalTypeArg::Group => PrincipalType::Group,
-                    PrincipalTypeArg::User => PrincipalType::User,
-                },
-                name: None,
-                id: Some(id.clone()),
-            },
-            _ => return Err(FanoutError::invalid("--group/--user/--principal-id", "(missing)", "one principal: --group NAME, --user NAME, or --principal-id ID --principal-type GROUP|USER")),
+            (Some(g), _, _, _) => json!({"type": "GROUP", "name": g}),
+            (_, Some(u), _, _) => json!({"type": "USER", "name": u}),
+            (_, _, Some(id), Some(t)) => json!({"type": match t { PrincipalTypeArg::Group => "GROUP", PrincipalTypeArg::User => "USER" }, "id": id}),
+            _ => {
+                return Err(FanoutError::invalid(
+                    "--group/--user/--principal-id",
+                    "(missing)",
+                    "one principal: --group NAME, --user NAME, or --principal-id ID --principal-type GROUP|USER",
+                ))
+            }
         };
-        let mut tags = std::collections::BTreeMap::new();
+        let mut tags = serde_json::Map::new();
         for t in &self.tags {
             let (k, v) = t.split_once('=').ok_or_else(|| FanoutError::invalid("--tag", t, "KEY=VALUE, e.g. --tag env=prod"))?;
-            tags.insert(k.to_string(), v.to_string());
+            tags.insert(k.to_string(), v.into());
         }
-        Ok(RunRequest {
-            operation,
-            permission_set: self.permission_set.clone().unwrap_or_default(),
-            principal,
-            targets: Targets {
-                filter: self.filter.clone(),
-                accounts: self.accounts.clone(),
-                ous: self.ous.clone(),
-                tags,
-                exclude: self.exclude.clone(),
-            },
-            dry_run: false,
-            refresh_cache: false,
-            tuning: None,
-        })
+        let mut targets = json!({"accounts": self.accounts, "ous": self.ous, "tags": tags, "exclude": self.exclude});
+        if let Some(filter) = &self.filter {
+            targets["filter"] = filter.as_str().into();
+        }
+        Ok(json!({
+            "operation": operation,
+            "permissionSet": self.permission_set.clone().unwrap_or_default(),
+            "principal": principal,
+            "targets": targets,
+        }))
     }
 }
 

@@ -95,7 +95,7 @@ pub fn plan_table(plan: &Plan, all: bool) -> String {
     let rows: Vec<Vec<String>> = items
         .iter()
         .take(if all { usize::MAX } else { SHOWN })
-        .map(|i| vec![i.account_id.clone(), i.account_name.clone(), i.action.as_str().to_string()])
+        .map(|i| vec![i.account_id.to_string(), i.account_name.clone(), i.action.as_str().to_string()])
         .collect();
     let mut out = table(&["ACCOUNT", "NAME", "ACTION"], &rows);
     if !all && items.len() > SHOWN {
@@ -133,7 +133,7 @@ pub fn summary(s: &RunSummary) -> String {
         let rows: Vec<Vec<String>> = s
             .failures
             .iter()
-            .map(|f| vec![f.account_id.clone(), f.account_name.clone(), f.outcome.as_str().to_string(), f.reason.clone()])
+            .map(|f| vec![f.account_id.to_string(), f.account_name.clone(), f.outcome.as_str().to_string(), f.reason.clone()])
             .collect();
         let _ = writeln!(out);
         out.push_str(&table(&["ACCOUNT", "NAME", "OUTCOME", "REASON"], &rows));
@@ -308,7 +308,7 @@ Accounts ({}; only ACTIVE ones are targets, the management account only by id)",
             if a.id == org.management_account_id {
                 name.push_str(" (management)");
             }
-            vec![a.id.clone(), name, format!("{:?}", a.status).to_uppercase(), org.ou_names(&a.ou_path), tags.join(",")]
+            vec![a.id.to_string(), name, format!("{:?}", a.status).to_uppercase(), org.ou_names(&a.ou_path), tags.join(",")]
         })
         .collect();
     out.push_str(&table(&["ACCOUNT", "NAME", "STATUS", "OU PATH", "TAGS"], &rows));

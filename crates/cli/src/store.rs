@@ -220,7 +220,7 @@ mod tests {
         AccountResult {
             run_id: "run-1".into(),
             batch: 0,
-            account_id: "111111111111".into(),
+            account_id: "111111111111".parse().unwrap(),
             account_name: "a".into(),
             action: Action::Create,
             outcome,
@@ -272,7 +272,7 @@ mod tests {
         let (a, b) = (scope("o-aaaaaaaaaa"), scope("o-bbbbbbbbbb"));
         let snapshot = OrgSnapshot {
             organization_id: a.organization_id.clone(),
-            management_account_id: a.management_account_id.clone(),
+            management_account_id: a.management_account_id.parse().unwrap(),
             roots: vec!["r-aaaa".into()],
             ous: vec![],
             accounts: vec![],

@@ -10,6 +10,7 @@
 //!   and transient errors up to `max_retries`; everything else fails that account only.
 
 use crate::error::{FanoutError, Result};
+use crate::ids::{AccountId, PermissionSetArn};
 use crate::model::*;
 use crate::pacing::Pacer;
 use crate::plan::{Batch, EngineSettings, Plan, PlanItem};
@@ -32,7 +33,7 @@ pub struct BatchContext {
     /// Latency samples are recorded for this scope only.
     pub scope: Scope,
     pub operation: Operation,
-    pub permission_set_arn: String,
+    pub permission_set_arn: PermissionSetArn,
     pub principal: Principal,
     pub settings: EngineSettings,
 }
@@ -49,9 +50,9 @@ impl BatchContext {
         }
     }
 
-    fn key(&self, account_id: &str) -> AssignmentKey {
+    fn key(&self, account_id: &AccountId) -> AssignmentKey {
         AssignmentKey {
-            account_id: account_id.into(),
+            account_id: account_id.clone(),
             permission_set_arn: self.permission_set_arn.clone(),
             principal_type: self.principal.kind,
             principal_id: self.principal.id.clone(),
@@ -91,7 +92,7 @@ pub const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
 /// Live progress for the CLI.
 #[derive(Debug, Clone)]
 pub enum EngineEvent {
-    Started { batch: u32, account_id: String },
+    Started { batch: u32, account_id: AccountId },
     Finished(AccountResult),
 }
 

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod contract;
 pub mod engine;
 pub mod error;
+pub mod ids;
 pub mod model;
 pub mod pacing;
 pub mod pipeline;

@@ -1,5 +1,6 @@
 //! Plain data shared by every layer: accounts, principals, assignments and operation states.
 
+use crate::ids::{AccountId, PermissionSetArn, PrincipalId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -31,7 +32,7 @@ pub enum AccountStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Account {
-    pub id: String,
+    pub id: AccountId,
     pub name: String,
     pub email: String,
     pub status: AccountStatus,
@@ -57,7 +58,7 @@ pub struct OrgUnit {
 #[serde(rename_all = "camelCase")]
 pub struct OrgSnapshot {
     pub organization_id: String,
-    pub management_account_id: String,
+    pub management_account_id: AccountId,
     /// Root ids (an organization has one). A snapshot without them predates OU checking and
     /// is read again from Organizations.
     #[serde(default)]
@@ -91,7 +92,7 @@ impl OrgSnapshot {
 #[serde(rename_all = "camelCase")]
 pub struct OrgIdentity {
     pub organization_id: String,
-    pub management_account_id: String,
+    pub management_account_id: AccountId,
 }
 
 /// The organization, Identity Center instance and region a run works on. The account cache and
@@ -110,7 +111,7 @@ impl Scope {
     pub fn new(org: &OrgIdentity, instance: &Instance) -> Scope {
         Scope {
             organization_id: org.organization_id.clone(),
-            management_account_id: org.management_account_id.clone(),
+            management_account_id: org.management_account_id.to_string(),
             instance_arn: instance.instance_arn.clone(),
             region: instance.region.clone(),
         }
@@ -124,7 +125,7 @@ impl Scope {
 
     /// Whether `snapshot` was read from this scope's organization.
     pub fn owns(&self, snapshot: &OrgSnapshot) -> bool {
-        snapshot.organization_id == self.organization_id && snapshot.management_account_id == self.management_account_id
+        snapshot.organization_id == self.organization_id && snapshot.management_account_id == self.management_account_id.as_str()
     }
 }
 
@@ -150,7 +151,7 @@ impl PrincipalType {
 pub struct Principal {
     #[serde(rename = "type")]
     pub kind: PrincipalType,
-    pub id: String,
+    pub id: PrincipalId,
     /// Display name (group) or user name, when known.
     #[serde(default)]
     pub name: Option<String>,
@@ -160,7 +161,7 @@ pub struct Principal {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PermissionSet {
-    pub arn: String,
+    pub arn: PermissionSetArn,
     pub name: String,
 }
 
@@ -179,10 +180,10 @@ pub struct Instance {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AssignmentKey {
-    pub account_id: String,
-    pub permission_set_arn: String,
+    pub account_id: AccountId,
+    pub permission_set_arn: PermissionSetArn,
     pub principal_type: PrincipalType,
-    pub principal_id: String,
+    pub principal_id: PrincipalId,
 }
 
 /// State of an asynchronous create/delete, as Identity Center reports it.
@@ -244,7 +245,7 @@ impl Outcome {
 pub struct AccountResult {
     pub run_id: String,
     pub batch: u32,
-    pub account_id: String,
+    pub account_id: AccountId,
     pub account_name: String,
     pub action: Action,
     pub outcome: Outcome,

@@ -1,6 +1,7 @@
 //! What a plan is: the data the planner produces and every later step reads (workers through
 //! the store, the reporter, the CLI). How it is made lives in `planner`.
 
+use crate::ids::AccountId;
 use crate::model::*;
 use crate::request::RunRequest;
 use crate::tiers::{BindingLimit, LatencyModel};
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlanItem {
-    pub account_id: String,
+    pub account_id: AccountId,
     pub account_name: String,
     pub action: Action,
 }
@@ -102,9 +103,9 @@ impl Plan {
         all
     }
 
-    pub fn assignment_key(&self, account_id: &str) -> AssignmentKey {
+    pub fn assignment_key(&self, account_id: &AccountId) -> AssignmentKey {
         AssignmentKey {
-            account_id: account_id.to_string(),
+            account_id: account_id.clone(),
             permission_set_arn: self.permission_set.arn.clone(),
             principal_type: self.principal.kind,
             principal_id: self.principal.id.clone(),

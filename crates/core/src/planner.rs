@@ -4,7 +4,9 @@
 
 use crate::clock::{new_run_id, unix_now};
 use crate::error::{FanoutError, Result};
+use crate::ids::AccountId;
 use crate::model::*;
+use std::num::NonZeroU32;
 use crate::plan::*;
 use crate::ports::{Directory, OrgDirectory};
 use crate::request::RunRequest;
@@ -51,21 +53,20 @@ pub async fn make_plan(
     cache: &dyn AccountCache,
     history: &dyn LatencyHistory,
 ) -> Result<Plan> {
-    request.validate()?;
     let (instance, scope) = scope(org, ic).await?;
     // Independent look-ups run together.
     let (permission_set, principal, snapshot) = tokio::try_join!(
         retrying(|| ic.resolve_permission_set(&request.permission_set)),
-        retrying(|| ic.resolve_principal(request.principal.kind, request.principal.name.as_deref(), request.principal.id.as_deref())),
+        retrying(|| ic.resolve_principal(&request.principal)),
         load_org(org, cache, &scope, request.refresh_cache, config.account_cache_max_age_s),
     )?;
     let selection = targeting::select(&snapshot, &request.targets)?;
     check_selection(request, &selection)?;
-    let target_ids: Vec<String> = selection.targets.iter().map(|a| a.id.clone()).collect();
+    let target_ids: Vec<AccountId> = selection.targets.iter().map(|a| a.id.clone()).collect();
     let existing = retrying(|| ic.assigned_accounts(&principal, &permission_set.arn, &target_ids)).await?;
     let latency = LatencyModel::from_samples(&history.latency_samples(&scope, LATENCY_SAMPLES_KEPT).await?).unwrap_or_default();
 
-    let targets: Vec<(String, String)> = selection.targets.iter().map(|a| (a.id.clone(), a.name.clone())).collect();
+    let targets: Vec<(AccountId, String)> = selection.targets.iter().map(|a| (a.id.clone(), a.name.clone())).collect();
     let mut warnings = Vec::new();
     if !selection.inactive.is_empty() {
         const NAMED: usize = 5;
@@ -184,8 +185,8 @@ pub struct Decision {
 /// Pure planning: diff, tier, clamps, batches and estimate.
 pub fn decide(
     operation: Operation,
-    targets: &[(String, String)],
-    existing: &BTreeSet<String>,
+    targets: &[(AccountId, String)],
+    existing: &BTreeSet<AccountId>,
     org_accounts: usize,
     request: &RunRequest,
     config: &PlannerConfig,
@@ -210,9 +211,9 @@ pub fn decide(
 
     // Concurrency: the tier's (or the user's) wish, clamped to the outstanding-operation quota.
     let tier = config.tiers.pick(org_accounts);
-    let requested = tuning.concurrency.unwrap_or_else(|| config.tiers.concurrency(tier, operation));
+    let requested = tuning.concurrency.map(NonZeroU32::get).unwrap_or_else(|| config.tiers.concurrency(tier, operation));
     let in_flight = requested.min(q.max_outstanding_operations).max(1);
-    if tuning.concurrency.is_some_and(|c| c > q.max_outstanding_operations) {
+    if tuning.concurrency.is_some_and(|c| c.get() > q.max_outstanding_operations) {
         warnings.push(format!(
             "tuning.concurrency {requested} clamped to {in_flight}: Identity Center allows {} outstanding assignment operations",
             q.max_outstanding_operations
@@ -222,7 +223,7 @@ pub fn decide(
 
     // Time budget: a worker must finish its batch well inside the Lambda timeout.
     let mut time_budget_s = config.worker_time_budget_s;
-    let mut account_timeout_s = tuning.account_timeout_seconds.unwrap_or(config.default_account_timeout_s);
+    let mut account_timeout_s = tuning.account_timeout_seconds.map(NonZeroU32::get).unwrap_or(config.default_account_timeout_s);
     if account_timeout_s > time_budget_s {
         warnings.push(format!(
             "tuning.accountTimeoutSeconds {account_timeout_s} clamped to {time_budget_s}: the worker's time budget"
@@ -240,7 +241,7 @@ pub fn decide(
     let per_change_s = latency.mean_s() + CALL_OVERHEAD_S;
     let usable_s = time_budget_s as f64 * BUDGET_USE - latency.p99_s;
     let fit = (usable_s * in_flight as f64 / per_change_s).floor().max(in_flight as f64) as u32;
-    let wanted = tuning.batch_size.or(tier.batch_size).unwrap_or(fit);
+    let wanted = tuning.batch_size.map(NonZeroU32::get).or(tier.batch_size).unwrap_or(fit);
     let batch_size = wanted.min(fit).max(1);
     if wanted > fit {
         warnings.push(format!(

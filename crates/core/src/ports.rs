@@ -2,7 +2,9 @@
 //! adapters (`sso-fanout-aws`), the simulator (`crate::sim`) and the stores (`crate::store`).
 
 use crate::error::Result;
+use crate::ids::{AccountId, PermissionSetArn};
 use crate::model::*;
+use crate::request::{PermissionSetRef, PrincipalRef};
 use async_trait::async_trait;
 use std::collections::BTreeSet;
 
@@ -24,10 +26,10 @@ pub trait Directory: Send + Sync {
     async fn instance(&self) -> Result<Instance>;
 
     /// A permission set by name or ARN. Unknown -> `NotFound`; several with one name -> `Ambiguous`.
-    async fn resolve_permission_set(&self, name_or_arn: &str) -> Result<PermissionSet>;
+    async fn resolve_permission_set(&self, permission_set: &PermissionSetRef) -> Result<PermissionSet>;
 
     /// A group by display name or a user by user name (Identity Store), or check an id.
-    async fn resolve_principal(&self, kind: PrincipalType, name: Option<&str>, id: Option<&str>) -> Result<Principal>;
+    async fn resolve_principal(&self, principal: &PrincipalRef) -> Result<Principal>;
 
     /// Accounts in which `principal` already holds `permission_set_arn`. One paginated
     /// principal-wide listing where available; adapters may fall back to per-account listing
@@ -35,9 +37,9 @@ pub trait Directory: Send + Sync {
     async fn assigned_accounts(
         &self,
         principal: &Principal,
-        permission_set_arn: &str,
-        candidates: &[String],
-    ) -> Result<BTreeSet<String>>;
+        permission_set_arn: &PermissionSetArn,
+        candidates: &[AccountId],
+    ) -> Result<BTreeSet<AccountId>>;
 }
 
 /// The asynchronous assignment operations the engine starts and watches. Every call spends

@@ -1,6 +1,7 @@
 //! The run summary: counts by outcome, failures with reasons, duration vs estimate. Built from
 //! the plan and the stored results, so the CLI and the reporter Lambda produce the same thing.
 
+use crate::ids::AccountId;
 use crate::model::{AccountResult, Action, Outcome};
 use crate::plan::Plan;
 use serde::{Deserialize, Serialize};
@@ -60,7 +61,7 @@ impl From<Outcome> for AccountOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Failure {
-    pub account_id: String,
+    pub account_id: AccountId,
     pub account_name: String,
     pub outcome: AccountOutcome,
     pub reason: String,
@@ -72,7 +73,7 @@ pub struct Failure {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AccountReport {
-    pub account_id: String,
+    pub account_id: AccountId,
     pub account_name: String,
     pub action: Action,
     pub outcome: AccountOutcome,

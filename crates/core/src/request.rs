@@ -1,19 +1,23 @@
 //! The run request: one JSON contract for the CLI, Step Functions input, schedules and CI.
-//! Parsing is strict (unknown fields are errors) and validation names the field, the value and
-//! what is accepted, before anything is changed anywhere.
+//!
+//! Parse, don't validate: the request deserializes into types that cannot hold an invalid value
+//! (ids are `ids` newtypes, the principal is by name *or* by id, the name filter is parsed,
+//! tuning numbers are non-zero, targets have at least one selector). Every error names the
+//! field by its JSON path, the value and what is accepted, before anything is read or written.
 
 use crate::error::{FanoutError, Result};
+use crate::ids::{AccountId, OuId, PermissionSetArn, PrincipalId};
 use crate::model::{Account, Operation, PrincipalType};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use wildmatch::WildMatch;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RunRequest {
     pub operation: Operation,
-    /// A permission set name or ARN.
-    pub permission_set: String,
+    pub permission_set: PermissionSetRef,
     pub principal: PrincipalRef,
     pub targets: Targets,
     #[serde(default)]
@@ -25,32 +29,148 @@ pub struct RunRequest {
     pub tuning: Option<Tuning>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PrincipalRef {
-    #[serde(rename = "type")]
-    pub kind: PrincipalType,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
+/// A permission set by ARN, or by name (resolved by the planner).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum PermissionSetRef {
+    Arn(PermissionSetArn),
+    Name(String),
 }
 
-/// Which accounts the run targets. See `targeting` for the exact rule.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+impl TryFrom<String> for PermissionSetRef {
+    type Error = String;
+    fn try_from(text: String) -> std::result::Result<Self, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err("an empty name: give a permission set name or ARN".into());
+        }
+        if text.starts_with("arn:") {
+            return PermissionSetArn::parse(text).map(PermissionSetRef::Arn).map_err(|e| format!("{e}, nor a permission set name"));
+        }
+        Ok(PermissionSetRef::Name(text.to_string()))
+    }
+}
+
+impl std::str::FromStr for PermissionSetRef {
+    type Err = String;
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        PermissionSetRef::try_from(text.to_string())
+    }
+}
+
+impl From<PermissionSetRef> for String {
+    fn from(r: PermissionSetRef) -> String {
+        match r {
+            PermissionSetRef::Arn(arn) => arn.into(),
+            PermissionSetRef::Name(name) => name,
+        }
+    }
+}
+
+impl std::fmt::Display for PermissionSetRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PermissionSetRef::Arn(arn) => arn.fmt(f),
+            PermissionSetRef::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// The principal: a group display name / user name, or an Identity Store id (exactly one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "PrincipalFields", into = "PrincipalFields")]
+pub enum PrincipalRef {
+    Name { kind: PrincipalType, name: String },
+    Id { kind: PrincipalType, id: PrincipalId },
+}
+
+impl PrincipalRef {
+    pub fn kind(&self) -> PrincipalType {
+        match self {
+            PrincipalRef::Name { kind, .. } | PrincipalRef::Id { kind, .. } => *kind,
+        }
+    }
+}
+
+/// The principal as written in JSON: `{"type", "name"}` or `{"type", "id"}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PrincipalFields {
+    #[serde(rename = "type")]
+    kind: PrincipalType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<PrincipalId>,
+}
+
+impl TryFrom<PrincipalFields> for PrincipalRef {
+    type Error = &'static str;
+    fn try_from(p: PrincipalFields) -> std::result::Result<Self, &'static str> {
+        match (p.name, p.id) {
+            (Some(name), None) if name.trim().is_empty() => Err("an empty `name`: give a group display name or user name"),
+            (Some(name), None) => Ok(PrincipalRef::Name { kind: p.kind, name }),
+            (None, Some(id)) => Ok(PrincipalRef::Id { kind: p.kind, id }),
+            (Some(_), Some(_)) => Err("both `name` and `id`: give exactly one"),
+            (None, None) => Err("neither `name` (group display name or user name) nor `id`: give one"),
+        }
+    }
+}
+
+impl From<PrincipalRef> for PrincipalFields {
+    fn from(p: PrincipalRef) -> PrincipalFields {
+        match p {
+            PrincipalRef::Name { kind, name } => PrincipalFields { kind, name: Some(name), id: None },
+            PrincipalRef::Id { kind, id } => PrincipalFields { kind, name: None, id: Some(id) },
+        }
+    }
+}
+
+/// Which accounts the run targets. See `targeting` for the exact rule. Parsed from JSON only
+/// with at least one selector among `filter`, `accounts`, `ous` and `tags`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", try_from = "TargetFields")]
 pub struct Targets {
     /// Wildcard on the account name (`*`, `prod-*`, `*-sandbox`), or `tag:Key=Value`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filter: Option<String>,
+    pub filter: Option<NameFilter>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub accounts: Vec<String>,
+    pub accounts: Vec<AccountId>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ous: Vec<String>,
+    pub ous: Vec<OuId>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude: Vec<String>,
+    pub exclude: Vec<AccountId>,
+}
+
+/// `targets` as written in JSON, before the whole is checked.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TargetFields {
+    #[serde(default)]
+    filter: Option<NameFilter>,
+    #[serde(default)]
+    accounts: Vec<AccountId>,
+    #[serde(default)]
+    ous: Vec<OuId>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    #[serde(default)]
+    exclude: Vec<AccountId>,
+}
+
+impl TryFrom<TargetFields> for Targets {
+    type Error = String;
+    fn try_from(t: TargetFields) -> std::result::Result<Self, String> {
+        if let Some((k, v)) = t.tags.iter().find(|(k, _)| k.trim().is_empty()) {
+            return Err(format!("an empty tag key ({k:?}: {v:?}): tag keys must be non-empty"));
+        }
+        if t.filter.is_none() && t.accounts.is_empty() && t.ous.is_empty() && t.tags.is_empty() {
+            return Err("no selector: give at least one of `filter` (e.g. \"prod-*\" or \"*\" for all), `accounts`, `ous` or `tags`".into());
+        }
+        Ok(Targets { filter: t.filter, accounts: t.accounts, ous: t.ous, tags: t.tags, exclude: t.exclude })
+    }
 }
 
 /// Optional overrides; the planner clamps them to the published quotas and says so.
@@ -58,141 +178,88 @@ pub struct Targets {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Tuning {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batch_size: Option<u32>,
+    pub batch_size: Option<NonZeroU32>,
     /// Assignment operations in flight at once (the seed's "max concurrent accounts").
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub concurrency: Option<u32>,
+    pub concurrency: Option<NonZeroU32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account_timeout_seconds: Option<u32>,
+    pub account_timeout_seconds: Option<NonZeroU32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
 }
 
 impl RunRequest {
-    /// Parses and validates a JSON document.
+    /// Parses a JSON document.
     pub fn from_json(text: &str) -> Result<RunRequest> {
-        let request: RunRequest = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text)).map_err(json_error)?;
-        request.validate()?;
-        Ok(request)
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text)).map_err(json_error)
     }
 
-    /// Parses and validates an already-decoded JSON value (the Lambda event).
+    /// Parses an already-decoded JSON value (the Lambda event, the CLI's flags).
     pub fn from_value(value: serde_json::Value) -> Result<RunRequest> {
-        let request: RunRequest = serde_path_to_error::deserialize(value).map_err(json_error)?;
-        request.validate()?;
-        Ok(request)
-    }
-
-    /// Checks everything that can be checked without calling AWS.
-    pub fn validate(&self) -> Result<()> {
-        let ps = self.permission_set.trim();
-        if ps.is_empty() {
-            return Err(FanoutError::invalid("permissionSet", "\"\"", "a permission set name or ARN"));
-        }
-        if ps.starts_with("arn:") && !is_permission_set_arn(ps) {
-            return Err(FanoutError::invalid(
-                "permissionSet",
-                ps,
-                "an ARN of the form arn:aws:sso:::permissionSet/ssoins-<16 hex>/ps-<16 hex>, or a permission set name",
-            ));
-        }
-        match (&self.principal.name, &self.principal.id) {
-            (None, None) => {
-                return Err(FanoutError::invalid("principal", "{}", "`name` (group display name or user name) or `id`"))
-            }
-            (Some(_), Some(_)) => {
-                return Err(FanoutError::invalid("principal", "both name and id", "exactly one of `name` or `id`"))
-            }
-            (Some(n), None) if n.trim().is_empty() => {
-                return Err(FanoutError::invalid("principal.name", "\"\"", "a non-empty group display name or user name"))
-            }
-            (None, Some(id)) if !is_identity_store_id(id) => {
-                return Err(FanoutError::invalid(
-                    "principal.id",
-                    id,
-                    "an Identity Store id (a UUID, optionally prefixed by a 10-hex-digit store prefix and '-')",
-                ))
-            }
-            _ => {}
-        }
-        let t = &self.targets;
-        for (i, id) in t.accounts.iter().enumerate() {
-            check_account_id(&format!("targets.accounts[{i}]"), id)?;
-        }
-        for (i, id) in t.exclude.iter().enumerate() {
-            check_account_id(&format!("targets.exclude[{i}]"), id)?;
-        }
-        for (i, ou) in t.ous.iter().enumerate() {
-            if !is_ou_or_root_id(ou) {
-                return Err(FanoutError::invalid(
-                    format!("targets.ous[{i}]"),
-                    ou,
-                    "an OU id like ou-ab12-cd34ef56 (or a root id like r-ab12)",
-                ));
-            }
-        }
-        for (k, v) in &t.tags {
-            if k.trim().is_empty() {
-                return Err(FanoutError::invalid("targets.tags", format!("{k:?}: {v:?}"), "non-empty tag keys"));
-            }
-        }
-        if let Some(filter) = &t.filter {
-            NameFilter::parse(filter)?;
-        }
-        if t.filter.is_none() && t.accounts.is_empty() && t.ous.is_empty() && t.tags.is_empty() {
-            return Err(FanoutError::invalid(
-                "targets",
-                "no selector",
-                "at least one of `filter` (e.g. \"prod-*\" or \"*\" for all), `accounts`, `ous` or `tags`",
-            ));
-        }
-        if let Some(tuning) = &self.tuning {
-            for (field, value) in [
-                ("tuning.batchSize", tuning.batch_size),
-                ("tuning.concurrency", tuning.concurrency),
-                ("tuning.accountTimeoutSeconds", tuning.account_timeout_seconds),
-            ] {
-                if value == Some(0) {
-                    return Err(FanoutError::invalid(field, 0, "a positive number"));
-                }
-            }
-        }
-        Ok(())
+        serde_path_to_error::deserialize(value).map_err(json_error)
     }
 }
 
-/// A decoding error with the JSON path of the field it is about (`tuning.concurrency`,
-
 /// `targets.filter`: a wildcard on the account name, or `tag:Key=Value`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum NameFilter {
-    Name(WildMatch),
+    Name { pattern: String, matcher: WildMatch },
     Tag { key: String, value: String },
 }
 
+impl PartialEq for NameFilter {
+    fn eq(&self, other: &NameFilter) -> bool {
+        String::from(self.clone()) == String::from(other.clone())
+    }
+}
+
 impl NameFilter {
-    pub fn parse(text: &str) -> Result<NameFilter> {
+    pub fn parse(text: &str) -> std::result::Result<NameFilter, String> {
         let text = text.trim();
         if text.is_empty() {
-            return Err(FanoutError::invalid("targets.filter", "\"\"", "a wildcard such as \"*\", \"prod-*\" or \"tag:env=prod\""));
+            return Err("an empty filter: give a wildcard such as \"*\", \"prod-*\" or \"tag:env=prod\"".into());
         }
         if let Some(rest) = text.strip_prefix("tag:") {
             return match rest.split_once('=') {
                 Some((k, v)) if !k.is_empty() => Ok(NameFilter::Tag { key: k.to_string(), value: v.to_string() }),
-                _ => Err(FanoutError::invalid("targets.filter", text, "tag:Key=Value, e.g. tag:env=prod")),
+                _ => Err(format!("`{}` is not tag:Key=Value (e.g. tag:env=prod)", crate::error::printable(text))),
             };
         }
-        Ok(NameFilter::Name(WildMatch::new(text)))
+        Ok(NameFilter::Name { pattern: text.to_string(), matcher: WildMatch::new(text) })
     }
 
     pub fn matches(&self, account: &Account) -> bool {
         match self {
-            NameFilter::Name(w) => w.matches(&account.name),
+            NameFilter::Name { matcher, .. } => matcher.matches(&account.name),
             NameFilter::Tag { key, value } => account.tags.get(key) == Some(value),
         }
     }
 }
 
+impl TryFrom<String> for NameFilter {
+    type Error = String;
+    fn try_from(text: String) -> std::result::Result<Self, String> {
+        NameFilter::parse(&text)
+    }
+}
+
+impl From<NameFilter> for String {
+    fn from(f: NameFilter) -> String {
+        match f {
+            NameFilter::Name { pattern, .. } => pattern,
+            NameFilter::Tag { key, value } => format!("tag:{key}={value}"),
+        }
+    }
+}
+
+impl std::fmt::Display for NameFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from(self.clone()))
+    }
+}
+
+/// A decoding error with the JSON path of the field it is about (`tuning.concurrency`,
 /// `targets.accounts`): serde's message says what was found and what is expected.
 fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> FanoutError {
     let path = e.path().to_string();
@@ -201,56 +268,6 @@ fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> FanoutError {
     // Values decoded by Lambda have no position; text from a file or stdin does.
     let at = if inner.line() == 0 { "the request".to_string() } else { format!("line {}, column {}", inner.line(), inner.column()) };
     FanoutError::invalid(field, at, format!("{inner}; see README \"The request\""))
-}
-
-fn check_account_id(field: &str, id: &str) -> Result<()> {
-    if id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit()) {
-        Ok(())
-    } else {
-        Err(FanoutError::invalid(field, id, "a 12-digit AWS account id"))
-    }
-}
-
-pub fn is_permission_set_arn(s: &str) -> bool {
-    // arn:<partition>:sso:::permissionSet/ssoins-<hex>/ps-<hex>
-    let mut parts = s.splitn(6, ':');
-    let (Some("arn"), Some(partition), Some("sso"), Some(""), Some(""), Some(resource)) =
-        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return false;
-    };
-    let segs: Vec<&str> = resource.split('/').collect();
-    !partition.is_empty()
-        && segs.len() == 3
-        && segs[0] == "permissionSet"
-        && hex_suffix(segs[1], "ssoins-")
-        && hex_suffix(segs[2], "ps-")
-}
-
-fn hex_suffix(s: &str, prefix: &str) -> bool {
-    s.strip_prefix(prefix).is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-fn is_identity_store_id(s: &str) -> bool {
-    // Identity Store ids are UUIDs, optionally prefixed with "<10 hex>-".
-    let uuid = match s.len() {
-        36 => s,
-        47 if s.as_bytes()[10] == b'-' && s[..10].bytes().all(|b| b.is_ascii_hexdigit()) => &s[11..],
-        _ => return false,
-    };
-    uuid.char_indices().all(|(i, c)| if [8, 13, 18, 23].contains(&i) { c == '-' } else { c.is_ascii_hexdigit() })
-}
-
-fn is_ou_or_root_id(s: &str) -> bool {
-    if let Some(rest) = s.strip_prefix("ou-") {
-        let mut it = rest.splitn(2, '-');
-        let (Some(a), Some(b)) = (it.next(), it.next()) else { return false };
-        (4..=32).contains(&a.len()) && (8..=32).contains(&b.len()) && (a.bytes().chain(b.bytes())).all(|c| c.is_ascii_alphanumeric() && !c.is_ascii_uppercase())
-    } else if let Some(rest) = s.strip_prefix("r-") {
-        (4..=32).contains(&rest.len()) && rest.bytes().all(|c| c.is_ascii_alphanumeric() && !c.is_ascii_uppercase())
-    } else {
-        false
-    }
 }
 
 #[cfg(test)]
@@ -338,13 +355,28 @@ mod tests {
     }
 
     #[test]
-    fn recognises_arns_and_ids() {
-        assert!(is_permission_set_arn("arn:aws:sso:::permissionSet/ssoins-1234567890abcdef/ps-0123456789abcdef"));
-        assert!(!is_permission_set_arn("arn:aws:sso:::instance/ssoins-1234567890abcdef"));
-        assert!(is_identity_store_id("906771c1-0071-7057-3a0c-1d1c4ba2c2e8"));
-        assert!(is_identity_store_id("9067729b3d-94f1e788-9f0d-4a6f-a4d4-0fc2b1b0a6e3".replacen("94f1e788", "94f1e788", 1).as_str()));
-        assert!(is_ou_or_root_id("ou-ab12-cd34ef56"));
-        assert!(!is_ou_or_root_id("ou-AB12-cd34ef56"));
-        assert!(is_ou_or_root_id("r-ab12"));
+    fn zero_tuning_and_ambiguous_principals_are_refused_at_parse_time() {
+        let mut v = base();
+        v["tuning"] = serde_json::json!({"batchSize": 0});
+        assert_eq!(field_of(RunRequest::from_value(v).unwrap_err()), "tuning.batchSize");
+        let mut v = base();
+        v["principal"] = serde_json::json!({"type": "GROUP", "name": "G", "id": "906771c1-0071-7057-3a0c-1d1c4ba2c2e8"});
+        let e = RunRequest::from_value(v).unwrap_err();
+        assert!(e.to_string().contains("exactly one"), "{e}");
+        let mut v = base();
+        v["targets"]["filter"] = "tag:=x".into();
+        assert_eq!(field_of(RunRequest::from_value(v).unwrap_err()), "targets.filter");
+    }
+
+    #[test]
+    fn a_parsed_request_serializes_back_to_the_same_document() {
+        let mut v = base();
+        v["principal"] = serde_json::json!({"type": "USER", "id": "906771c1-0071-7057-3a0c-1d1c4ba2c2e8"});
+        v["targets"] = serde_json::json!({"filter": "tag:env=prod", "ous": ["ou-ab12-cd34ef56"], "exclude": ["123456789012"]});
+        let r = RunRequest::from_value(v.clone()).unwrap();
+        assert!(matches!(r.principal, PrincipalRef::Id { kind: PrincipalType::User, .. }));
+        let again = RunRequest::from_value(serde_json::to_value(&r).unwrap()).unwrap();
+        assert_eq!(again, r);
+        assert_eq!(serde_json::to_value(&r).unwrap()["targets"], v["targets"]);
     }
 }

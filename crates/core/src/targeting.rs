@@ -12,7 +12,8 @@
 
 use crate::error::{FanoutError, Result};
 use crate::model::{Account, AccountStatus, OrgSnapshot};
-use crate::request::{NameFilter, Targets};
+use crate::ids::AccountId;
+use crate::request::Targets;
 use std::collections::BTreeSet;
 
 /// Why an account was considered but is not a target (shown by `plan --verbose`).
@@ -54,16 +55,16 @@ pub fn check_ous(org: &OrgSnapshot, targets: &Targets) -> Result<()> {
 
 pub fn select<'a>(org: &'a OrgSnapshot, targets: &Targets) -> Result<Selection<'a>> {
     check_ous(org, targets)?;
-    let filter = targets.filter.as_deref().map(NameFilter::parse).transpose()?;
-    let listed: BTreeSet<&str> = targets.accounts.iter().map(String::as_str).collect();
-    let excluded: BTreeSet<&str> = targets.exclude.iter().map(String::as_str).collect();
+    let filter = targets.filter.as_ref();
+    let listed: BTreeSet<&str> = targets.accounts.iter().map(AccountId::as_str).collect();
+    let excluded: BTreeSet<&str> = targets.exclude.iter().map(AccountId::as_str).collect();
     let has_selector = filter.is_some() || !targets.ous.is_empty() || !targets.tags.is_empty();
 
     let by_selectors = |a: &Account| {
         has_selector
             && a.id != org.management_account_id
             && filter.as_ref().is_none_or(|f| f.matches(a))
-            && (targets.ous.is_empty() || targets.ous.iter().any(|ou| org.is_root(ou) || a.ou_path.iter().any(|p| p == ou)))
+            && (targets.ous.is_empty() || targets.ous.iter().any(|ou| org.is_root(ou) || a.ou_path.iter().any(|p| p == ou.as_str())))
             && targets.tags.iter().all(|(k, v)| a.tags.get(k) == Some(v))
     };
 
@@ -92,11 +93,17 @@ pub fn select<'a>(org: &'a OrgSnapshot, targets: &Targets) -> Result<Selection<'
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::NameFilter;
+    use serde_json::json;
     use std::collections::BTreeMap;
+
+    fn targets(v: serde_json::Value) -> Targets {
+        serde_json::from_value(v).expect("valid targets")
+    }
 
     fn acct(id: &str, name: &str, status: AccountStatus, ous: &[&str], tags: &[(&str, &str)]) -> Account {
         Account {
-            id: id.into(),
+            id: id.parse().unwrap(),
             name: name.into(),
             email: format!("{name}@example.com"),
             status,
@@ -109,9 +116,9 @@ mod tests {
         use AccountStatus::*;
         OrgSnapshot {
             organization_id: "o-test".into(),
-            management_account_id: "000000000000".into(),
+            management_account_id: "000000000000".parse().unwrap(),
             roots: vec!["r-root".into()],
-            ous: ["ou-prod-aaaaaaaa", "ou-prod-bbbbbbbb", "ou-dev-cccccccc"]
+            ous: ["ou-prod-aaaaaaaa", "ou-prod-bbbbbbbb", "ou-dev0-cccccccc"]
                 .iter()
                 .map(|id| crate::model::OrgUnit { id: id.to_string(), name: id.to_string(), parent_id: "r-root".into() })
                 .collect(),
@@ -120,7 +127,7 @@ mod tests {
                 acct("000000000000", "management", Active, &[], &[]),
                 acct("111111111111", "prod-payments", Active, &["ou-prod-aaaaaaaa"], &[("env", "prod")]),
                 acct("222222222222", "prod-search", Active, &["ou-prod-aaaaaaaa", "ou-prod-bbbbbbbb"], &[("env", "prod"), ("team", "search")]),
-                acct("333333333333", "dev-sandbox", Active, &["ou-dev-cccccccc"], &[("env", "dev")]),
+                acct("333333333333", "dev-sandbox", Active, &["ou-dev0-cccccccc"], &[("env", "dev")]),
                 acct("444444444444", "prod-legacy", Suspended, &["ou-prod-aaaaaaaa"], &[("env", "prod")]),
             ],
         }
@@ -128,44 +135,40 @@ mod tests {
 
     fn ids(t: &Targets) -> Vec<String> {
         let o = org();
-        select(&o, t).unwrap().targets.iter().map(|a| a.id.clone()).collect()
+        select(&o, t).unwrap().targets.iter().map(|a| a.id.to_string()).collect()
     }
 
     #[test]
     fn wildcard_selects_active_non_management_accounts() {
-        let t = Targets { filter: Some("*".into()), ..Default::default() };
+        let t = targets(json!({"filter": "*"}));
         assert_eq!(ids(&t), ["111111111111", "222222222222", "333333333333"]);
-        let t = Targets { filter: Some("prod-*".into()), ..Default::default() };
+        let t = targets(json!({"filter": "prod-*"}));
         assert_eq!(ids(&t), ["111111111111", "222222222222"]);
-        let t = Targets { filter: Some("*-sandbox".into()), ..Default::default() };
+        let t = targets(json!({"filter": "*-sandbox"}));
         assert_eq!(ids(&t), ["333333333333"]);
     }
 
     #[test]
     fn suspended_accounts_are_reported_not_targeted() {
         let o = org();
-        let s = select(&o, &Targets { filter: Some("prod-*".into()), ..Default::default() }).unwrap();
+        let s = select(&o, &targets(json!({"filter": "prod-*"}))).unwrap();
         assert_eq!(s.inactive.len(), 1);
         assert_eq!(s.inactive[0].id, "444444444444");
     }
 
     #[test]
     fn selectors_are_anded_and_accounts_are_ored() {
-        let t = Targets { filter: Some("prod-*".into()), tags: [("team".into(), "search".into())].into(), ..Default::default() };
+        let t = targets(json!({"filter": "prod-*", "tags": {"team": "search"}}));
         assert_eq!(ids(&t), ["222222222222"]);
-        let t = Targets {
-            tags: [("team".into(), "search".into())].into(),
-            accounts: vec!["333333333333".into()],
-            ..Default::default()
-        };
+        let t = targets(json!({"tags": {"team": "search"}, "accounts": ["333333333333"]}));
         assert_eq!(ids(&t), ["222222222222", "333333333333"]);
     }
 
     #[test]
     fn ou_selection_is_recursive() {
-        let t = Targets { ous: vec!["ou-prod-aaaaaaaa".into()], ..Default::default() };
+        let t = targets(json!({"ous": ["ou-prod-aaaaaaaa"]}));
         assert_eq!(ids(&t), ["111111111111", "222222222222"]);
-        let t = Targets { ous: vec!["ou-prod-bbbbbbbb".into()], ..Default::default() };
+        let t = targets(json!({"ous": ["ou-prod-bbbbbbbb"]}));
         assert_eq!(ids(&t), ["222222222222"]);
     }
 
@@ -173,37 +176,37 @@ mod tests {
     fn unknown_roots_and_ous_are_refused_by_name_never_widened() {
         let o = org();
         for bad in ["r-zzzz", "ou-zzzz-zzzzzzzz"] {
-            let t = Targets { ous: vec!["ou-dev-cccccccc".into(), bad.into()], ..Default::default() };
+            let t = targets(json!({"ous": ["ou-dev0-cccccccc", bad]}));
             let e = select(&o, &t).unwrap_err();
             let text = e.to_string();
             assert!(text.contains("targets.ous[1]") && text.contains(bad) && text.contains("o-test"), "{text}");
         }
         // The organization's own root selects every ACTIVE member account.
-        let t = Targets { ous: vec!["r-root".into()], ..Default::default() };
+        let t = targets(json!({"ous": ["r-root"]}));
         assert_eq!(ids(&t), ["111111111111", "222222222222", "333333333333"]);
     }
 
     #[test]
     fn unknown_excluded_ids_are_reported() {
         let o = org();
-        let t = Targets { filter: Some("*".into()), exclude: vec!["111111111112".into()], ..Default::default() };
+        let t = targets(json!({"filter": "*", "exclude": ["111111111112"]}));
         assert_eq!(select(&o, &t).unwrap().unknown_excluded, ["111111111112"]);
     }
 
     #[test]
     fn tag_filter_form_equals_tags_map() {
-        let a = Targets { filter: Some("tag:env=prod".into()), ..Default::default() };
-        let b = Targets { tags: [("env".into(), "prod".into())].into(), ..Default::default() };
+        let a = targets(json!({"filter": "tag:env=prod"}));
+        let b = targets(json!({"tags": {"env": "prod"}}));
         assert_eq!(ids(&a), ids(&b));
         assert!(NameFilter::parse("tag:=x").is_err());
     }
 
     #[test]
     fn management_account_only_when_listed() {
-        let t = Targets { filter: Some("*".into()), exclude: vec!["111111111111".into()], ..Default::default() };
+        let t = targets(json!({"filter": "*", "exclude": ["111111111111"]}));
         assert!(!ids(&t).contains(&"000000000000".to_string()));
         assert!(!ids(&t).contains(&"111111111111".to_string()));
-        let t = Targets { accounts: vec!["000000000000".into(), "999999999999".into()], ..Default::default() };
+        let t = targets(json!({"accounts": ["000000000000", "999999999999"]}));
         assert_eq!(ids(&t), ["000000000000"]);
         let o = org();
         assert_eq!(select(&o, &t).unwrap().unknown_ids, ["999999999999"]);

@@ -3,13 +3,14 @@
 //! assert there are none.
 
 use sso_fanout_core::engine::{run_batch, BatchContext, EngineOptions};
-use sso_fanout_core::model::{Operation, Outcome, PrincipalType};
+use sso_fanout_core::model::{Operation, Outcome};
 use sso_fanout_core::pipeline::{execute, plan_run, Services};
 use sso_fanout_core::plan::{Plan, QuotaShare};
 use sso_fanout_core::planner::PlannerConfig;
 use sso_fanout_core::ports::AssignmentOps;
 use sso_fanout_core::report::{AccountOutcome, RunOutcome, RunSummary};
-use sso_fanout_core::request::{PrincipalRef, RunRequest, Targets, Tuning};
+use sso_fanout_core::request::{RunRequest, Tuning};
+use std::num::NonZeroU32;
 use sso_fanout_sim::{SimCloud, SimConfig};
 use sso_fanout_core::store::{LatencyHistory, MemoryStore, RunLog};
 use std::sync::Arc;
@@ -29,15 +30,13 @@ fn env(config: SimConfig) -> Env {
 }
 
 fn request(op: Operation, filter: &str) -> RunRequest {
-    RunRequest {
-        operation: op,
-        permission_set: "AdministratorAccess".into(),
-        principal: PrincipalRef { kind: PrincipalType::Group, name: Some("PlatformAdmins".into()), id: None },
-        targets: Targets { filter: Some(filter.into()), ..Default::default() },
-        dry_run: false,
-        refresh_cache: false,
-        tuning: None,
-    }
+    RunRequest::from_value(serde_json::json!({
+        "operation": op,
+        "permissionSet": "AdministratorAccess",
+        "principal": {"type": "GROUP", "name": "PlatformAdmins"},
+        "targets": {"filter": filter},
+    }))
+    .unwrap()
 }
 
 async fn run(env: &Env, request: &RunRequest) -> (Plan, RunSummary) {
@@ -173,7 +172,7 @@ async fn slow_operations_time_out_keep_their_slot_and_converge_later() {
     config.faults.stuck_rate = 0.15;
     let env = env(config);
     let mut req = request(Operation::Assign, "*");
-    req.tuning = Some(Tuning { account_timeout_seconds: Some(20), ..Default::default() });
+    req.tuning = Some(Tuning { account_timeout_seconds: NonZeroU32::new(20), ..Default::default() });
     let (plan, summary) = run(&env, &req).await;
     assert!(summary.counts.timed_out > 0, "{:?}", summary.counts);
     for f in summary.failures.iter().filter(|f| f.outcome == AccountOutcome::TimedOut) {
@@ -227,7 +226,7 @@ async fn batches_sharing_the_quota_never_exceed_it() {
     // Two workers at once, each with half the quota, as a Map with concurrency 2 would run them.
     let env = env(SimConfig::clean(200, 31));
     let mut req = request(Operation::Assign, "*");
-    req.tuning = Some(Tuning { batch_size: Some(100), ..Default::default() });
+    req.tuning = Some(Tuning { batch_size: NonZeroU32::new(100), ..Default::default() });
     let plan = plan_run(&env.services, &req, &PlannerConfig::default()).await.unwrap();
     assert_eq!(plan.batches.len(), 2);
     let ctx = BatchContext::from_plan(&plan);

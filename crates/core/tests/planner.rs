@@ -6,7 +6,7 @@ use sso_fanout_core::model::{Action, Operation, PrincipalType};
 use sso_fanout_core::pipeline::{plan_run, Services};
 use sso_fanout_core::clock::unix_now;
 use sso_fanout_core::planner::PlannerConfig;
-use sso_fanout_core::request::{PrincipalRef, RunRequest, Targets, Tuning};
+use sso_fanout_core::request::{PrincipalRef, RunRequest};
 use sso_fanout_sim::{org::MANAGEMENT_ACCOUNT_ID, SimCloud, SimConfig};
 use sso_fanout_core::store::{AccountCache, LatencyHistory, MemoryStore, RunLog};
 use sso_fanout_core::tiers::BindingLimit;
@@ -19,20 +19,19 @@ fn setup(accounts: usize) -> (Arc<SimCloud>, Arc<MemoryStore>, Services) {
     (sim, store, services)
 }
 
-fn request(targets: Targets) -> RunRequest {
-    RunRequest {
-        operation: Operation::Assign,
-        permission_set: "AdministratorAccess".into(),
-        principal: PrincipalRef { kind: PrincipalType::Group, name: Some("PlatformAdmins".into()), id: None },
-        targets,
-        dry_run: false,
-        refresh_cache: false,
-        tuning: None,
-    }
+/// Assign AdministratorAccess to PlatformAdmins in `targets` (the request's JSON `targets`).
+fn request(targets: serde_json::Value) -> RunRequest {
+    RunRequest::from_value(serde_json::json!({
+        "operation": "assign",
+        "permissionSet": "AdministratorAccess",
+        "principal": {"type": "GROUP", "name": "PlatformAdmins"},
+        "targets": targets,
+    }))
+    .unwrap()
 }
 
-fn filter(f: &str) -> Targets {
-    Targets { filter: Some(f.into()), ..Default::default() }
+fn filter(f: &str) -> serde_json::Value {
+    serde_json::json!({"filter": f})
 }
 
 async fn rejected(services: &Services, sim: &SimCloud, store: &MemoryStore, req: RunRequest) -> FanoutError {
@@ -49,12 +48,12 @@ async fn rejected(services: &Services, sim: &SimCloud, store: &MemoryStore, req:
 async fn unknown_names_are_rejected_with_what_exists() {
     let (sim, store, services) = setup(20);
     let mut req = request(filter("*"));
-    req.permission_set = "AdminAccess".into();
+    req.permission_set = "AdminAccess".parse().unwrap();
     let e = rejected(&services, &sim, &store, req).await;
     assert!(e.to_string().contains("AdminAccess") && e.to_string().contains("AdministratorAccess"), "{e}");
 
     let mut req = request(filter("*"));
-    req.principal.name = Some("platformadmins".into());
+    req.principal = PrincipalRef::Name { kind: PrincipalType::Group, name: "platformadmins".into() };
     let e = rejected(&services, &sim, &store, req).await;
     assert!(matches!(e, FanoutError::NotFound { ref what, .. } if what == "group"), "{e}");
 }
@@ -64,9 +63,9 @@ async fn selections_that_match_nothing_are_errors_naming_the_field() {
     let (sim, store, services) = setup(20);
     let e = rejected(&services, &sim, &store, request(filter("staging-*"))).await;
     assert!(matches!(e, FanoutError::InvalidRequest { ref field, .. } if field == "targets.filter"), "{e}");
-    let e = rejected(&services, &sim, &store, request(Targets { accounts: vec!["999999999999".into()], ..Default::default() })).await;
+    let e = rejected(&services, &sim, &store, request(serde_json::json!({"accounts": ["999999999999"]}))).await;
     assert!(matches!(e, FanoutError::InvalidRequest { ref field, .. } if field == "targets.accounts[0]"), "{e}");
-    let tags = Targets { tags: [("env".to_string(), "qa".to_string())].into(), ..Default::default() };
+    let tags = serde_json::json!({"tags": {"env": "qa"}});
     let e = rejected(&services, &sim, &store, request(tags)).await;
     assert!(matches!(e, FanoutError::InvalidRequest { ref field, .. } if field == "targets.tags"), "{e}");
 }
@@ -80,7 +79,7 @@ async fn diff_skips_existing_and_management_needs_explicit_listing() {
     assert!(plan.skipped.iter().all(|i| i.action == Action::Skip));
     assert!(plan.batches.iter().flat_map(|b| &b.items).all(|i| i.action == Action::Create));
 
-    let explicit = Targets { accounts: vec![MANAGEMENT_ACCOUNT_ID.into()], ..Default::default() };
+    let explicit = serde_json::json!({"accounts": [MANAGEMENT_ACCOUNT_ID]});
     let plan = plan_run(&services, &request(explicit), &PlannerConfig::default()).await.unwrap();
     assert_eq!(plan.items().len(), 1);
 
@@ -109,7 +108,7 @@ async fn tiers_are_clamped_to_the_quotas_and_say_which_limit_binds() {
     assert_eq!(plan.tier.requested_concurrency, 30, "revoke: +5 as in the seed's table");
 
     let mut req = request(filter("*"));
-    req.tuning = Some(Tuning { concurrency: Some(50), batch_size: Some(100_000), account_timeout_seconds: Some(5000), max_retries: None });
+    req.tuning = Some(serde_json::from_value(serde_json::json!({"concurrency": 50, "batchSize": 100_000, "accountTimeoutSeconds": 5000})).unwrap());
     let plan = plan_run(&services, &req, &PlannerConfig::default()).await.unwrap();
     assert_eq!(plan.tier.in_flight, 10);
     let warnings = plan.warnings.join("\n");

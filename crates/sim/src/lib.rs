@@ -11,7 +11,12 @@
 pub mod org;
 
 use sso_fanout_core::error::{FanoutError, Result};
+use sso_fanout_core::ids::{AccountId, PermissionSetArn, PrincipalId};
 use sso_fanout_core::model::*;
+use sso_fanout_core::request::{PermissionSetRef, PrincipalRef};
+
+/// (account, permission set, principal): one assignment as the simulated instance holds it.
+type Assignment = (AccountId, PermissionSetArn, PrincipalId);
 use sso_fanout_core::ports::{AssignmentOps, Directory, OrgDirectory};
 use sso_fanout_core::tiers::{LatencyModel, Quotas};
 use async_trait::async_trait;
@@ -91,7 +96,7 @@ impl SimConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct OpRecord {
     pub request_id: String,
-    pub account_id: String,
+    pub account_id: AccountId,
     pub operation: Operation,
     pub accepted_s: f64,
     pub done_s: f64,
@@ -128,8 +133,8 @@ impl SimCounters {
 }
 
 struct PendingOp {
-    account_id: String,
-    key: (String, String, String),
+    account_id: AccountId,
+    key: Assignment,
     operation: Operation,
     accepted: Instant,
     done: Instant,
@@ -145,9 +150,9 @@ struct State {
     next_request: u64,
     ops: HashMap<String, PendingOp>,
     finished: HashMap<String, OpStatus>,
-    active_by_account: HashMap<String, String>,
+    active_by_account: HashMap<AccountId, String>,
     /// (account, permission set ARN, principal id)
-    assignments: HashSet<(String, String, String)>,
+    assignments: HashSet<Assignment>,
     counters: SimCounters,
     log: Vec<OpRecord>,
 }
@@ -225,10 +230,10 @@ impl SimCloud {
     }
 
     /// Whether `principal` holds `permission_set_arn` in `account_id`, right now.
-    pub fn has_assignment(&self, account_id: &str, permission_set_arn: &str, principal_id: &str) -> bool {
+    pub fn has_assignment(&self, account_id: &AccountId, permission_set_arn: &PermissionSetArn, principal_id: &PrincipalId) -> bool {
         let mut s = self.state.lock().expect("sim");
         self.settle(&mut s, Instant::now());
-        s.assignments.contains(&(account_id.to_string(), permission_set_arn.to_string(), principal_id.to_string()))
+        s.assignments.contains(&(account_id.clone(), permission_set_arn.clone(), principal_id.clone()))
     }
 
     /// When every accepted operation will have finished (seconds since the simulator started).
@@ -260,7 +265,7 @@ impl SimCloud {
     }
 
     fn late_failure(&self, account_id: &str, op: Operation) -> Option<String> {
-        if self.config.delegated_admin && account_id == self.org.management_account_id {
+        if self.config.delegated_admin && self.org.management_account_id == account_id {
             return Some("The management account cannot be assigned by a delegated administrator".into());
         }
         let mut rng = SmallRng::seed_from_u64(mix(self.config.seed ^ 0xfa11, account_id, op as u64));
@@ -424,7 +429,8 @@ impl Directory for SimCloud {
         .await
     }
 
-    async fn resolve_permission_set(&self, name_or_arn: &str) -> Result<PermissionSet> {
+    async fn resolve_permission_set(&self, permission_set: &PermissionSetRef) -> Result<PermissionSet> {
+        let wanted = permission_set.to_string();
         let sets = self.permission_sets.clone();
         let describes = self.sso_call("ListPermissionSets", |_, _| Ok(sets.len())).await?;
         for _ in 0..describes {
@@ -432,15 +438,19 @@ impl Directory for SimCloud {
         }
         self.permission_sets
             .iter()
-            .find(|p| p.arn == name_or_arn || p.name == name_or_arn)
+            .find(|p| match permission_set {
+                PermissionSetRef::Arn(arn) => &p.arn == arn,
+                PermissionSetRef::Name(name) => &p.name == name,
+            })
             .cloned()
             .ok_or_else(|| {
                 let known: Vec<&str> = self.permission_sets.iter().map(|p| p.name.as_str()).collect();
-                FanoutError::not_found("permission set", name_or_arn, format!("known: {}", known.join(", ")))
+                FanoutError::not_found("permission set", wanted, format!("known: {}", known.join(", ")))
             })
     }
 
-    async fn resolve_principal(&self, kind: PrincipalType, name: Option<&str>, id: Option<&str>) -> Result<Principal> {
+    async fn resolve_principal(&self, principal: &PrincipalRef) -> Result<Principal> {
+        let kind = principal.kind();
         self.state.lock().expect("sim").counters.identity_store_calls += 1;
         sleep(self.half_call() * 2).await;
         let what = match kind {
@@ -449,16 +459,31 @@ impl Directory for SimCloud {
         };
         self.principals
             .iter()
-            .find(|p| p.kind == kind && (id.is_some_and(|i| i == p.id) || name.is_some_and(|n| Some(n) == p.name.as_deref())))
+            .find(|p| {
+                p.kind == kind
+                    && match principal {
+                        PrincipalRef::Id { id, .. } => &p.id == id,
+                        PrincipalRef::Name { name, .. } => p.name.as_deref() == Some(name.as_str()),
+                    }
+            })
             .cloned()
             .ok_or_else(|| {
                 let known: Vec<&str> = self.principals.iter().filter(|p| p.kind == kind).filter_map(|p| p.name.as_deref()).collect();
-                FanoutError::not_found(what, name.or(id).unwrap_or_default(), format!("names are case-sensitive; known {what}s: {}", known.join(", ")))
+                let asked = match principal {
+                    PrincipalRef::Id { id, .. } => id.to_string(),
+                    PrincipalRef::Name { name, .. } => name.clone(),
+                };
+                FanoutError::not_found(what, asked, format!("names are case-sensitive; known {what}s: {}", known.join(", ")))
             })
     }
 
-    async fn assigned_accounts(&self, principal: &Principal, permission_set_arn: &str, _candidates: &[String]) -> Result<BTreeSet<String>> {
-        let found: BTreeSet<String> = {
+    async fn assigned_accounts(
+        &self,
+        principal: &Principal,
+        permission_set_arn: &PermissionSetArn,
+        _candidates: &[AccountId],
+    ) -> Result<BTreeSet<AccountId>> {
+        let found: BTreeSet<AccountId> = {
             let mut s = self.state.lock().expect("sim");
             self.settle(&mut s, Instant::now());
             s.assignments
@@ -516,7 +541,7 @@ impl AssignmentOps for SimCloud {
 
 impl SimCloud {
     /// `ListAccountAssignments` for one account and permission set (the seed's existence check).
-    pub async fn list_account_assignments(&self, account_id: &str, permission_set_arn: &str) -> Result<Vec<String>> {
+    pub async fn list_account_assignments(&self, account_id: &AccountId, permission_set_arn: &PermissionSetArn) -> Result<Vec<PrincipalId>> {
         self.sso_call("ListAccountAssignments", |s, _| {
             Ok(s.assignments
                 .iter()
@@ -530,7 +555,7 @@ impl SimCloud {
 
 impl SimCloud {
     /// A permission set's ARN by name without spending calls (bench set-up).
-    pub fn resolve_permission_set_quiet(&self, name: &str) -> Result<String> {
+    pub fn resolve_permission_set_quiet(&self, name: &str) -> Result<PermissionSetArn> {
         self.permission_sets.iter().find(|p| p.name == name).map(|p| p.arn.clone()).ok_or_else(|| FanoutError::not_found("permission set", name, ""))
     }
 }

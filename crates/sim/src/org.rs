@@ -1,6 +1,7 @@
 //! Generates a plausible organization: nested OUs, env/team tags, a few SUSPENDED accounts, the
 //! management account, Identity Store principals and permission sets.
 
+use sso_fanout_core::ids::Identifier;
 use sso_fanout_core::model::{Account, AccountStatus, OrgSnapshot, OrgUnit, PermissionSet, Principal, PrincipalType};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -45,10 +46,15 @@ pub fn ou_path(ou: &str) -> Vec<String> {
     path
 }
 
+/// An id the simulator makes up itself (always well-formed: a test fails loudly if not).
+fn generated<T: Identifier>(text: &str) -> T {
+    T::parse_id(text).unwrap_or_else(|e| panic!("the simulator generated an invalid id: {e}"))
+}
+
 pub fn generate(spec: &OrgSpec) -> OrgSnapshot {
     let mut rng = SmallRng::seed_from_u64(spec.seed ^ 0x6f72_6700);
     let mut accounts = vec![Account {
-        id: MANAGEMENT_ACCOUNT_ID.into(),
+        id: generated(MANAGEMENT_ACCOUNT_ID),
         name: "management".into(),
         email: "aws-management@example.com".into(),
         status: AccountStatus::Active,
@@ -74,7 +80,7 @@ pub fn generate(spec: &OrgSpec) -> OrgSnapshot {
             ("cost-center".to_string(), format!("cc-{}", 100 + i % 7)),
         ]);
         accounts.push(Account {
-            id: format!("{:012}", 200_000_000_000u64 + n as u64),
+            id: generated(&format!("{:012}", 200_000_000_000u64 + n as u64)),
             email: format!("{name}@example.com"),
             name,
             status,
@@ -84,7 +90,7 @@ pub fn generate(spec: &OrgSpec) -> OrgSnapshot {
     }
     OrgSnapshot {
         organization_id: organization_id(spec),
-        management_account_id: MANAGEMENT_ACCOUNT_ID.into(),
+        management_account_id: generated(MANAGEMENT_ACCOUNT_ID),
         roots: vec![ROOT_ID.into()],
         ous: OUS.iter().map(|(id, parent, name)| OrgUnit { id: id.to_string(), name: name.to_string(), parent_id: parent.to_string() }).collect(),
         accounts,
@@ -103,12 +109,15 @@ pub fn permission_sets() -> Vec<PermissionSet> {
     PERMISSION_SETS
         .iter()
         .enumerate()
-        .map(|(i, name)| PermissionSet { arn: format!("arn:aws:sso:::permissionSet/ssoins-7223000000000001/ps-{:016x}", 0xa0 + i), name: name.to_string() })
+        .map(|(i, name)| PermissionSet {
+            arn: generated(&format!("arn:aws:sso:::permissionSet/ssoins-7223000000000001/ps-{:016x}", 0xa0 + i)),
+            name: name.to_string(),
+        })
         .collect()
 }
 
 pub fn principals() -> Vec<Principal> {
-    let uuid = |n: usize| format!("{:08x}-0000-4000-8000-{:012x}", 0x9067_0000u32 as usize + n, n);
+    let uuid = |n: usize| generated(&format!("{:08x}-0000-4000-8000-{:012x}", 0x9067_0000u32 as usize + n, n));
     GROUPS
         .iter()
         .enumerate()

@@ -2,6 +2,7 @@
 
 use super::{supersedes, AccountCache, LatencyHistory, RunLog, RunRecord, RunStatus};
 use crate::error::{FanoutError, Result};
+use crate::ids::AccountId;
 use crate::model::{AccountResult, OrgSnapshot, Scope};
 use crate::report::RunSummary;
 use async_trait::async_trait;
@@ -17,7 +18,7 @@ pub struct MemoryStore {
 struct Inner {
     orgs: BTreeMap<String, OrgSnapshot>,
     runs: BTreeMap<String, RunRecord>,
-    results: BTreeMap<(String, String), AccountResult>,
+    results: BTreeMap<(String, AccountId), AccountResult>,
     latencies: BTreeMap<String, Vec<u64>>,
 }
 
