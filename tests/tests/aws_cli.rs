@@ -8,21 +8,27 @@ use sso_fanout_tests::{binaries, moto::Moto};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-fn sso_fanout(moto: &Moto, store: &Path, args: &[&str]) -> Output {
-    Command::new(binaries::dir().join("sso-fanout"))
-        .args(args)
-        .args(["--store", store.to_str().unwrap(), "--output", "json"])
-        .env_clear()
+/// The binary pointed at moto by `AWS_ENDPOINT_URL` alone, with dummy credentials (or none).
+fn command(moto: &Moto, credentials: bool) -> Command {
+    let mut cmd = Command::new(binaries::dir().join("sso-fanout"));
+    cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", std::env::temp_dir())
         .env("AWS_ENDPOINT_URL", &moto.endpoint)
         .env("AWS_REGION", &moto.region)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null())
-        .output()
-        .expect("sso-fanout runs")
+        .stdin(Stdio::null());
+    if credentials {
+        cmd.env("AWS_ACCESS_KEY_ID", "testing").env("AWS_SECRET_ACCESS_KEY", "testing");
+    } else {
+        cmd.env("AWS_CONFIG_FILE", "/dev/null").env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+    }
+    cmd
+}
+
+/// A command that takes a store (plan, run, cache, report), JSON output.
+fn sso_fanout(moto: &Moto, store: &Path, args: &[&str]) -> Output {
+    command(moto, true).args(args).args(["--store", store.to_str().unwrap(), "--output", "json"]).output().expect("sso-fanout runs")
 }
 
 fn json(out: &Output) -> Value {
@@ -120,14 +126,7 @@ async fn the_account_cache_and_ou_ids_never_cross_organizations() {
     let store = dir.join("store.redb");
 
     // 1. A simulated run fills the same store with the simulated organization's accounts.
-    let out = Command::new(binaries::dir().join("sso-fanout"))
-        .args(["run", "--sim", "29", "--virtual-time", "--operation", "assign", "--permission-set", "AdministratorAccess"])
-        .args(["--group", "PlatformAdmins", "--filter", "prod-*", "--store", store.to_str().unwrap(), "--output", "json"])
-        .env("HOME", std::env::temp_dir())
-        .env_remove("SSO_FANOUT_STORE")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = sso_fanout(&moto, &store, &with(ASSIGN, &["--sim", "29", "--virtual-time", "--filter", "prod-*"]));
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 
     // 2. The same request on moto plans over moto's organization, not the cached simulated one.
@@ -171,52 +170,25 @@ async fn aws_errors_name_the_thing_to_fix() {
     std::fs::create_dir_all(&dir).unwrap();
     let store = dir.join("store.redb");
 
-    let out = Command::new(binaries::dir().join("sso-fanout"))
+    let out = command(&moto, true)
         .args(["status", "arn:aws:states:us-east-1:123456789012:execution:nope:nope", "--output", "json"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("AWS_REGION", &moto.region)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let message = json(&out)["error"]["message"].as_str().unwrap().to_string();
     assert!(message.contains("EXECUTION_ARN") && !message.contains("HTTP/1.1") && !message.contains("<html"), "{message}");
 
-    let out = Command::new(binaries::dir().join("sso-fanout"))
-        .args(["report", "--table", "nope", "--output", "json"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("AWS_REGION", &moto.region)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = command(&moto, true).args(["report", "--table", "nope", "--output", "json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let message = json(&out)["error"]["message"].as_str().unwrap().to_string();
     assert!(message.contains("table `nope` does not exist"), "{message}");
 
     // No credentials at all: said at once, not retried as a transient failure.
     let started = std::time::Instant::now();
-    let out = Command::new(binaries::dir().join("sso-fanout"))
+    let out = command(&moto, false)
         .args(["plan", "--operation", "assign", "--permission-set", "AdministratorAccess", "--group", "PlatformAdmins", "--filter", "*"])
         .args(["--store", store.to_str().unwrap(), "--output", "json"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", &dir)
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("AWS_REGION", &moto.region)
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -134,21 +134,15 @@ pub async fn load_org(org: &dyn OrgDirectory, store: &dyn AccountCache, scope: &
 }
 
 fn check_selection(request: &RunRequest, selection: &targeting::Selection<'_>) -> Result<()> {
-    if let Some(id) = selection.unknown_ids.first() {
-        let index = request.targets.accounts.iter().position(|a| a == id).unwrap_or(0);
-        return Err(FanoutError::invalid(
-            format!("targets.accounts[{index}]"),
-            id,
-            "an account of this organization (run `sso-fanout cache refresh` if it was just created)",
-        ));
-    }
-    if let Some(id) = selection.unknown_excluded.first() {
-        let index = request.targets.exclude.iter().position(|a| a == id).unwrap_or(0);
-        return Err(FanoutError::invalid(
-            format!("targets.exclude[{index}]"),
-            id,
-            "an account of this organization (an unknown id excludes nothing: check for a typo)",
-        ));
+    let unknown = [
+        ("accounts", &selection.unknown_ids, &request.targets.accounts, "run `sso-fanout cache refresh` if it was just created"),
+        ("exclude", &selection.unknown_excluded, &request.targets.exclude, "an unknown id excludes nothing: check for a typo"),
+    ];
+    for (field, unknown_ids, listed, hint) in unknown {
+        if let Some(id) = unknown_ids.first() {
+            let index = listed.iter().position(|a| a == id).unwrap_or(0);
+            return Err(FanoutError::invalid(format!("targets.{field}[{index}]"), id, format!("an account of this organization ({hint})")));
+        }
     }
     if selection.targets.is_empty() {
         let t = &request.targets;
