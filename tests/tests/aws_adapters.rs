@@ -284,6 +284,7 @@ fn synthetic_plan(run_id: &str, created_at: u64, n: usize, skipped: usize, batch
         tier: d.tier,
         settings: d.settings,
         estimate: d.estimate,
+        quota: Default::default(),
         warnings: d.warnings,
     }
 }

@@ -173,8 +173,8 @@ fn targets(sim: &SimCloud) -> Vec<AccountId> {
 /// (bound, greedy reference) for this organization's latencies.
 fn references(sim: &SimCloud, accounts: &[AccountId]) -> (f64, f64) {
     let latencies: Vec<f64> = accounts.iter().map(|a| sim.provisioning_latency(a, Operation::Assign).as_secs_f64()).collect();
-    let quotas = &sim.config().quotas;
-    (makespan_bound(&latencies, quotas, 2.0), greedy_makespan(&latencies, quotas.max_outstanding_operations as usize))
+    let limits = &sim.config().limits;
+    (makespan_bound(&latencies, limits, 2.0), greedy_makespan(&latencies, limits.max_outstanding as usize))
 }
 
 /// Truth from the simulator: accounts whose assignment exists now.

@@ -170,6 +170,35 @@ pub struct RunArgs {
     /// With --sim: run on a virtual clock (finishes at once; timings are still simulated).
     #[arg(long, requires = "sim")]
     pub virtual_time: bool,
+    #[command(flatten)]
+    pub budget: BudgetArgs,
+}
+
+/// What the run may spend of Identity Center's published limits (15 outstanding assignment
+/// operations, 20 requests/s for all its APIs); above them is refused.
+#[derive(Args, Debug, Default, Clone)]
+#[command(next_help_heading = "Quota budget (published limits: 15 outstanding operations, 20 req/s)")]
+pub struct BudgetArgs {
+    /// Assignment operations outstanding at once [default: 15, the published limit].
+    #[arg(long, value_name = "N", env = "SSO_FANOUT_MAX_OUTSTANDING")]
+    pub max_outstanding: Option<u32>,
+    /// sso-admin requests per second [default: 18, 90% of the published 20].
+    #[arg(long, value_name = "R", env = "SSO_FANOUT_REQUESTS_PER_SECOND")]
+    pub requests_per_second: Option<f64>,
+}
+
+impl BudgetArgs {
+    /// The planner's settings with this budget.
+    pub fn planner_config(&self) -> Result<sso_fanout_core::planner::PlannerConfig> {
+        let mut config = sso_fanout_core::planner::PlannerConfig::default();
+        config.budget = sso_fanout_core::tiers::QuotaBudget::with_overrides(
+            &config.limits,
+            self.max_outstanding,
+            self.requests_per_second,
+            ["--max-outstanding (SSO_FANOUT_MAX_OUTSTANDING)", "--requests-per-second (SSO_FANOUT_REQUESTS_PER_SECOND)"],
+        )?;
+        Ok(config)
+    }
 }
 
 #[derive(Args, Debug, Default)]
@@ -217,7 +246,7 @@ pub struct RequestArgs {
     /// Accounts per worker batch (clamped to what fits the worker's time budget).
     #[arg(long)]
     pub batch_size: Option<u32>,
-    /// Assignment operations in flight (clamped to the quota of 10).
+    /// Assignment operations in flight for this run (clamped to the quota budget).
     #[arg(long)]
     pub concurrency: Option<u32>,
     /// Seconds an account may take from its first call to its final state.

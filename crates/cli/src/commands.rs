@@ -42,8 +42,9 @@ pub async fn dispatch(command: Command, io: &mut Io) -> Result<u8> {
 async fn make_plan(backend: &Backend, args: &RunArgs, dry_run: bool, io: &Io) -> Result<Plan> {
     let mut request = args.request.to_request()?;
     request.dry_run |= dry_run;
+    let config = args.budget.planner_config()?;
     let planning = Planning::start(io, &backend.store_location);
-    let plan = plan_run(&backend.services, &request, &PlannerConfig::default()).await;
+    let plan = plan_run(&backend.services, &request, &config).await;
     planning.finish();
     plan
 }

@@ -114,7 +114,12 @@ fn request_documents_come_from_files_or_stdin_and_are_strict() {
     let accounts = plan["accounts"].as_array().unwrap();
     assert!(!accounts.is_empty());
     assert!(accounts.iter().all(|a| a["accountName"].as_str().unwrap().starts_with("dev-")));
-    assert_eq!(plan["tier"]["inFlight"], 10);
+    assert_eq!(plan["tier"]["inFlight"], 15);
+    // The published limits and the budget actually used, for scripts.
+    assert_eq!(plan["quota"]["maxOutstanding"], 15);
+    assert_eq!(plan["quota"]["requestsPerSecond"], 20.0);
+    assert_eq!(plan["quota"]["budget"]["maxOutstanding"], 15);
+    assert_eq!(plan["quota"]["budget"]["requestsPerSecond"], 18.0);
     assert!(plan["estimate"]["seconds"].as_f64().unwrap() > 0.0);
 
     let unknown_field = doc.replace("\"targets\"", "\"target\"");
@@ -139,7 +144,7 @@ fn plan_table_shows_tier_binding_limit_and_estimate() {
     let out = sso_fanout(&args, None);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
-    for needle in ["tier      medium", "asks 25 at once -> 10 in flight", "binding   outstanding assignment operations", "estimate", "ACTION"] {
+    for needle in ["tier      medium", "asks 25 at once -> 15 in flight", "binding   outstanding assignment operations", "estimate", "ACTION"] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
 }
@@ -331,7 +336,7 @@ fn progress_lines_are_written_when_stderr_is_a_log() {
     for l in &lines {
         let flight = l.split(" | ").find(|p| p.ends_with("in flight")).unwrap();
         let n: u32 = flight.split('/').next().unwrap().trim().parse().unwrap();
-        assert!(n <= 10, "{l}");
+        assert!(n <= 15, "{l}");
     }
 }
 
@@ -430,4 +435,24 @@ fn ctrl_c_stops_new_work_prints_a_partial_summary_and_marks_the_run_interrupted(
     let (_, stdout, _) = cli(&["report", "--sim", "80", "--store", &store, "--output", "json"]);
     assert_eq!(parse(&stdout)[0]["status"], "interrupted");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_quota_budget_is_configurable_and_never_above_the_published_limits() {
+    let mut args = vec!["plan", "--sim", "29", "--output", "json", "--filter", "*", "--max-outstanding", "6", "--requests-per-second", "9"];
+    args.extend_from_slice(REQUEST);
+    let (code, stdout, stderr) = cli(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let plan = parse(&stdout);
+    assert_eq!(plan["quota"]["budget"]["maxOutstanding"], 6);
+    assert_eq!(plan["quota"]["budget"]["requestsPerSecond"], 9.0);
+    assert_eq!(plan["tier"]["inFlight"], 6);
+    assert_eq!(plan["quota"]["maxOutstanding"], 15, "the published limit is reported beside the budget");
+    for (flag, value) in [("--max-outstanding", "16"), ("--requests-per-second", "25")] {
+        let mut args = vec!["plan", "--sim", "29", "--filter", "*", flag, value];
+        args.extend_from_slice(REQUEST);
+        let (code, _, stderr) = cli(&args);
+        assert_eq!(code, 1, "{flag} {value}");
+        assert!(stderr.contains(flag) && stderr.contains("Identity Center"), "{stderr}");
+    }
 }

@@ -5,7 +5,7 @@
 //! Field names are the JSON the ASL (`statemachine/sso-fanout.asl.json`) refers to.
 
 use crate::model::{Action, Operation, PermissionSet, Principal};
-use crate::plan::{EngineSettings, Estimate, Plan, PlanItem, QuotaShare, TierChoice};
+use crate::plan::{EngineSettings, Estimate, Plan, PlanItem, PlanQuota, QuotaShare, TierChoice};
 use serde::{Deserialize, Serialize};
 
 /// A Map item: which batch of which run (ItemSelector passes `runId` and `batch`).
@@ -70,6 +70,7 @@ pub struct PlanPreview {
     pub map_concurrency: u32,
     pub settings: EngineSettings,
     pub estimate: Estimate,
+    pub quota: PlanQuota,
     pub warnings: Vec<String>,
 }
 
@@ -98,6 +99,7 @@ impl PlanPreview {
             map_concurrency: plan.map_concurrency,
             settings: plan.settings,
             estimate: plan.estimate.clone(),
+            quota: plan.quota,
             warnings: plan.warnings.clone(),
         }
     }

@@ -4,7 +4,7 @@
 use crate::ids::AccountId;
 use crate::model::*;
 use crate::request::RunRequest;
-use crate::tiers::{BindingLimit, LatencyModel};
+use crate::tiers::{AwsLimits, BindingLimit, LatencyModel, QuotaBudget};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,8 +83,21 @@ pub struct Plan {
     pub tier: TierChoice,
     pub settings: EngineSettings,
     pub estimate: Estimate,
+    /// The limits the plan was made under.
+    #[serde(default)]
+    pub quota: PlanQuota,
     /// Clamped tuning, ignored accounts and the like: shown to the user, never silent.
     pub warnings: Vec<String>,
+}
+
+/// Identity Center's published limits (`maxOutstanding`, `requestsPerSecond`) and, under
+/// `budget`, what the plan spends of them.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanQuota {
+    #[serde(flatten)]
+    pub limits: AwsLimits,
+    pub budget: QuotaBudget,
 }
 
 impl Plan {

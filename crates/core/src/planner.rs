@@ -13,7 +13,7 @@ use crate::request::RunRequest;
 use crate::retry::retrying;
 use crate::store::{AccountCache, LatencyHistory, LATENCY_SAMPLES_KEPT};
 use crate::targeting;
-use crate::tiers::{BindingLimit, LatencyModel, Quotas, TierTable};
+use crate::tiers::{AwsLimits, BindingLimit, LatencyModel, QuotaBudget, TierTable};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -21,7 +21,10 @@ use std::collections::BTreeSet;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlannerConfig {
-    pub quotas: Quotas,
+    /// Identity Center's published limits (what the bound is computed with).
+    pub limits: AwsLimits,
+    /// What the planner spends of them (the default keeps 10% of the request rate free).
+    pub budget: QuotaBudget,
     pub tiers: TierTable,
     /// Wall-clock time a worker may spend on one batch (well inside the Lambda timeout).
     pub worker_time_budget_s: u32,
@@ -34,7 +37,8 @@ pub struct PlannerConfig {
 impl Default for PlannerConfig {
     fn default() -> Self {
         PlannerConfig {
-            quotas: Quotas::default(),
+            limits: AwsLimits::PUBLISHED,
+            budget: QuotaBudget::default(),
             tiers: TierTable::default(),
             worker_time_budget_s: 600,
             account_cache_max_age_s: 3600,
@@ -96,6 +100,7 @@ pub async fn make_plan(
         tier: decision.tier,
         settings: decision.settings,
         estimate: decision.estimate,
+        quota: PlanQuota { limits: config.limits, budget: config.budget },
         warnings,
     })
 }
@@ -186,7 +191,7 @@ pub fn decide(
     config: &PlannerConfig,
     latency: LatencyModel,
 ) -> Decision {
-    let q = &config.quotas;
+    let budget = &config.budget;
     let tuning = request.tuning.clone().unwrap_or_default();
     let mut warnings = Vec::new();
 
@@ -206,14 +211,14 @@ pub fn decide(
     // Concurrency: the tier's (or the user's) wish, clamped to the outstanding-operation quota.
     let tier = config.tiers.pick(org_accounts);
     let requested = tuning.concurrency.map(NonZeroU32::get).unwrap_or_else(|| config.tiers.concurrency(tier, operation));
-    let in_flight = requested.min(q.max_outstanding_operations).max(1);
-    if tuning.concurrency.is_some_and(|c| c.get() > q.max_outstanding_operations) {
+    let in_flight = requested.min(budget.max_outstanding).max(1);
+    if tuning.concurrency.is_some_and(|c| c.get() > budget.max_outstanding) {
         warnings.push(format!(
-            "tuning.concurrency {requested} clamped to {in_flight}: Identity Center allows {} outstanding assignment operations",
-            q.max_outstanding_operations
+            "tuning.concurrency {requested} clamped to {in_flight}: the budget is {} outstanding assignment operations (Identity Center allows {})",
+            budget.max_outstanding, config.limits.max_outstanding
         ));
     }
-    let rate = q.planned_rate();
+    let rate = budget.requests_per_second;
 
     // Time budget: a worker must finish its batch well inside the Lambda timeout.
     let mut time_budget_s = config.worker_time_budget_s;
@@ -260,7 +265,7 @@ pub fn decide(
         in_flight,
         requests_per_second: rate,
         binding,
-        binding_text: binding.describe(q),
+        binding_text: binding.describe(budget),
     };
     Decision {
         skipped,

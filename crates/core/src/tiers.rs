@@ -1,31 +1,86 @@
 //! The published Identity Center quotas and the tier table. This file is the one place where
 //! these numbers live; the planner, the estimate, the simulator and the bench all read them here.
 
+use crate::error::{FanoutError, Result};
 use crate::model::Operation;
 use serde::{Deserialize, Serialize};
 
-/// IAM Identity Center throttle limits (user guide, "Quotas"); not adjustable.
+/// IAM Identity Center's published throttle limits (user guide, "Quotas", "IAM Identity Center
+/// throttle limits"), per instance and region, not adjustable: what the simulator enforces and
+/// the bound is computed with. What sso-fanout spends of them is a `QuotaBudget`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Quotas {
-    /// All sso-admin APIs together, requests per second, per account and region.
+pub struct AwsLimits {
+    /// CreateAccountAssignment / DeleteAccountAssignment operations outstanding at once
+    /// (AWS documents 15 for creates; deletes are counted in the same pool).
+    pub max_outstanding: u32,
+    /// All sso-admin APIs together, requests per second.
     pub requests_per_second: f64,
-    /// CreateAccountAssignment / DeleteAccountAssignment operations outstanding at once.
-    pub max_outstanding_operations: u32,
-    /// Fraction of the request rate we plan to use: the rate limit is account-wide, so a bit
-    /// stays free for the console and other tools, and for jitter in call latency.
-    pub rate_headroom: f64,
 }
 
-impl Default for Quotas {
+impl AwsLimits {
+    /// As published: 15 outstanding asynchronous assignment calls, 20 requests/s.
+    pub const PUBLISHED: AwsLimits = AwsLimits { max_outstanding: 15, requests_per_second: 20.0 };
+}
+
+impl Default for AwsLimits {
     fn default() -> Self {
-        Quotas { requests_per_second: 20.0, max_outstanding_operations: 10, rate_headroom: 0.9 }
+        AwsLimits::PUBLISHED
     }
 }
 
-impl Quotas {
-    pub fn planned_rate(&self) -> f64 {
-        self.requests_per_second * self.rate_headroom
+/// What sso-fanout plans to spend of the `AwsLimits`. The request rate keeps 10% free
+/// (`RATE_HEADROOM`): it is shared with the console and every other caller of the instance, and
+/// call latency jitters. The outstanding-operation slots are all used by default: only writes
+/// take one, and a slot another tool holds costs one throttled create, which is retried.
+/// Either can be lowered (CLI `--max-outstanding` / `--requests-per-second`, Lambda
+/// `MAX_OUTSTANDING_OPERATIONS` / `REQUESTS_PER_SECOND`, template parameters); a value above
+/// the published limit is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaBudget {
+    pub max_outstanding: u32,
+    pub requests_per_second: f64,
+}
+
+/// Share of the published request rate the default budget leaves to other callers.
+pub const RATE_HEADROOM: f64 = 0.1;
+
+impl QuotaBudget {
+    /// The default budget for `limits`.
+    pub fn within(limits: &AwsLimits) -> QuotaBudget {
+        QuotaBudget { max_outstanding: limits.max_outstanding, requests_per_second: limits.requests_per_second * (1.0 - RATE_HEADROOM) }
+    }
+
+    /// The default budget with the given overrides, refused (naming `source`'s settings) when
+    /// above the limits or not positive.
+    pub fn with_overrides(limits: &AwsLimits, max_outstanding: Option<u32>, requests_per_second: Option<f64>, source: [&str; 2]) -> Result<QuotaBudget> {
+        let mut budget = QuotaBudget::within(limits);
+        if let Some(n) = max_outstanding {
+            if n == 0 || n > limits.max_outstanding {
+                return Err(FanoutError::Config(format!(
+                    "{} = {n}: give 1 to {} (Identity Center allows {} outstanding assignment operations; more would only be throttled)",
+                    source[0], limits.max_outstanding, limits.max_outstanding
+                )));
+            }
+            budget.max_outstanding = n;
+        }
+        if let Some(r) = requests_per_second {
+            if !(r > 0.0 && r <= limits.requests_per_second) {
+                return Err(FanoutError::Config(format!(
+                    "{} = {r}: give more than 0 and at most {} (Identity Center's request rate for all its APIs together)",
+                    source[1], limits.requests_per_second
+                )));
+            }
+            budget.requests_per_second = r;
+        }
+        Ok(budget)
+    }
+}
+
+impl Default for QuotaBudget {
+    fn default() -> Self {
+        QuotaBudget::within(&AwsLimits::PUBLISHED)
     }
 }
 
@@ -163,12 +218,10 @@ pub enum BindingLimit {
 }
 
 impl BindingLimit {
-    pub fn describe(self, q: &Quotas) -> String {
+    pub fn describe(self, budget: &QuotaBudget) -> String {
         match self {
-            BindingLimit::OutstandingOperations => {
-                format!("outstanding assignment operations ({} at once)", q.max_outstanding_operations)
-            }
-            BindingLimit::RequestRate => format!("sso-admin request rate ({} req/s)", q.requests_per_second),
+            BindingLimit::OutstandingOperations => format!("outstanding assignment operations ({} at once)", budget.max_outstanding),
+            BindingLimit::RequestRate => format!("sso-admin request rate ({} req/s)", budget.requests_per_second),
             BindingLimit::SlowestAccount => "the slowest single provisioning".into(),
         }
     }
@@ -176,11 +229,11 @@ impl BindingLimit {
 
 /// The lower bound (docs/design.md, "The bound") on the makespan of `latencies_s` changes under the quotas:
 /// `max(sum(L)/outstanding, max(L), calls_per_change * N / rate)`.
-pub fn makespan_bound(latencies_s: &[f64], quotas: &Quotas, calls_per_change: f64) -> f64 {
+pub fn makespan_bound(latencies_s: &[f64], limits: &AwsLimits, calls_per_change: f64) -> f64 {
     let sum: f64 = latencies_s.iter().sum();
     let max = latencies_s.iter().cloned().fold(0.0, f64::max);
-    let calls = calls_per_change * latencies_s.len() as f64 / quotas.requests_per_second;
-    (sum / quotas.max_outstanding_operations as f64).max(max).max(calls)
+    let calls = calls_per_change * latencies_s.len() as f64 / limits.requests_per_second;
+    (sum / limits.max_outstanding as f64).max(max).max(calls)
 }
 
 /// Makespan of greedy list scheduling: jobs start in the given order whenever one of `slots`
@@ -238,10 +291,24 @@ mod tests {
 
     #[test]
     fn bound_takes_the_largest_term() {
-        let q = Quotas::default();
+        let q = AwsLimits { max_outstanding: 10, requests_per_second: 20.0 };
         assert_eq!(makespan_bound(&[4.0; 100], &q, 2.0), 40.0);
         assert_eq!(makespan_bound(&[1.0, 30.0], &q, 2.0), 30.0);
         assert_eq!(makespan_bound(&[0.1; 1000], &q, 2.0), 100.0);
+        assert_eq!(makespan_bound(&[4.0; 150], &AwsLimits::PUBLISHED, 2.0), 40.0, "15 outstanding as published");
+    }
+
+    #[test]
+    fn the_budget_stays_within_the_published_limits() {
+        let b = QuotaBudget::default();
+        assert_eq!((b.max_outstanding, b.requests_per_second), (15, 18.0));
+        let names = ["--max-outstanding", "--requests-per-second"];
+        let lower = QuotaBudget::with_overrides(&AwsLimits::PUBLISHED, Some(8), Some(10.0), names).unwrap();
+        assert_eq!((lower.max_outstanding, lower.requests_per_second), (8, 10.0));
+        for (n, r) in [(Some(16), None), (Some(0), None), (None, Some(25.0)), (None, Some(0.0))] {
+            let e = QuotaBudget::with_overrides(&AwsLimits::PUBLISHED, n, r, names).unwrap_err();
+            assert_eq!(e.error_type(), "ConfigError", "{e}");
+        }
     }
 
     #[test]

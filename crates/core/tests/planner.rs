@@ -97,7 +97,7 @@ async fn tiers_are_clamped_to_the_quotas_and_say_which_limit_binds() {
     let plan = plan_run(&services, &request(filter("*")), &PlannerConfig::default()).await.unwrap();
     assert_eq!(plan.tier.name, "medium");
     assert_eq!(plan.tier.requested_concurrency, 25);
-    assert_eq!(plan.tier.in_flight, 10);
+    assert_eq!(plan.tier.in_flight, 15, "the published 15 outstanding operations");
     assert_eq!(plan.tier.binding, BindingLimit::OutstandingOperations);
     assert!(plan.tier.requests_per_second <= 20.0);
     assert_eq!(plan.batches.len(), 1);
@@ -110,9 +110,9 @@ async fn tiers_are_clamped_to_the_quotas_and_say_which_limit_binds() {
     let mut req = request(filter("*"));
     req.tuning = Some(serde_json::from_value(serde_json::json!({"concurrency": 50, "batchSize": 100_000, "accountTimeoutSeconds": 5000})).unwrap());
     let plan = plan_run(&services, &req, &PlannerConfig::default()).await.unwrap();
-    assert_eq!(plan.tier.in_flight, 10);
+    assert_eq!(plan.tier.in_flight, 15);
     let warnings = plan.warnings.join("\n");
-    assert!(warnings.contains("tuning.concurrency 50 clamped to 10"), "{warnings}");
+    assert!(warnings.contains("tuning.concurrency 50 clamped to 15"), "{warnings}");
     assert!(warnings.contains("accountTimeoutSeconds 5000 clamped"), "{warnings}");
     assert!(warnings.contains("batch size 100000 clamped"), "{warnings}");
 }
@@ -124,7 +124,7 @@ async fn large_organizations_get_batches_that_fit_the_worker_budget() {
     let plan = plan_run(&services, &request(filter("*")), &config).await.unwrap();
     assert_eq!(plan.tier.name, "large");
     assert!(plan.batches.len() >= 4, "{}", plan.batches.len());
-    assert!(plan.batches.iter().all(|b| b.share.in_flight == 10));
+    assert!(plan.batches.iter().all(|b| b.share.in_flight == 15));
     assert_eq!(plan.map_concurrency, 1, "the quota is account-wide: batches run one after another");
     // Each batch's own estimate fits the budget.
     for b in &plan.batches {
@@ -139,8 +139,8 @@ async fn estimate_follows_the_quota_model_and_learns_from_past_latencies() {
     let small = plan_run(&services, &request(filter("prod-*")), &PlannerConfig::default()).await.unwrap();
     let big = plan_run(&services, &request(filter("*")), &PlannerConfig::default()).await.unwrap();
     assert!(big.estimate.seconds > small.estimate.seconds * 1.5);
-    // Changes over 10 slots at the mean latency is a floor for the estimate.
-    let floor = big.changes() as f64 * big.estimate.latency.mean_s() / 10.0;
+    // Changes over 15 slots at the mean latency is a floor for the estimate.
+    let floor = big.changes() as f64 * big.estimate.latency.mean_s() / 15.0;
     assert!(big.estimate.seconds >= floor && big.estimate.seconds < floor * 1.5, "{} vs {floor}", big.estimate.seconds);
     assert_eq!(big.estimate.latency.samples, 0);
 

@@ -2,7 +2,7 @@
 //! in-process, on tokio's clock (paused in tests and benchmarks, so 5,000 accounts simulate in
 //! well under a second and every run is reproducible from its seed).
 //!
-//! Calibrated to the published quotas: one 20 req/s bucket for all sso-admin calls, at most 10
+//! Calibrated to the published quotas: one 20 req/s bucket for all sso-admin calls, at most 15
 //! outstanding assignment operations ("There are too many requests processing"), one operation
 //! per account (`ConflictException`), lognormal provisioning latency (median 3 s, p99 15 s), 50-150
 //! ms per call. Every request that breaks a quota is counted as a violation; faults the user
@@ -18,7 +18,7 @@ use sso_fanout_core::request::{PermissionSetRef, PrincipalRef};
 /// (account, permission set, principal): one assignment as the simulated instance holds it.
 type Assignment = (AccountId, PermissionSetArn, PrincipalId);
 use sso_fanout_core::ports::{AssignmentOps, Directory, OrgDirectory};
-use sso_fanout_core::tiers::{LatencyModel, Quotas};
+use sso_fanout_core::tiers::{AwsLimits, LatencyModel};
 use async_trait::async_trait;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
@@ -57,7 +57,8 @@ pub struct SimConfig {
     pub existing_fraction: f64,
     pub latency: LatencyModel,
     pub call_latency_ms: (u64, u64),
-    pub quotas: Quotas,
+    /// The limits the simulated instance enforces (the published ones by default).
+    pub limits: AwsLimits,
     pub faults: Faults,
     /// The stack runs in the delegated administrator account: the management account refuses.
     pub delegated_admin: bool,
@@ -77,7 +78,7 @@ impl SimConfig {
             existing_fraction: 0.1,
             latency: LatencyModel::default(),
             call_latency_ms: (50, 150),
-            quotas: Quotas::default(),
+            limits: AwsLimits::PUBLISHED,
             faults: Faults::default(),
             delegated_admin: true,
             org_requests_per_second: 20.0,
@@ -179,7 +180,7 @@ impl SimCloud {
             }
         }
         let now = Instant::now();
-        let capacity = config.quotas.requests_per_second;
+        let capacity = config.limits.requests_per_second;
         SimCloud {
             state: Mutex::new(State {
                 rng,
@@ -319,7 +320,7 @@ impl SimCloud {
             let mut s = self.state.lock().expect("sim");
             let now = Instant::now();
             *s.counters.calls.entry(api).or_default() += 1;
-            let q = &self.config.quotas;
+            let q = &self.config.limits;
             let dt = now.duration_since(s.last_refill).as_secs_f64();
             s.tokens = (s.tokens + dt * q.requests_per_second).min(q.requests_per_second);
             s.last_refill = now;
@@ -353,7 +354,7 @@ impl SimCloud {
                 message: format!("An operation is already in progress for account {}", key.account_id),
             });
         }
-        if s.ops.len() >= self.config.quotas.max_outstanding_operations as usize {
+        if s.ops.len() >= self.config.limits.max_outstanding as usize {
             s.counters.outstanding_violations += 1;
             return Err(FanoutError::Throttled { api: api.into(), message: "There are too many requests processing".into() });
         }

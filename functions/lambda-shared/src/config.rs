@@ -4,6 +4,7 @@ use sso_fanout_aws::{AwsClients, AwsIdentityCenter, AwsOrgDirectory, DynamoStore
 use sso_fanout_core::pipeline::Services;
 use sso_fanout_core::planner::PlannerConfig;
 use sso_fanout_core::store::DEFAULT_RETENTION_DAYS;
+use sso_fanout_core::tiers::QuotaBudget;
 use sso_fanout_core::{FanoutError, Result};
 use std::sync::Arc;
 
@@ -36,6 +37,17 @@ impl LambdaConfig {
         let mut planner = PlannerConfig::default();
         planner.account_cache_max_age_s = number("ACCOUNT_CACHE_MAX_AGE_SECONDS", planner.account_cache_max_age_s)?;
         planner.worker_time_budget_s = number("WORKER_TIME_BUDGET_SECONDS", planner.worker_time_budget_s as u64)? as u32;
+        let rate = match non_empty("REQUESTS_PER_SECOND") {
+            None => None,
+            Some(v) => Some(v.trim().parse::<f64>().map_err(|_| FanoutError::Config(format!("REQUESTS_PER_SECOND={v:?} is not a number")))?),
+        };
+        let outstanding = non_empty("MAX_OUTSTANDING_OPERATIONS").map(|_| number("MAX_OUTSTANDING_OPERATIONS", 0)).transpose()?;
+        planner.budget = QuotaBudget::with_overrides(
+            &planner.limits,
+            outstanding.map(|n| n as u32),
+            rate,
+            ["MAX_OUTSTANDING_OPERATIONS", "REQUESTS_PER_SECOND"],
+        )?;
         Ok(LambdaConfig {
             table,
             identity_center: IdentityCenterConfig {
@@ -79,6 +91,18 @@ mod tests {
         assert_eq!(c.identity_center.identity_store_id, None);
         assert_eq!(c.planner.worker_time_budget_s, 300);
         assert_eq!(c.result_retention_days, 30);
+    }
+
+    #[test]
+    fn the_quota_budget_comes_from_the_environment_within_the_published_limits() {
+        let c = LambdaConfig::from_lookup(lookup(&[("FANOUT_TABLE", "t")])).unwrap();
+        assert_eq!((c.planner.budget.max_outstanding, c.planner.budget.requests_per_second), (15, 18.0));
+        let c = LambdaConfig::from_lookup(lookup(&[("FANOUT_TABLE", "t"), ("MAX_OUTSTANDING_OPERATIONS", "6"), ("REQUESTS_PER_SECOND", "9.5")])).unwrap();
+        assert_eq!((c.planner.budget.max_outstanding, c.planner.budget.requests_per_second), (6, 9.5));
+        let e = LambdaConfig::from_lookup(lookup(&[("FANOUT_TABLE", "t"), ("MAX_OUTSTANDING_OPERATIONS", "30")])).unwrap_err();
+        assert!(e.to_string().contains("MAX_OUTSTANDING_OPERATIONS") && e.to_string().contains("15"), "{e}");
+        let e = LambdaConfig::from_lookup(lookup(&[("FANOUT_TABLE", "t"), ("REQUESTS_PER_SECOND", "21")])).unwrap_err();
+        assert_eq!(e.error_type(), "ConfigError");
     }
 
     #[test]

@@ -62,7 +62,7 @@ async fn planner_output_stays_small_for_ten_thousand_accounts() {
     let bytes = serde_json::to_vec(&planned).unwrap().len();
     // Step Functions payloads are limited to 256 KB; batches are references into the store.
     assert!(bytes < 8 * 1024, "planner output is {bytes} bytes");
-    assert!(planned.batches.len() >= 8);
+    assert!(planned.batches.len() >= 5, "{}", planned.batches.len());
 }
 
 #[tokio::test(start_paused = true)]
