@@ -13,7 +13,7 @@ use sso_fanout_core::planner::PlannerConfig;
 use sso_fanout_core::ports::AssignmentOps;
 use sso_fanout_core::request::{RunRequest, Tuning};
 use sso_fanout_core::store::{AccountCache, MemoryStore, RunLog};
-use sso_fanout_core::tiers::{greedy_makespan, makespan_bound};
+use sso_fanout_core::tiers::{greedy_makespan, makespan_bound, LatencyModel};
 use sso_fanout_sim::{Faults, SimCloud, SimConfig};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,6 +27,8 @@ pub struct BenchRow {
     pub accounts: usize,
     pub seed: u64,
     pub strategy: String,
+    /// The simulated provisioning latency: median and p99, seconds.
+    pub latency: LatencyModel,
     /// Until every request was accepted by AWS.
     pub accepted_s: f64,
     /// Until every assignment actually finished, as the simulator knows it.
@@ -61,6 +63,8 @@ pub struct BenchOptions {
     pub seed: u64,
     pub faults: Faults,
     pub tuning: Option<Tuning>,
+    /// The simulated provisioning latency (an assumption: nobody publishes it).
+    pub latency: LatencyModel,
 }
 
 /// The seed's strategy settings.
@@ -161,6 +165,7 @@ fn bench_request(tuning: Option<Tuning>) -> Result<RunRequest> {
 fn sim_for(accounts: usize, options: &BenchOptions) -> Arc<SimCloud> {
     let mut config = SimConfig::clean(accounts, options.seed);
     config.faults = options.faults.clone();
+    config.latency = options.latency;
     Arc::new(SimCloud::new(config))
 }
 
@@ -206,6 +211,7 @@ fn row(accounts: usize, options: &BenchOptions, strategy: &str, sim: &SimCloud, 
         accounts,
         seed: options.seed,
         strategy: strategy.into(),
+        latency: options.latency,
         accepted_s: m.accepted_s,
         makespan_s: m.makespan_s,
         reported_s: m.reported_s,

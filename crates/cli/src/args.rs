@@ -282,6 +282,9 @@ pub struct BackendArgs {
     /// Faults injected into the simulator.
     #[arg(long, value_enum, default_value_t = FaultProfile::None)]
     pub faults: FaultProfile,
+    /// With --sim: provisioning latency, `MEDIAN_S,P99_S` [default: 3,15].
+    #[arg(long, value_name = "MEDIAN_S,P99_S", value_parser = parse_latency, requires = "sim")]
+    pub latency: Option<sso_fanout_core::tiers::LatencyModel>,
     #[command(flatten)]
     pub aws: AwsArgs,
     /// Embedded store file (default: sso-fanout/store.redb in the user's data directory; with
@@ -358,6 +361,10 @@ pub struct BenchArgs {
     /// Repeat with seeds SEED, SEED+1, ... and summarize each size and strategy (mean, min, max).
     #[arg(long, default_value_t = 1)]
     pub repeat: u64,
+    /// Simulated provisioning latency, `MEDIAN_S,P99_S` (lognormal) [default: 3,15, an
+    /// assumption: nobody publishes it].
+    #[arg(long, value_name = "MEDIAN_S,P99_S", value_parser = parse_latency)]
+    pub latency: Option<sso_fanout_core::tiers::LatencyModel>,
     /// Run only sso-fanout (skip the seed's strategies).
     #[arg(long)]
     pub only_sso_fanout: bool,
@@ -432,6 +439,16 @@ impl RequestArgs {
             "principal": principal,
             "targets": targets,
         }))
+    }
+}
+
+/// `MEDIAN_S,P99_S`, e.g. `1,5` or `3,15`: positive seconds, p99 at least the median.
+fn parse_latency(text: &str) -> std::result::Result<sso_fanout_core::tiers::LatencyModel, String> {
+    let (m, p) = text.split_once(',').ok_or("give MEDIAN_S,P99_S in seconds, e.g. 3,15")?;
+    let number = |t: &str| t.trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v > 0.0);
+    match (number(m), number(p)) {
+        (Some(median_s), Some(p99_s)) if p99_s >= median_s => Ok(sso_fanout_core::tiers::LatencyModel { median_s, p99_s, samples: 0 }),
+        _ => Err(format!("`{text}`: give MEDIAN_S,P99_S as positive seconds with p99 >= median, e.g. 3,15")),
     }
 }
 

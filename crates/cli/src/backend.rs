@@ -33,6 +33,9 @@ pub async fn connect(args: &BackendArgs) -> Result<Backend> {
             }
             let mut config = SimConfig::new(accounts, args.seed);
             config.faults = faults(args.faults);
+            if let Some(latency) = args.latency {
+                config.latency = latency;
+            }
             let sim = Arc::new(SimCloud::new(config));
             let (store, store_location) = match &args.store {
                 Some(path) => (Arc::new(EmbeddedStore::open(path)?) as Arc<dyn RunStore>, path.display().to_string()),

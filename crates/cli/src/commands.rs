@@ -131,6 +131,7 @@ pub fn bench(args: BenchArgs, io: &Io) -> Result<u8> {
             seed,
             faults: backend::faults(args.faults),
             tuning: args.batch_size.map(|b| Tuning { batch_size: Some(b), ..Default::default() }),
+            latency: args.latency.unwrap_or_default(),
         };
         for &n in &args.accounts {
             if args.output == OutputFormat::Table {

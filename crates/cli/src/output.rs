@@ -149,6 +149,7 @@ pub fn bench_table(rows: &[BenchRow]) -> String {
             vec![
                 r.accounts.to_string(),
                 r.strategy.clone(),
+                format!("{}/{}", r.latency.median_s, r.latency.p99_s),
                 format!("{:.1}", r.accepted_s),
                 format!("{:.1}", r.makespan_s),
                 format!("{:.1}", r.reported_s),
@@ -166,11 +167,11 @@ pub fn bench_table(rows: &[BenchRow]) -> String {
         })
         .collect();
     let mut out = table(
-        &["ACCOUNTS", "STRATEGY", "ACCEPTED_S", "MAKESPAN_S", "REPORTED_S", "ESTIMATE_S", "BOUND_S", "RATIO", "GREEDY_S", "API_CALLS", "THROTTLED", "VIOLATIONS", "FAILED", "FALSE_OK", "RERUN_CALLS/WRITES"],
+        &["ACCOUNTS", "STRATEGY", "LATENCY", "ACCEPTED_S", "MAKESPAN_S", "REPORTED_S", "ESTIMATE_S", "BOUND_S", "RATIO", "GREEDY_S", "API_CALLS", "THROTTLED", "VIOLATIONS", "FAILED", "FALSE_OK", "RERUN_CALLS/WRITES"],
         &body,
     );
     out.push_str(
-        "\n  makespan: until every assignment actually finished; reported: until the tool returned;\n  ratio = makespan / bound (docs/design.md lower bound); greedy: ideal list scheduling of the same\n  latencies with no overhead (the best any scheduler blind to latencies does on average);\n  FALSE_OK: reported successful, not SUCCEEDED.\n",
+        "\n  makespan: until every assignment actually finished; reported: until the tool returned;\n  ratio = makespan / bound (docs/design.md lower bound); greedy: ideal list scheduling of the same\n  latencies with no overhead (the best any scheduler blind to latencies does on average);\n  FALSE_OK: reported successful, not SUCCEEDED; VIOLATIONS: requests over a quota, the rate read as a\n  strict one-second sliding window; LATENCY: simulated provisioning median/p99 s (--latency).\n",
     );
     out
 }

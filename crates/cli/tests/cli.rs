@@ -456,3 +456,22 @@ fn the_quota_budget_is_configurable_and_never_above_the_published_limits() {
         assert!(stderr.contains(flag) && stderr.contains("Identity Center"), "{stderr}");
     }
 }
+
+#[test]
+fn the_bench_takes_a_latency_assumption_and_audits_the_rate_by_sliding_window() {
+    let run = |latency: &str| {
+        let (code, stdout, stderr) = cli(&["bench", "--accounts", "120", "--seed", "3", "--only-sso-fanout", "--latency", latency, "--output", "json"]);
+        assert_eq!(code, 0, "{stderr}");
+        parse(&stdout)[0].clone()
+    };
+    let fast = run("1,5");
+    let slow = run("10,40");
+    assert_eq!(fast["latency"]["medianS"], 1.0);
+    assert!(fast["makespan_s"].as_f64().unwrap() < slow["makespan_s"].as_f64().unwrap() / 3.0, "{fast} {slow}");
+    for row in [&fast, &slow] {
+        assert_eq!(row["violations"], 0, "strict one-second window: {row}");
+    }
+    let (code, _, stderr) = cli(&["bench", "--accounts", "29", "--latency", "5,1"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("p99 >= median"), "{stderr}");
+}

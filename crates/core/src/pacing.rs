@@ -18,9 +18,11 @@ struct State {
 }
 
 impl Pacer {
-    /// `rate` requests per second; a burst of half a second's worth (at least one request).
+    /// `rate` requests per second, no burst beyond one request: any one-second window then
+    /// holds at most `rate + 1` requests (19 at 18/s), within a 20 req/s limit read as
+    /// strictly as a sliding window. (A burst of `b` would allow `rate + b`.)
     pub fn new(rate: f64) -> Pacer {
-        let burst = (rate / 2.0).max(1.0);
+        let burst = 1.0;
         Pacer { state: Mutex::new(State { tokens: burst, burst, rate, max_rate: rate, last: Instant::now() }) }
     }
 
@@ -71,15 +73,19 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn never_exceeds_rate_plus_burst() {
-        let pacer = Pacer::new(10.0);
+    async fn never_exceeds_the_rate_in_any_one_second_window() {
+        let pacer = Pacer::new(18.0);
         let start = Instant::now();
-        for _ in 0..105 {
+        let mut sent = Vec::new();
+        for _ in 0..181 {
             pacer.acquire().await;
+            sent.push(start.elapsed().as_secs_f64());
         }
-        // 5 burst tokens, then 10/s: 100 more need 10 s.
+        // One immediate, then 18/s: 180 more need 10 s.
         let elapsed = start.elapsed().as_secs_f64();
         assert!((9.9..10.2).contains(&elapsed), "{elapsed}");
+        let most = sent.iter().map(|t| sent.iter().filter(|u| **u >= *t && **u < t + 1.0).count()).max().unwrap();
+        assert!(most <= 19, "{most} requests in one second");
     }
 
     #[tokio::test(start_paused = true)]

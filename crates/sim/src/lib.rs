@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use tokio::time::{sleep, Duration, Instant};
 
@@ -105,11 +105,22 @@ pub struct OpRecord {
 }
 
 /// Counters: every call, and every quota the caller broke.
+///
+/// The request rate is audited two ways. The simulated instance refuses a call when its
+/// token bucket (20 tokens, 20/s) is empty, without charging the refused call a token (as token
+/// buckets generally do; AWS does not say). Independently, every sso-admin request that
+/// arrives, refused or not, is counted in a strict one-second sliding window: a request that
+/// finds 20 others in the second before it is a `window_violations` (the strictest reading of
+/// "20 requests per second"), whether or not the bucket let it through.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SimCounters {
     pub calls: BTreeMap<&'static str, u64>,
     /// Calls refused because the 20 req/s bucket was empty (the caller broke the quota).
     pub rate_violations: u64,
+    /// Requests that arrived with the limit's worth already in the trailing second.
+    pub window_violations: u64,
+    /// The most requests seen in any one-second window.
+    pub max_in_window: u64,
     /// Creates/deletes refused with "too many requests processing".
     pub outstanding_violations: u64,
     /// Creates/deletes refused because the account had an operation running.
@@ -125,8 +136,11 @@ impl SimCounters {
     pub fn sso_admin_calls(&self) -> u64 {
         self.calls.values().sum()
     }
+    /// Every request that broke a quota: the sliding-window rate audit, the outstanding
+    /// operations, one operation per account. (A bucket refusal is always a window violation
+    /// too, so it is not counted again.)
     pub fn violations(&self) -> u64 {
-        self.rate_violations + self.outstanding_violations + self.conflict_violations
+        self.window_violations.max(self.rate_violations) + self.outstanding_violations + self.conflict_violations
     }
     pub fn throttled(&self) -> u64 {
         self.rate_violations + self.outstanding_violations + self.storm_throttles
@@ -156,6 +170,8 @@ struct State {
     assignments: HashSet<Assignment>,
     counters: SimCounters,
     log: Vec<OpRecord>,
+    /// Arrival times of the sso-admin requests of the last second (the sliding-window audit).
+    window: VecDeque<Instant>,
 }
 
 pub struct SimCloud {
@@ -195,6 +211,7 @@ impl SimCloud {
                 assignments,
                 counters: SimCounters::default(),
                 log: Vec::new(),
+                window: VecDeque::new(),
             }),
             config,
             org,
@@ -301,6 +318,18 @@ impl SimCloud {
         }
     }
 
+    /// The strict sliding-window audit of the request rate (see `SimCounters`).
+    fn audit_window(&self, s: &mut State, now: Instant) {
+        while s.window.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1)) {
+            s.window.pop_front();
+        }
+        if s.window.len() as f64 >= self.config.limits.requests_per_second {
+            s.counters.window_violations += 1;
+        }
+        s.window.push_back(now);
+        s.counters.max_in_window = s.counters.max_in_window.max(s.window.len() as u64);
+    }
+
     fn in_storm(&self, now: Instant) -> bool {
         let t = self.secs(now);
         self.config.faults.throttle_storms.iter().any(|(start, len)| t >= *start && t < start + len)
@@ -321,6 +350,7 @@ impl SimCloud {
             let now = Instant::now();
             *s.counters.calls.entry(api).or_default() += 1;
             let q = &self.config.limits;
+            self.audit_window(&mut s, now);
             let dt = now.duration_since(s.last_refill).as_secs_f64();
             s.tokens = (s.tokens + dt * q.requests_per_second).min(q.requests_per_second);
             s.last_refill = now;
@@ -558,5 +588,38 @@ impl SimCloud {
     /// A permission set's ARN by name without spending calls (bench set-up).
     pub fn resolve_permission_set_quiet(&self, name: &str) -> Result<PermissionSetArn> {
         self.permission_sets.iter().find(|p| p.name == name).map(|p| p.arn.clone()).ok_or_else(|| FanoutError::not_found("permission set", name, ""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// The sliding-window audit catches what a token bucket lets through: 20 calls at once
+    /// (the bucket is full) and 10 more within the same second (refilled tokens) are 30
+    /// requests in one second.
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_audit_is_a_strict_one_second_window() {
+        let sim = Arc::new(SimCloud::new(SimConfig { call_latency_ms: (0, 0), ..SimConfig::clean(5, 1) }));
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let sim = sim.clone();
+            calls.spawn(async move { sim.instance().await });
+        }
+        while calls.join_next().await.is_some() {}
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for _ in 0..10 {
+            let _ = sim.instance().await;
+        }
+        let c = sim.counters();
+        assert_eq!(c.rate_violations, 0, "the bucket refilled 10 tokens in half a second");
+        assert_eq!(c.window_violations, 10, "{c:?}");
+        assert_eq!(c.max_in_window, 30);
+        assert_eq!(c.violations(), 10);
+        // A second later the window is clear again.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let _ = sim.instance().await;
+        assert_eq!(sim.counters().window_violations, 10);
     }
 }
