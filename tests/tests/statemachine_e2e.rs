@@ -436,4 +436,27 @@ async fn scenarios(h: &Harness) {
     assert_eq!(e.status, "SUCCEEDED", "{}: {} {}", e.arn, e.error, e.cause);
     assert_eq!(counts(&e.output), json!({"total": 18, "succeeded": lost, "skipped": 18 - lost, "failed": 0, "timedOut": 0, "missing": 0}));
     h.assert_held(&fleet, &read_only, &developers, true).await;
+
+    // 8. The CLI starts and follows an execution as a CI job would (stderr is a log, not a
+    //    terminal): exit 0, the summary as JSON with the execution's ARN, progress on stderr.
+    let out = Command::new(sso_fanout_tests::binaries::dir().join("sso-fanout"))
+        .args(["start", "--state-machine", &machine, "--wait", "--output", "json"])
+        .args(["--operation", "assign", "--permission-set", "ReadOnlyAccess", "--group", "Developers", "--filter", "fleet-*"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_ENDPOINT_URL", h.cloud.endpoint())
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .output()
+        .expect("sso-fanout start runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert!(summary["executionArn"].as_str().is_some_and(|a| a.contains(":execution:")), "{summary}");
+    assert_eq!(summary["outcome"], "succeeded", "{summary}");
+    assert_eq!(summary["counts"]["skipped"], 18, "everything was already assigned: {summary}");
+    assert!(stderr.contains("started arn:"), "{stderr}");
 }
