@@ -24,6 +24,8 @@ use tokio::time::{sleep, timeout, Duration, Instant};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchRow {
+    /// `single` (one run), `concurrent` (several runs on one instance).
+    pub scenario: String,
     pub accounts: usize,
     pub seed: u64,
     pub strategy: String,
@@ -56,6 +58,16 @@ pub struct BenchRow {
     pub rerun_api_calls: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rerun_writes: Option<u64>,
+    /// `concurrent`: when each run started and reported, seconds from the first start.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<RunTiming>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunTiming {
+    pub permission_set: String,
+    pub started_s: f64,
+    pub finished_s: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -150,9 +162,14 @@ mod tests {
 
 /// Assign AdministratorAccess to PlatformAdmins in every account, as a user would write it.
 fn bench_request(tuning: Option<Tuning>) -> Result<RunRequest> {
+    request_for("AdministratorAccess", tuning)
+}
+
+/// Assign `permission_set` to PlatformAdmins in every account.
+fn request_for(permission_set: &str, tuning: Option<Tuning>) -> Result<RunRequest> {
     let mut request = serde_json::json!({
         "operation": "assign",
-        "permissionSet": "AdministratorAccess",
+        "permissionSet": permission_set,
         "principal": {"type": "GROUP", "name": "PlatformAdmins"},
         "targets": {"filter": "*"},
     });
@@ -208,6 +225,7 @@ fn row(accounts: usize, options: &BenchOptions, strategy: &str, sim: &SimCloud, 
     let counters = sim.counters();
     let (bound_s, greedy_s) = references(sim, targets);
     BenchRow {
+        scenario: "single".into(),
         accounts,
         seed: options.seed,
         strategy: strategy.into(),
@@ -226,6 +244,7 @@ fn row(accounts: usize, options: &BenchOptions, strategy: &str, sim: &SimCloud, 
         estimate_s: None,
         rerun_api_calls: None,
         rerun_writes: None,
+        runs: vec![],
     }
 }
 
@@ -347,6 +366,57 @@ async fn seed_account(sim: &SimCloud, key: &AssignmentKey, settings: &SeedSettin
 }
 
 /// All three strategies for each size, side by side.
+/// Runs of today's sso-fanout started `CONCURRENT_STARTS_S` apart on one simulated instance
+/// (a schedule, a CI job and a laptop), each assigning another permission set to every account.
+/// Each run owns the whole quota budget in its own mind (`independent`): the row shows what
+/// that costs the instance (throttles, violations) against the bound of all their operations.
+pub fn run_concurrent(accounts: usize, options: &BenchOptions) -> Result<BenchRow> {
+    const CONCURRENT_STARTS_S: [f64; 3] = [0.0, 30.0, 60.0];
+    const PERMISSION_SETS: [&str; 3] = ["AdministratorAccess", "ReadOnlyAccess", "PowerUserAccess"];
+    paused_runtime().block_on(async {
+        let sim = sim_for(accounts, options);
+        let (t0, t0_sim) = (Instant::now(), sim.elapsed_s());
+        let one_run = |permission_set: &'static str, start_s: f64, seed: u64| {
+            let sim = sim.clone();
+            let tuning = options.tuning.clone();
+            async move {
+                sleep(Duration::from_secs_f64(start_s)).await;
+                // Each run is its own process: its own store and account cache.
+                let store = Arc::new(MemoryStore::new());
+                let services = Services::new(sim.clone(), sim.clone(), store.clone());
+                let plan = plan_run(&services, &request_for(permission_set, tuning)?, &PlannerConfig::default()).await?;
+                let summary = execute(&services, &plan, EngineOptions { jitter_seed: seed, ..Default::default() }, None).await?;
+                let finished_s = t0.elapsed().as_secs_f64();
+                let results = store.results(&plan.run_id).await?;
+                Ok::<_, FanoutError>((plan, summary, results, finished_s))
+            }
+        };
+        let (a, b, c) = tokio::join!(
+            one_run(PERMISSION_SETS[0], CONCURRENT_STARTS_S[0], options.seed),
+            one_run(PERMISSION_SETS[1], CONCURRENT_STARTS_S[1], options.seed + 1),
+            one_run(PERMISSION_SETS[2], CONCURRENT_STARTS_S[2], options.seed + 2),
+        );
+        let measured = measure(&sim, t0, t0_sim);
+        let targets = targets(&sim);
+        let mut failed = 0;
+        let mut false_successes = 0;
+        let mut runs = Vec::new();
+        for (i, outcome) in [a, b, c].into_iter().enumerate() {
+            let (plan, summary, results, finished_s) = outcome?;
+            let truth = assigned(&sim, &targets, &plan.permission_set.arn, &plan.principal.id);
+            false_successes += results.iter().filter(|r| r.outcome == Outcome::Succeeded && !truth.contains(&r.account_id)).count();
+            failed += summary.counts.failed + summary.counts.timed_out + summary.counts.missing;
+            runs.push(RunTiming { permission_set: PERMISSION_SETS[i].into(), started_s: CONCURRENT_STARTS_S[i], finished_s });
+        }
+        // The references count every run's operations (the same accounts, once per run).
+        let all_changes: Vec<AccountId> = targets.iter().cycle().take(targets.len() * PERMISSION_SETS.len()).cloned().collect();
+        let mut row = row(accounts, options, "independent", &sim, &all_changes, measured, failed, false_successes);
+        row.scenario = "concurrent".into();
+        row.runs = runs;
+        Ok(row)
+    })
+}
+
 pub fn run_all(sizes: &[usize], options: &BenchOptions) -> Result<Vec<BenchRow>> {
     let mut rows = Vec::new();
     for &n in sizes {

@@ -149,6 +149,16 @@ pub enum OutputFormat {
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scenario {
+    /// One run per size: sso-fanout beside the models of the seed's strategies.
+    #[default]
+    Single,
+    /// Three sso-fanout runs of the size started 0, 30 and 60 s apart on one instance, each with
+    /// another permission set (a schedule, a CI job and a laptop at once).
+    Concurrent,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FaultProfile {
     #[default]
     None,
@@ -365,6 +375,9 @@ pub struct BenchArgs {
     /// assumption: nobody publishes it].
     #[arg(long, value_name = "MEDIAN_S,P99_S", value_parser = parse_latency)]
     pub latency: Option<sso_fanout_core::tiers::LatencyModel>,
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = Scenario::Single)]
+    pub scenario: Scenario,
     /// Run only sso-fanout (skip the seed's strategies).
     #[arg(long)]
     pub only_sso_fanout: bool,

@@ -1,7 +1,7 @@
 //! One function per subcommand. Each returns the process exit code or an error (exit 1), and
 //! writes only to the `Io` it is given.
 
-use crate::args::{BenchArgs, CacheAction, Command, OrgArgs, OutputFormat, RunArgs};
+use crate::args::{BenchArgs, CacheAction, Command, OrgArgs, OutputFormat, RunArgs, Scenario};
 use crate::backend::{self, Backend};
 use crate::exit;
 use crate::io::Io;
@@ -137,10 +137,10 @@ pub fn bench(args: BenchArgs, io: &Io) -> Result<u8> {
             if args.output == OutputFormat::Table {
                 io.err.line(format!("simulating {n} accounts, seed {seed}..."));
             }
-            if args.only_sso_fanout {
-                rows.push(bench::run_sso_fanout(n, &options)?);
-            } else {
-                rows.extend(bench::run_all(&[n], &options)?);
+            match args.scenario {
+                Scenario::Concurrent => rows.push(bench::run_concurrent(n, &options)?),
+                Scenario::Single if args.only_sso_fanout => rows.push(bench::run_sso_fanout(n, &options)?),
+                Scenario::Single => rows.extend(bench::run_all(&[n], &options)?),
             }
         }
     }

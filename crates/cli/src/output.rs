@@ -147,6 +147,7 @@ pub fn bench_table(rows: &[BenchRow]) -> String {
         .iter()
         .map(|r| {
             vec![
+                r.scenario.clone(),
                 r.accounts.to_string(),
                 r.strategy.clone(),
                 format!("{}/{}", r.latency.median_s, r.latency.p99_s),
@@ -167,9 +168,13 @@ pub fn bench_table(rows: &[BenchRow]) -> String {
         })
         .collect();
     let mut out = table(
-        &["ACCOUNTS", "STRATEGY", "LATENCY", "ACCEPTED_S", "MAKESPAN_S", "REPORTED_S", "ESTIMATE_S", "BOUND_S", "RATIO", "GREEDY_S", "API_CALLS", "THROTTLED", "VIOLATIONS", "FAILED", "FALSE_OK", "RERUN_CALLS/WRITES"],
+        &["SCENARIO", "ACCOUNTS", "STRATEGY", "LATENCY", "ACCEPTED_S", "MAKESPAN_S", "REPORTED_S", "ESTIMATE_S", "BOUND_S", "RATIO", "GREEDY_S", "API_CALLS", "THROTTLED", "VIOLATIONS", "FAILED", "FALSE_OK", "RERUN_CALLS/WRITES"],
         &body,
     );
+    for r in rows.iter().filter(|r| !r.runs.is_empty()) {
+        let runs: Vec<String> = r.runs.iter().map(|t| format!("{} {:.0}-{:.1} s", t.permission_set, t.started_s, t.finished_s)).collect();
+        let _ = writeln!(out, "  {} x{} runs on one instance: {}", r.accounts, r.runs.len(), runs.join(", "));
+    }
     out.push_str(
         "\n  makespan: until every assignment actually finished; reported: until the tool returned;\n  ratio = makespan / bound (docs/design.md lower bound); greedy: ideal list scheduling of the same\n  latencies with no overhead (the best any scheduler blind to latencies does on average);\n  FALSE_OK: reported successful, not SUCCEEDED; VIOLATIONS: requests over a quota, the rate read as a\n  strict one-second sliding window; LATENCY: simulated provisioning median/p99 s (--latency).\n",
     );

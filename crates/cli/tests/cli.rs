@@ -475,3 +475,17 @@ fn the_bench_takes_a_latency_assumption_and_audits_the_rate_by_sliding_window() 
     assert_eq!(code, 1);
     assert!(stderr.contains("p99 >= median"), "{stderr}");
 }
+
+#[test]
+fn the_concurrent_scenario_measures_runs_that_each_believe_they_own_the_quota() {
+    let (code, stdout, stderr) = cli(&["bench", "--scenario", "concurrent", "--accounts", "120", "--seed", "2", "--output", "json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let row = &parse(&stdout)[0];
+    assert_eq!(row["scenario"], "concurrent");
+    assert_eq!(row["strategy"], "independent");
+    assert_eq!(row["runs"].as_array().unwrap().len(), 3);
+    // Today's behaviour: overlapping runs exceed the instance's quota between them.
+    assert!(row["throttled"].as_u64().unwrap() > 0, "{row}");
+    assert_eq!(row["false_successes"], 0);
+    assert!(row["makespan_s"].as_f64().unwrap() >= row["bound_s"].as_f64().unwrap());
+}
