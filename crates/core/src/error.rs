@@ -8,7 +8,7 @@ pub type Result<T, E = FanoutError> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Error, PartialEq)]
 pub enum FanoutError {
     /// The request is wrong; nothing was changed. `field` is a JSON path in the request.
-    #[error("invalid request: `{field}` = {value}: {expected}")]
+    #[error("invalid request: `{field}`{}: {expected}", value_part(.value))]
     InvalidRequest { field: String, value: String, expected: String },
 
     /// A named thing (permission set, group, user, OU, account) does not exist.
@@ -50,6 +50,11 @@ pub enum FanoutError {
 
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// " = <value>", or nothing when the message already quotes it (a decoding error).
+fn value_part(value: &str) -> String {
+    if value.is_empty() { String::new() } else { format!(" = {value}") }
 }
 
 fn hint_suffix(hint: &str) -> String {

@@ -138,6 +138,11 @@ pub async fn load_org(org: &dyn OrgDirectory, store: &dyn AccountCache, scope: &
     Ok(fresh)
 }
 
+/// Ids as a user wrote them: `a, b, c`.
+fn join_ids<T: std::fmt::Display>(ids: &[T]) -> String {
+    ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
 fn check_selection(request: &RunRequest, selection: &targeting::Selection<'_>) -> Result<()> {
     let unknown = [
         ("accounts", &selection.unknown_ids, &request.targets.accounts, "run `sso-fanout cache refresh` if it was just created"),
@@ -152,9 +157,9 @@ fn check_selection(request: &RunRequest, selection: &targeting::Selection<'_>) -
     if selection.targets.is_empty() {
         let t = &request.targets;
         let (field, value) = match (&t.filter, t.ous.is_empty(), t.tags.is_empty()) {
-            _ if selection.excluded > 0 && selection.inactive.is_empty() => ("targets.exclude", format!("{:?}", t.exclude)),
-            (Some(f), _, _) => ("targets.filter", format!("{f:?}")),
-            (None, false, _) => ("targets.ous", format!("{:?}", t.ous)),
+            _ if selection.excluded > 0 && selection.inactive.is_empty() => ("targets.exclude", join_ids(&t.exclude)),
+            (Some(f), _, _) => ("targets.filter", format!("\"{f}\"")),
+            (None, false, _) => ("targets.ous", join_ids(&t.ous)),
             (None, true, false) => ("targets.tags", format!("{:?}", t.tags)),
             _ => ("targets", "the selection".to_string()),
         };

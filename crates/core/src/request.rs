@@ -264,10 +264,8 @@ impl std::fmt::Display for NameFilter {
 fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> FanoutError {
     let path = e.path().to_string();
     let field = if path.is_empty() || path == "." { "request".to_string() } else { path };
-    let inner = e.into_inner();
-    // Values decoded by Lambda have no position; text from a file or stdin does.
-    let at = if inner.line() == 0 { "the request".to_string() } else { format!("line {}, column {}", inner.line(), inner.column()) };
-    FanoutError::invalid(field, at, format!("{inner}; see README \"The request\""))
+    // serde's message quotes the value and, for text from a file or stdin, its line and column.
+    FanoutError::invalid(field, "", format!("{}; see README \"The request\"", e.into_inner()))
 }
 
 #[cfg(test)]

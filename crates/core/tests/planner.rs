@@ -63,6 +63,7 @@ async fn selections_that_match_nothing_are_errors_naming_the_field() {
     let (sim, store, services) = setup(20);
     let e = rejected(&services, &sim, &store, request(filter("staging-*"))).await;
     assert!(matches!(e, FanoutError::InvalidRequest { ref field, .. } if field == "targets.filter"), "{e}");
+    assert!(e.to_string().contains("= \"staging-*\":"), "the filter as the user wrote it: {e}");
     let e = rejected(&services, &sim, &store, request(serde_json::json!({"accounts": ["999999999999"]}))).await;
     assert!(matches!(e, FanoutError::InvalidRequest { ref field, .. } if field == "targets.accounts[0]"), "{e}");
     let tags = serde_json::json!({"tags": {"env": "qa"}});
