@@ -417,6 +417,61 @@ pub fn run_concurrent(accounts: usize, options: &BenchOptions) -> Result<BenchRo
     })
 }
 
+/// The first batch's worker dies a third of the way through (a Lambda timeout or crash) and is
+/// re-driven at once, as the state machine's Retry does: the re-driven worker resumes from the
+/// stored results (final accounts skipped, accepted ones checked by request id); the other
+/// batches then run as the Map would run them. The row says whether the run converged without a
+/// duplicate or lost result and what the crash cost: the re-driven worker's calls and the
+/// operations it had accepted beyond what the dead one left undone (`rerun_api_calls`,
+/// `rerun_writes`), and requests over the quota while the dead worker's last calls and
+/// operations were still counted at AWS.
+pub fn run_crash(accounts: usize, options: &BenchOptions) -> Result<BenchRow> {
+    paused_runtime().block_on(async {
+        let sim = sim_for(accounts, options);
+        let store = Arc::new(MemoryStore::new());
+        let services = Services::new(sim.clone(), sim.clone(), store.clone());
+        let request = bench_request(None)?;
+        let config = PlannerConfig::default();
+        let (t0, t0_sim) = (Instant::now(), sim.elapsed_s());
+        let plan = plan_run(&services, &request, &config).await?;
+        let n = plan.batches[0].items.len();
+        let worker = {
+            let (services, run_id, seed) = (services.clone(), plan.run_id.clone(), options.seed);
+            tokio::spawn(async move {
+                let options = EngineOptions { jitter_seed: seed, ..Default::default() };
+                sso_fanout_core::pipeline::run_stored_batch(&services, &run_id, 0, options, None).await.map(|_| ())
+            })
+        };
+        let (batch_estimate, _) = sso_fanout_core::planner::estimate_seconds(&plan.batches[..1], &plan.estimate.latency);
+        sleep(Duration::from_secs_f64(batch_estimate / 3.0)).await;
+        worker.abort();
+        let _ = worker.await;
+        let accepted_before = sim.operations().len() + sim.outstanding();
+        let calls_before = sim.counters().sso_admin_calls();
+        let recorded = store.results(&plan.run_id).await?.len();
+        let options_again = EngineOptions { jitter_seed: options.seed + 1, ..Default::default() };
+        sso_fanout_core::pipeline::run_stored_batch(&services, &plan.run_id, 0, options_again, None).await?;
+        let calls_again = sim.counters().sso_admin_calls() - calls_before;
+        let accepted_again = (sim.operations().len() + sim.outstanding()).saturating_sub(accepted_before);
+        for batch in &plan.batches[1..] {
+            let options = EngineOptions { jitter_seed: options.seed + 2 + u64::from(batch.index), ..Default::default() };
+            sso_fanout_core::pipeline::run_stored_batch(&services, &plan.run_id, batch.index, options, None).await?;
+        }
+        let summary = sso_fanout_core::pipeline::report_run(store.as_ref(), &plan.run_id, vec![], None).await?;
+        let measured = measure(&sim, t0, t0_sim);
+        let targets = targets(&sim);
+        let truth = assigned(&sim, &targets, &plan.permission_set.arn, &plan.principal.id);
+        let results = store.results(&plan.run_id).await?;
+        let false_successes = results.iter().filter(|r| r.outcome == Outcome::Succeeded && !truth.contains(&r.account_id)).count();
+        let failed = summary.counts.failed + summary.counts.timed_out + summary.counts.missing;
+        let mut row = row(accounts, options, "resume", &sim, &targets, measured, failed, false_successes);
+        row.scenario = "crash".into();
+        row.rerun_api_calls = Some(calls_again);
+        row.rerun_writes = Some(accepted_again.saturating_sub(n - recorded) as u64);
+        Ok(row)
+    })
+}
+
 pub fn run_all(sizes: &[usize], options: &BenchOptions) -> Result<Vec<BenchRow>> {
     let mut rows = Vec::new();
     for &n in sizes {

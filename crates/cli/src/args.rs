@@ -156,6 +156,8 @@ pub enum Scenario {
     /// Three sso-fanout runs of the size started 0, 30 and 60 s apart on one instance, each with
     /// another permission set (a schedule, a CI job and a laptop at once).
     Concurrent,
+    /// One run whose worker dies a third of the way through and is re-driven at once.
+    Crash,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -139,6 +139,7 @@ pub fn bench(args: BenchArgs, io: &Io) -> Result<u8> {
             }
             match args.scenario {
                 Scenario::Concurrent => rows.push(bench::run_concurrent(n, &options)?),
+                Scenario::Crash => rows.push(bench::run_crash(n, &options)?),
                 Scenario::Single if args.only_sso_fanout => rows.push(bench::run_sso_fanout(n, &options)?),
                 Scenario::Single => rows.extend(bench::run_all(&[n], &options)?),
             }

@@ -489,3 +489,14 @@ fn the_concurrent_scenario_measures_runs_that_each_believe_they_own_the_quota() 
     assert_eq!(row["false_successes"], 0);
     assert!(row["makespan_s"].as_f64().unwrap() >= row["bound_s"].as_f64().unwrap());
 }
+
+#[test]
+fn the_crash_scenario_resumes_without_repeating_work() {
+    let (code, stdout, stderr) = cli(&["bench", "--scenario", "crash", "--accounts", "200", "--seed", "4", "--output", "json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let row = &parse(&stdout)[0];
+    assert_eq!(row["scenario"], "crash");
+    assert_eq!(row["failed"], 0, "the re-driven worker converges: {row}");
+    assert_eq!(row["false_successes"], 0);
+    assert_eq!(row["rerun_writes"], 0, "nothing done twice: {row}");
+}
