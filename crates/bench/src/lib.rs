@@ -12,7 +12,8 @@ use sso_fanout_core::clock::unix_now;
 use sso_fanout_core::planner::PlannerConfig;
 use sso_fanout_core::ports::AssignmentOps;
 use sso_fanout_core::request::{RunRequest, Tuning};
-use sso_fanout_core::store::{AccountCache, MemoryStore, RunLog};
+use sso_fanout_core::quota::MemoryInstance;
+use sso_fanout_core::store::{AccountCache, MemoryLedger, MemoryStore, RunLog};
 use sso_fanout_core::tiers::{greedy_makespan, makespan_bound, LatencyModel};
 use sso_fanout_sim::{Faults, SimCloud, SimConfig};
 use serde::Serialize;
@@ -58,6 +59,10 @@ pub struct BenchRow {
     pub rerun_api_calls: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rerun_writes: Option<u64>,
+    /// Item writes to the quota ledger per assignment change, counted as the DynamoDB ledger
+    /// makes them (strategies with the shared quota).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dynamo_writes_per_change: Option<f64>,
     /// `concurrent`: when each run started and reported, seconds from the first start.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<RunTiming>,
@@ -244,8 +249,16 @@ fn row(accounts: usize, options: &BenchOptions, strategy: &str, sim: &SimCloud, 
         estimate_s: None,
         rerun_api_calls: None,
         rerun_writes: None,
+        dynamo_writes_per_change: None,
         runs: vec![],
     }
+}
+
+/// Puts the simulated organization into `store`'s account cache, fresh.
+async fn prime_account_cache(sim: &SimCloud, store: &dyn AccountCache) -> Result<()> {
+    let mut snapshot = sim.org().clone();
+    snapshot.fetched_at = unix_now();
+    store.put_org(&sim.scope(), &snapshot).await
 }
 
 fn paused_runtime() -> tokio::runtime::Runtime {
@@ -257,13 +270,12 @@ pub fn run_sso_fanout(accounts: usize, options: &BenchOptions) -> Result<BenchRo
     paused_runtime().block_on(async {
         let sim = sim_for(accounts, options);
         let store = Arc::new(MemoryStore::new());
-        let mut snapshot = sim.org().clone();
-        snapshot.fetched_at = unix_now();
-        let (_, scope) = sso_fanout_core::planner::scope(sim.as_ref(), sim.as_ref()).await?;
-        store.put_org(&scope, &snapshot).await?; // both sides start with the account list in hand
-        let services = Services::new(sim.clone(), sim.clone(), store.clone());
+        prime_account_cache(&sim, store.as_ref()).await?; // both sides start with the account list in hand
+        // As users run it: with the shared quota (the CLI's embedded ledger, DynamoDB deployed).
+        let instance = MemoryInstance::new();
+        let services = Services::new(sim.clone(), sim.clone(), store.clone()).with_quota(instance.process());
         let request = bench_request(options.tuning.clone())?;
-        let config = PlannerConfig::default();
+        let config = PlannerConfig::in_process(); // as `sso-fanout run` plans
         let (t0, t0_sim) = (Instant::now(), sim.elapsed_s());
         let plan = plan_run(&services, &request, &config).await?;
         let engine = EngineOptions { jitter_seed: options.seed, ..Default::default() };
@@ -280,6 +292,7 @@ pub fn run_sso_fanout(accounts: usize, options: &BenchOptions) -> Result<BenchRo
         let failed = summary.counts.failed + summary.counts.timed_out + summary.counts.missing;
         let mut row = row(accounts, options, "sso-fanout", &sim, &targets, measured, failed, false_successes);
         row.estimate_s = Some(plan.estimate.seconds);
+        row.dynamo_writes_per_change = Some(writes_per_change(&instance.ledger, plan.changes()));
 
         // The same request again: should find nothing to do.
         let (calls, writes_before) = (sim.counters().sso_admin_calls(), writes(&sim));
@@ -365,26 +378,56 @@ async fn seed_account(sim: &SimCloud, key: &AssignmentKey, settings: &SeedSettin
     false
 }
 
-/// All three strategies for each size, side by side.
-/// Runs of today's sso-fanout started `CONCURRENT_STARTS_S` apart on one simulated instance
-/// (a schedule, a CI job and a laptop), each assigning another permission set to every account.
-/// Each run owns the whole quota budget in its own mind (`independent`): the row shows what
-/// that costs the instance (throttles, violations) against the bound of all their operations.
-pub fn run_concurrent(accounts: usize, options: &BenchOptions) -> Result<BenchRow> {
+/// How runs on one instance spend its quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Each run owns the whole budget in its own mind (sso-fanout before the shared quota).
+    Independent,
+    /// Every run and worker spends the one budget through the quota ledger.
+    Shared,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Independent => "independent",
+            Strategy::Shared => "shared",
+        }
+    }
+}
+
+fn writes_per_change(ledger: &MemoryLedger, changes: usize) -> f64 {
+    ledger.writes() as f64 / changes.max(1) as f64
+}
+
+/// Three runs of `accounts` started 0, 30 and 60 s apart on one simulated Identity Center
+/// (a schedule, a CI job and a laptop), each assigning another permission set to every account,
+/// each its own process (own store and account cache), spending the quota per `strategy`. The
+/// row measures all their operations together against the bound for all of them.
+pub fn run_concurrent(accounts: usize, strategy: Strategy, options: &BenchOptions) -> Result<BenchRow> {
     const CONCURRENT_STARTS_S: [f64; 3] = [0.0, 30.0, 60.0];
     const PERMISSION_SETS: [&str; 3] = ["AdministratorAccess", "ReadOnlyAccess", "PowerUserAccess"];
     paused_runtime().block_on(async {
         let sim = sim_for(accounts, options);
+        let instance = MemoryInstance::new();
         let (t0, t0_sim) = (Instant::now(), sim.elapsed_s());
         let one_run = |permission_set: &'static str, start_s: f64, seed: u64| {
             let sim = sim.clone();
             let tuning = options.tuning.clone();
+            let instance = instance.clone();
             async move {
                 sleep(Duration::from_secs_f64(start_s)).await;
-                // Each run is its own process: its own store and account cache.
+                // Each its own process (own store), with the account list cached as in `single`
+                // (a deployed stack shares one cache; this measures the quota, not Organizations).
                 let store = Arc::new(MemoryStore::new());
-                let services = Services::new(sim.clone(), sim.clone(), store.clone());
-                let plan = plan_run(&services, &request_for(permission_set, tuning)?, &PlannerConfig::default()).await?;
+                prime_account_cache(&sim, store.as_ref()).await?;
+                let mut services = Services::new(sim.clone(), sim.clone(), store.clone());
+                if strategy == Strategy::Shared {
+                    services = services.with_quota(instance.process());
+                }
+                // As `sso-fanout run` plans (with or without the ledger).
+                let config = PlannerConfig { shared_quota: strategy == Strategy::Shared, ..PlannerConfig::in_process() };
+                let plan = plan_run(&services, &request_for(permission_set, tuning)?, &config).await?;
                 let summary = execute(&services, &plan, EngineOptions { jitter_seed: seed, ..Default::default() }, None).await?;
                 let finished_s = t0.elapsed().as_secs_f64();
                 let results = store.results(&plan.run_id).await?;
@@ -401,8 +444,10 @@ pub fn run_concurrent(accounts: usize, options: &BenchOptions) -> Result<BenchRo
         let mut failed = 0;
         let mut false_successes = 0;
         let mut runs = Vec::new();
+        let mut changes = 0;
         for (i, outcome) in [a, b, c].into_iter().enumerate() {
             let (plan, summary, results, finished_s) = outcome?;
+            changes += plan.changes();
             let truth = assigned(&sim, &targets, &plan.permission_set.arn, &plan.principal.id);
             false_successes += results.iter().filter(|r| r.outcome == Outcome::Succeeded && !truth.contains(&r.account_id)).count();
             failed += summary.counts.failed + summary.counts.timed_out + summary.counts.missing;
@@ -410,9 +455,12 @@ pub fn run_concurrent(accounts: usize, options: &BenchOptions) -> Result<BenchRo
         }
         // The references count every run's operations (the same accounts, once per run).
         let all_changes: Vec<AccountId> = targets.iter().cycle().take(targets.len() * PERMISSION_SETS.len()).cloned().collect();
-        let mut row = row(accounts, options, "independent", &sim, &all_changes, measured, failed, false_successes);
+        let mut row = row(accounts, options, strategy.name(), &sim, &all_changes, measured, failed, false_successes);
         row.scenario = "concurrent".into();
         row.runs = runs;
+        if strategy == Strategy::Shared {
+            row.dynamo_writes_per_change = Some(writes_per_change(&instance.ledger, changes));
+        }
         Ok(row)
     })
 }
@@ -425,25 +473,36 @@ pub fn run_concurrent(accounts: usize, options: &BenchOptions) -> Result<BenchRo
 /// operations it had accepted beyond what the dead one left undone (`rerun_api_calls`,
 /// `rerun_writes`), and requests over the quota while the dead worker's last calls and
 /// operations were still counted at AWS.
-pub fn run_crash(accounts: usize, options: &BenchOptions) -> Result<BenchRow> {
+pub fn run_crash(accounts: usize, strategy: Strategy, options: &BenchOptions) -> Result<BenchRow> {
     paused_runtime().block_on(async {
         let sim = sim_for(accounts, options);
         let store = Arc::new(MemoryStore::new());
-        let services = Services::new(sim.clone(), sim.clone(), store.clone());
+        let instance = MemoryInstance::new();
+        let ledger = instance.process();
+        let mut services = Services::new(sim.clone(), sim.clone(), store.clone());
+        if strategy == Strategy::Shared {
+            services = services.with_quota(ledger.clone());
+        }
         let request = bench_request(None)?;
         let config = PlannerConfig::default();
         let (t0, t0_sim) = (Instant::now(), sim.elapsed_s());
         let plan = plan_run(&services, &request, &config).await?;
         let n = plan.batches[0].items.len();
+        // The worker that dies holds its quota share as a process would: gone without releasing.
+        let dying = (strategy == Strategy::Shared)
+            .then(|| ledger.holder(&plan.scope, &plan.run_id, Some(0), plan.quota.budget, services.ops.clone(), store.clone()));
         let worker = {
-            let (services, run_id, seed) = (services.clone(), plan.run_id.clone(), options.seed);
+            let (services, run_id, seed, quota) = (services.clone(), plan.run_id.clone(), options.seed, dying.clone());
             tokio::spawn(async move {
-                let options = EngineOptions { jitter_seed: seed, ..Default::default() };
+                let options = EngineOptions { jitter_seed: seed, quota, ..Default::default() };
                 sso_fanout_core::pipeline::run_stored_batch(&services, &run_id, 0, options, None).await.map(|_| ())
             })
         };
         let (batch_estimate, _) = sso_fanout_core::planner::estimate_seconds(&plan.batches[..1], &plan.estimate.latency);
         sleep(Duration::from_secs_f64(batch_estimate / 3.0)).await;
+        if let Some(quota) = &dying {
+            quota.die();
+        }
         worker.abort();
         let _ = worker.await;
         let accepted_before = sim.operations().len() + sim.outstanding();
@@ -464,8 +523,11 @@ pub fn run_crash(accounts: usize, options: &BenchOptions) -> Result<BenchRow> {
         let results = store.results(&plan.run_id).await?;
         let false_successes = results.iter().filter(|r| r.outcome == Outcome::Succeeded && !truth.contains(&r.account_id)).count();
         let failed = summary.counts.failed + summary.counts.timed_out + summary.counts.missing;
-        let mut row = row(accounts, options, "resume", &sim, &targets, measured, failed, false_successes);
+        let mut row = row(accounts, options, strategy.name(), &sim, &targets, measured, failed, false_successes);
         row.scenario = "crash".into();
+        if strategy == Strategy::Shared {
+            row.dynamo_writes_per_change = Some(writes_per_change(&instance.ledger, plan.changes()));
+        }
         row.rerun_api_calls = Some(calls_again);
         row.rerun_writes = Some(accepted_again.saturating_sub(n - recorded) as u64);
         Ok(row)

@@ -138,8 +138,14 @@ pub fn bench(args: BenchArgs, io: &Io) -> Result<u8> {
                 io.err.line(format!("simulating {n} accounts, seed {seed}..."));
             }
             match args.scenario {
-                Scenario::Concurrent => rows.push(bench::run_concurrent(n, &options)?),
-                Scenario::Crash => rows.push(bench::run_crash(n, &options)?),
+                Scenario::Concurrent => {
+                    rows.push(bench::run_concurrent(n, bench::Strategy::Independent, &options)?);
+                    rows.push(bench::run_concurrent(n, bench::Strategy::Shared, &options)?);
+                }
+                Scenario::Crash => {
+                    rows.push(bench::run_crash(n, bench::Strategy::Independent, &options)?);
+                    rows.push(bench::run_crash(n, bench::Strategy::Shared, &options)?);
+                }
                 Scenario::Single if args.only_sso_fanout => rows.push(bench::run_sso_fanout(n, &options)?),
                 Scenario::Single => rows.extend(bench::run_all(&[n], &options)?),
             }

@@ -68,6 +68,9 @@ pub struct PlanPreview {
     pub tier: TierChoice,
     pub batches: Vec<BatchPreview>,
     pub map_concurrency: u32,
+    /// Why `map_concurrency` batches run at once.
+    #[serde(default)]
+    pub map_reason: String,
     pub settings: EngineSettings,
     pub estimate: Estimate,
     pub quota: PlanQuota,
@@ -97,6 +100,7 @@ impl PlanPreview {
             tier: plan.tier.clone(),
             batches: plan.batches.iter().map(|b| BatchPreview { batch: b.index, accounts: b.items.len(), share: b.share }).collect(),
             map_concurrency: plan.map_concurrency,
+            map_reason: plan.map_reason.clone(),
             settings: plan.settings,
             estimate: plan.estimate.clone(),
             quota: plan.quota,

@@ -14,7 +14,9 @@ use crate::ids::{AccountId, PermissionSetArn};
 use crate::model::*;
 use crate::pacing::Pacer;
 use crate::plan::{Batch, EngineSettings, Plan, PlanItem};
+use crate::tiers::LatencyModel;
 use crate::ports::AssignmentOps;
+use crate::quota::{SharedQuota, SharedSlot};
 use crate::retry::{self, Backoff};
 use crate::store::{LatencyHistory, RunLog};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
@@ -36,6 +38,8 @@ pub struct BatchContext {
     pub permission_set_arn: PermissionSetArn,
     pub principal: Principal,
     pub settings: EngineSettings,
+    /// The provisioning latency the plan assumed: paces status polling.
+    pub latency: LatencyModel,
 }
 
 impl BatchContext {
@@ -47,6 +51,7 @@ impl BatchContext {
             permission_set_arn: plan.permission_set.arn.clone(),
             principal: plan.principal.clone(),
             settings: plan.settings,
+            latency: plan.estimate.latency,
         }
     }
 
@@ -72,6 +77,36 @@ pub struct EngineOptions {
     /// Cancelled when the user interrupts the run: no new operation starts, operations in
     /// flight get `INTERRUPT_GRACE` to finish, the rest end with their request id recorded.
     pub stop: CancellationToken,
+    /// The quota shared with every other worker and run on the instance. Without it the batch
+    /// spends its share alone (one run at a time on the instance).
+    pub quota: Option<Arc<SharedQuota>>,
+    /// Status listings of the batches running in this process: one batch's listing (it lists
+    /// every operation of the instance) serves the others too.
+    pub listings: Arc<ListingBoard>,
+}
+
+/// The latest in-progress listing per operation type, for the batches of one process.
+#[derive(Debug, Default)]
+pub struct ListingBoard {
+    latest: Mutex<HashMap<Operation, Listing>>,
+}
+
+/// When a listing began, and the request ids it found IN_PROGRESS.
+type Listing = (Instant, Arc<BTreeSet<String>>);
+
+impl ListingBoard {
+    /// A listing that began after `after` and no earlier than `not_before`, if one did.
+    fn fresh(&self, op: Operation, after: Option<Instant>, not_before: Instant) -> Option<Listing> {
+        let latest = self.latest.lock().expect("listings");
+        latest.get(&op).filter(|(at, _)| after.is_none_or(|a| *at > a) && *at >= not_before).cloned()
+    }
+
+    fn publish(&self, op: Operation, at: Instant, in_progress: Arc<BTreeSet<String>>) {
+        let mut latest = self.latest.lock().expect("listings");
+        if latest.get(&op).is_none_or(|(t, _)| *t < at) {
+            latest.insert(op, (at, in_progress));
+        }
+    }
 }
 
 impl Default for EngineOptions {
@@ -81,6 +116,8 @@ impl Default for EngineOptions {
             backoff: retry::CALLS,
             counters: Arc::default(),
             stop: CancellationToken::new(),
+            quota: None,
+            listings: Arc::default(),
         }
     }
 }
@@ -139,6 +176,8 @@ pub async fn run_batch(
     let started = Instant::now();
     let hard_deadline = started + Duration::from_secs(ctx.settings.time_budget_s as u64);
     let account_timeout = Duration::from_secs(ctx.settings.account_timeout_s as u64);
+    // Renews this worker's leases while it runs; deregisters it when the batch ends.
+    let maintenance = options.quota.as_ref().map(|q| q.maintain());
     let shared = Arc::new(Shared {
         ops,
         log,
@@ -182,6 +221,11 @@ pub async fn run_batch(
         results.push(joined.map_err(|e| FanoutError::Internal(format!("account task failed: {e}")))?);
     }
     drop(poller);
+    drop(maintenance);
+    if let Some(quota) = &shared.options.quota {
+        // Slots go back before the worker returns, not when a frozen Lambda next thaws.
+        quota.settle().await;
+    }
 
     let samples: Vec<u64> = results.iter().filter(|r| r.outcome == Outcome::Succeeded).filter_map(|r| r.provisioning_ms).collect();
     if !samples.is_empty() {
@@ -256,13 +300,15 @@ impl EngineCounters {
 /// for as long as it is held, wherever it is dropped.
 struct Slot {
     _permit: OwnedSemaphorePermit,
+    /// The shared quota's lease, when there is one (handed on or released with the slot).
+    _shared: Option<SharedSlot>,
     counters: Arc<EngineCounters>,
 }
 
 impl Slot {
-    fn new(permit: OwnedSemaphorePermit, counters: Arc<EngineCounters>) -> Slot {
+    fn new(permit: OwnedSemaphorePermit, shared: Option<SharedSlot>, counters: Arc<EngineCounters>) -> Slot {
         counters.outstanding.fetch_add(1, Ordering::Relaxed);
-        Slot { _permit: permit, counters }
+        Slot { _permit: permit, _shared: shared, counters }
     }
 }
 
@@ -301,13 +347,25 @@ impl Attempt {
 
 impl Shared {
     async fn call<T>(&self, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-        self.pacer.acquire().await;
+        match &self.options.quota {
+            Some(quota) => {
+                if let Err(e) = quota.pace().await {
+                    // The ledger is unreachable: stay within our own share meanwhile.
+                    tracing::warn!(error = %e, "quota ledger unavailable; pacing locally");
+                    self.pacer.acquire().await;
+                }
+            }
+            None => self.pacer.acquire().await,
+        }
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let result = fut.await;
         match &result {
             Err(FanoutError::Throttled { .. }) => {
                 self.stats.throttled.fetch_add(1, Ordering::Relaxed);
                 self.pacer.throttled();
+                if let Some(quota) = &self.options.quota {
+                    quota.throttled().await;
+                }
             }
             Err(FanoutError::Conflict { .. }) => {
                 self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
@@ -327,8 +385,22 @@ impl Shared {
 
     async fn run_account(self: &Arc<Self>, item: PlanItem, pending: Option<String>) -> AccountResult {
         let mut attempt = Attempt { item, started: Instant::now(), attempts: 0, request_id: None, provisioning_ms: None };
+        let slot = async {
+            let permit = self.slots.clone().acquire_owned().await.expect("semaphore is never closed");
+            let shared = match &self.options.quota {
+                Some(quota) => Some(quota.acquire(&attempt.item.account_id).await?),
+                None => None,
+            };
+            Ok::<_, FanoutError>(Slot::new(permit, shared, self.stats.clone()))
+        };
         let permit = tokio::select! {
-            permit = self.slots.clone().acquire_owned() => Slot::new(permit.expect("semaphore is never closed"), self.stats.clone()),
+            slot = slot => match slot {
+                Ok(slot) => slot,
+                Err(e) => {
+                    let reason = format!("not started: no quota slot: {e}; re-run to converge");
+                    return attempt.finish(&self.ctx, self.batch, Outcome::TimedOut, Some(reason));
+                }
+            },
             _ = sleep_until(self.start_deadline) => {
                 let reason = "not started: the worker's time budget ran out first; re-run to converge".to_string();
                 return attempt.finish(&self.ctx, self.batch, Outcome::TimedOut, Some(reason));
@@ -537,6 +609,10 @@ struct Waiter {
 }
 
 const DESCRIBE_FIRST: Duration = Duration::from_millis(500);
+/// Status listings per expected completion of a pending operation.
+const LISTINGS_PER_COMPLETION: f64 = 2.0;
+/// However few operations are pending, their end is noticed within this.
+const LISTING_INTERVAL_MAX: Duration = Duration::from_millis(500);
 const DESCRIBE_MAX: Duration = Duration::from_secs(5);
 
 impl Poller {
@@ -551,6 +627,10 @@ impl Poller {
 
     fn is_idle(&self) -> bool {
         self.pending.lock().expect("poller").is_empty()
+    }
+
+    fn pending_count(&self) -> usize {
+        self.pending.lock().expect("poller").len()
     }
 
     /// Operations accepted before the listing began and absent from it have finished.
@@ -612,10 +692,13 @@ impl Poller {
 
 async fn poll_loop(shared: Arc<Shared>) {
     let op = shared.ctx.operation;
-    // A fixed cadence: the listing goes out every `poll_interval` however long calls take, and
-    // describes run beside it (the slot is already free once the listing says "finished").
-    let mut ticker = tokio::time::interval(shared.poll_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The listing goes out on a cadence set by how soon an operation is likely to end: about
+    // twice per expected completion (pending operations / mean latency), never more often than
+    // `poll_interval` per holder sharing the instance's rate. Slow provisioning or few pending
+    // operations spend fewer calls, leaving the rate to creates. Describes run beside it (the
+    // slot is already free once the listing says "finished").
+    let mean_latency_s = shared.ctx.latency.mean_s().max(0.1);
+    let mut last_listing: Option<Instant> = None;
     let mut describes = JoinSet::new();
     loop {
         while describes.try_join_next().is_some() {}
@@ -625,12 +708,34 @@ async fn poll_loop(shared: Arc<Shared>) {
         }
         let listing = !shared.poller.describe_only.load(Ordering::Relaxed);
         if listing {
-            ticker.tick().await;
-            let listed_at = Instant::now();
-            match shared.call(shared.ops.in_progress_operations(op)).await {
+            let sharing = shared.options.quota.as_ref().map_or(1, |q| q.active_holders());
+            let pending = shared.poller.pending_count().max(1) as f64;
+            let by_completions = Duration::from_secs_f64(LISTINGS_PER_COMPLETION.recip() * mean_latency_s / pending);
+            let due = last_listing.map(|t| t + by_completions.min(LISTING_INTERVAL_MAX).max(shared.poll_interval * sharing));
+            if let Some(due) = due.filter(|d| *d > Instant::now()) {
+                // More operations pending (a wake) bring the next listing forward.
+                tokio::select! {
+                    _ = sleep_until(due) => {}
+                    _ = shared.poller.wake.notified() => continue,
+                }
+            }
+            let interval = by_completions.min(LISTING_INTERVAL_MAX).max(shared.poll_interval * sharing);
+            let board = shared.options.listings.fresh(op, last_listing, Instant::now() - interval);
+            let listed_at = board.as_ref().map_or_else(Instant::now, |(at, _)| *at);
+            last_listing = Some(listed_at);
+            let listed = match board {
+                // Another batch of this process just listed the instance's operations.
+                Some((_, in_progress)) => Ok(in_progress),
+                None => shared.call(shared.ops.in_progress_operations(op)).await.map(|set| {
+                    let set = Arc::new(set);
+                    shared.options.listings.publish(op, listed_at, set.clone());
+                    set
+                }),
+            };
+            match listed {
                 Ok(in_progress) => {
                     shared.poller.listing_failures.store(0, Ordering::Relaxed);
-                    shared.poller.finished_per_listing(&in_progress, listed_at)
+                    shared.poller.finished_per_listing(&in_progress, listed_at);
                 }
                 Err(e) => {
                     // Unsupported at once, or three failures in a row: describe each operation instead.

@@ -12,6 +12,7 @@ pub mod error;
 pub mod ids;
 pub mod model;
 pub mod pacing;
+pub mod quota;
 pub mod pipeline;
 pub mod plan;
 pub mod planner;

@@ -6,6 +6,7 @@ use crate::error::{FanoutError, Result};
 use crate::model::AccountResult;
 use crate::plan::Plan;
 use crate::planner::{make_plan, PlannerConfig};
+use crate::quota::Ledger;
 use crate::ports::{AssignmentOps, Directory, OrgDirectory};
 use crate::report::{summarize, BatchFailure, RunOutcome, RunSummary};
 use crate::request::RunRequest;
@@ -23,6 +24,9 @@ pub struct Services {
     pub directory: Arc<dyn Directory>,
     pub ops: Arc<dyn AssignmentOps>,
     pub store: Arc<dyn RunStore>,
+    /// The quota shared with every worker and run on the instance (None: this run spends the
+    /// budget alone).
+    pub quota: Option<Ledger>,
 }
 
 impl Services {
@@ -32,14 +36,20 @@ impl Services {
     where
         I: Directory + AssignmentOps + 'static,
     {
-        Services { org, directory: identity_center.clone(), ops: identity_center, store }
+        Services { org, directory: identity_center.clone(), ops: identity_center, store, quota: None }
+    }
+
+    /// Workers join the quota kept in `ledger`.
+    pub fn with_quota(mut self, ledger: Ledger) -> Services {
+        self.quota = Some(ledger);
+        self
     }
 }
 
 /// Step 1 (planner): validate, resolve, diff, size; store the plan unless it is a dry run.
 pub async fn plan_run(services: &Services, request: &RunRequest, config: &PlannerConfig) -> Result<Plan> {
     let store = services.store.as_ref();
-    let plan = make_plan(request, config, services.org.as_ref(), services.directory.as_ref(), store, store).await?;
+    let plan = make_plan(request, config, services.org.as_ref(), services.directory.as_ref(), store, store, services.quota.as_ref()).await?;
     if !request.dry_run {
         services.store.put_run(&RunRecord { plan: plan.clone(), status: RunStatus::Planned, summary: None }).await?;
     }
@@ -65,6 +75,10 @@ pub async fn run_stored_batch(
     let prior: Vec<AccountResult> = services.store.results(run_id).await?.into_iter().filter(|r| r.batch == batch_index).collect();
     let ctx = BatchContext::from_plan(&record.plan);
     let log: Arc<dyn RunLog> = services.store.clone();
+    let mut options = options;
+    if let (None, Some(ledger)) = (&options.quota, &services.quota) {
+        options.quota = Some(ledger.holder(&record.plan.scope, run_id, Some(batch_index), record.plan.quota.budget, services.ops.clone(), log.clone()));
+    }
     run_batch(services.ops.clone(), log, services.store.as_ref(), &ctx, batch, &prior, options, events).await
 }
 
@@ -99,6 +113,13 @@ pub async fn execute(
 ) -> Result<RunSummary> {
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(plan.map_concurrency.max(1) as usize));
+    let mut options = options;
+    if let (None, Some(ledger)) = (&options.quota, &services.quota) {
+        // Batches in one process are one holder: one queue of accounts, no share split among
+        // them. (Deployed, each worker Lambda is its own holder.)
+        let log: Arc<dyn RunLog> = services.store.clone();
+        options.quota = Some(ledger.holder(&plan.scope, &plan.run_id, None, plan.quota.budget, services.ops.clone(), log));
+    }
     let mut workers = JoinSet::new();
     for batch in &plan.batches {
         let (services, gate, events, run_id, index) = (services.clone(), gate.clone(), events.clone(), plan.run_id.clone(), batch.index);

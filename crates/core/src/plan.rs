@@ -15,8 +15,8 @@ pub struct PlanItem {
     pub action: Action,
 }
 
-/// What one batch may spend of the account-wide quota. The shares of all batches that run
-/// together add up to at most the quota.
+/// What one batch may spend of the account-wide quota at most. Batches that run side by side
+/// do so only with the shared quota ledger, which keeps their sum within the budget.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QuotaShare {
@@ -78,8 +78,10 @@ pub struct Plan {
     /// Accounts that already are as requested: no write.
     pub skipped: Vec<PlanItem>,
     pub batches: Vec<Batch>,
-    /// Batches to run at once (the Map state's MaxConcurrency).
+    /// Batches to run at once (the Map state's MaxConcurrency), and why.
     pub map_concurrency: u32,
+    #[serde(default)]
+    pub map_reason: String,
     pub tier: TierChoice,
     pub settings: EngineSettings,
     pub estimate: Estimate,

@@ -8,6 +8,7 @@ use crate::ids::AccountId;
 use crate::model::*;
 use std::num::NonZeroU32;
 use crate::plan::*;
+use crate::quota::Ledger;
 use crate::ports::{Directory, OrgDirectory};
 use crate::request::RunRequest;
 use crate::retry::retrying;
@@ -32,6 +33,22 @@ pub struct PlannerConfig {
     pub account_cache_max_age_s: u64,
     pub default_account_timeout_s: u32,
     pub default_max_retries: u32,
+    /// Workers spend one quota ledger shared by every worker and run on the instance: batches
+    /// may then run side by side (the Map's MaxConcurrency above 1).
+    #[serde(default)]
+    pub shared_quota: bool,
+}
+
+/// A worker's time budget when the batches run in the CLI's own process: no Lambda timeout
+/// ends it, so batches are as large as the run (a whole run is one wave, no drain between
+/// batches); the budget only stops a run that hangs.
+pub const IN_PROCESS_TIME_BUDGET_S: u32 = 6 * 3600;
+
+impl PlannerConfig {
+    /// For runs the CLI executes itself, with the shared quota ledger.
+    pub fn in_process() -> PlannerConfig {
+        PlannerConfig { worker_time_budget_s: IN_PROCESS_TIME_BUDGET_S, shared_quota: true, ..PlannerConfig::default() }
+    }
 }
 
 impl Default for PlannerConfig {
@@ -44,6 +61,7 @@ impl Default for PlannerConfig {
             account_cache_max_age_s: 3600,
             default_account_timeout_s: 300,
             default_max_retries: 5,
+            shared_quota: false,
         }
     }
 }
@@ -56,8 +74,13 @@ pub async fn make_plan(
     ic: &dyn Directory,
     cache: &dyn AccountCache,
     history: &dyn LatencyHistory,
+    quota: Option<&Ledger>,
 ) -> Result<Plan> {
     let (instance, scope) = scope(org, ic).await?;
+    if let Some(ledger) = quota {
+        // Running workers spend the same request rate: the look-ups take their turn.
+        ic.gate_lookups(ledger.rate(&scope, config.budget));
+    }
     // Independent look-ups run together.
     let (permission_set, principal, snapshot) = tokio::try_join!(
         retrying(|| ic.resolve_permission_set(&request.permission_set)),
@@ -97,6 +120,7 @@ pub async fn make_plan(
         skipped: decision.skipped,
         batches: decision.batches,
         map_concurrency: decision.map_concurrency,
+        map_reason: decision.map_reason,
         tier: decision.tier,
         settings: decision.settings,
         estimate: decision.estimate,
@@ -180,6 +204,7 @@ pub struct Decision {
     pub skipped: Vec<PlanItem>,
     pub batches: Vec<Batch>,
     pub map_concurrency: u32,
+    pub map_reason: String,
     pub tier: TierChoice,
     pub settings: EngineSettings,
     pub estimate: Estimate,
@@ -242,27 +267,57 @@ pub fn decide(
 
     // Batches: as large as fit in the time budget (fewer drains, fewer transitions).
     // Plan to use 80% of the budget: the rest absorbs slower-than-assumed provisioning.
-    let per_change_s = latency.mean_s() + CALL_OVERHEAD_S;
-    let usable_s = time_budget_s as f64 * BUDGET_USE - latency.p99_s;
-    let fit = (usable_s * in_flight as f64 / per_change_s).floor().max(in_flight as f64) as u32;
+    let sizing = if latency.samples == 0 {
+        warnings.push(format!(
+            "no provisioning latencies observed on this instance yet: batches are sized for slow provisioning (median {} s, p99 {} s); later runs size them from what this one observes",
+            LatencyModel::UNKNOWN_FOR_SIZING.median_s, LatencyModel::UNKNOWN_FOR_SIZING.p99_s
+        ));
+        LatencyModel::UNKNOWN_FOR_SIZING
+    } else {
+        latency
+    };
+    let per_change_s = sizing.mean_s() + CALL_OVERHEAD_S;
+    let usable_s = time_budget_s as f64 * BUDGET_USE - sizing.p99_s;
+    let fit_at = |slots: u32| (usable_s * slots as f64 / per_change_s).floor().max(slots as f64) as u32;
+    // With the shared quota, a run too large for one worker runs two batches side by side: the
+    // ledger splits the slots between them, so one batch's drain is the other's full speed and
+    // the run never drops to zero between batches. Each then gets half the slots, so it must
+    // fit the time budget at half.
+    let (map_concurrency, map_reason) = match () {
+        _ if changes.len() as u32 <= fit_at(in_flight) => (1, "one batch holds every change".to_string()),
+        _ if !config.shared_quota => (1, "no shared quota ledger: each batch spends the whole budget, so batches run one after another".to_string()),
+        _ => (SIDE_BY_SIDE, format!(
+            "{SIDE_BY_SIDE} batches at a time share the {in_flight} slots through the quota ledger: no drain between batches"
+        )),
+    };
+    let fit = fit_at((in_flight / map_concurrency).max(1));
     let wanted = tuning.batch_size.map(NonZeroU32::get).or(tier.batch_size).unwrap_or(fit);
     let batch_size = wanted.min(fit).max(1);
     if wanted > fit {
         warnings.push(format!(
-            "batch size {wanted} clamped to {fit}: a worker must finish within {time_budget_s} s at {in_flight} operations in flight"
+            "batch size {wanted} clamped to {fit}: a worker must finish within {time_budget_s} s at {} operations in flight",
+            (in_flight / map_concurrency).max(1)
         ));
     }
+    // Even batches: 500 changes that fit 498 to a batch become 250 + 250, not 498 + 2 (a
+    // second drain for two accounts).
+    let batch_count = changes.len().div_ceil(batch_size as usize).max(1);
+    let batch_size = changes.len().div_ceil(batch_count).max(1);
     let share = QuotaShare { in_flight, requests_per_second: rate };
     let batches: Vec<Batch> = changes
-        .chunks(batch_size as usize)
+        .chunks(batch_size)
         .enumerate()
         .map(|(i, items)| Batch { index: i as u32, share, items: items.to_vec() })
         .collect();
-    // The quota is account-wide, so parallel batches would only split it: batches run one
-    // after another, each with the whole share.
-    let map_concurrency = MAP_CONCURRENCY;
+    let map_concurrency = map_concurrency.min(batches.len().max(1) as u32);
 
-    let (seconds, binding) = estimate_seconds(&batches, &latency);
+    let (seconds, binding) = if map_concurrency > 1 {
+        // Batches side by side keep the slots busy across batch ends: one drain in all.
+        let all = Batch { index: 0, share, items: batches.iter().flat_map(|b| b.items.clone()).collect() };
+        estimate_seconds(std::slice::from_ref(&all), &latency)
+    } else {
+        estimate_seconds(&batches, &latency)
+    };
     let tier_choice = TierChoice {
         name: tier.name.clone(),
         org_accounts,
@@ -277,15 +332,17 @@ pub fn decide(
         estimate: Estimate { seconds, changes: batches.iter().map(|b| b.items.len()).sum(), latency },
         batches,
         map_concurrency,
+        map_reason,
         tier: tier_choice,
         settings: EngineSettings { account_timeout_s, max_retries, time_budget_s },
         warnings,
     }
 }
 
-/// Batches that run at once (the Map state's MaxConcurrency): one, because each batch spends
-/// the whole account-wide quota. (Step Functions' inline Map would allow 40.)
-const MAP_CONCURRENCY: u32 = 1;
+/// Batches that run at once with the shared quota (the Map state's MaxConcurrency). Two are
+/// enough to hide one batch's drain behind the other; more would only split the same slots
+/// further and shrink every batch.
+const SIDE_BY_SIDE: u32 = 2;
 /// Create call + detection lag per change, on top of provisioning latency.
 const CALL_OVERHEAD_S: f64 = 0.25;
 /// Share of the worker's time budget a batch is planned to take.

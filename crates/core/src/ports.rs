@@ -19,10 +19,22 @@ pub trait OrgDirectory: Send + Sync {
     async fn snapshot(&self) -> Result<OrgSnapshot>;
 }
 
+/// Spends one request of the instance's sso-admin request rate (the shared quota's), waiting
+/// as long as needed.
+#[async_trait]
+pub trait RequestGate: Send + Sync {
+    async fn admit(&self);
+}
+
 /// Identity Center look-ups the planner makes (sso-admin reads and the Identity Store). The
 /// sso-admin ones spend the instance's request budget; an adapter may retry them itself.
 #[async_trait]
 pub trait Directory: Send + Sync {
+    /// From now on every sso-admin request of the look-ups below (not `instance`) first passes
+    /// `gate`, so planning spends the request rate shared with running workers. Adapters that
+    /// make no such requests ignore it.
+    fn gate_lookups(&self, _gate: std::sync::Arc<dyn RequestGate>) {}
+
     async fn instance(&self) -> Result<Instance>;
 
     /// A permission set by name or ARN. Unknown -> `NotFound`; several with one name -> `Ambiguous`.

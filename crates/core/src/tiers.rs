@@ -158,6 +158,11 @@ impl Default for LatencyModel {
 }
 
 impl LatencyModel {
+    /// What batches are sized for while an instance has no latency history: slow provisioning
+    /// (a batch sized for 3 s that meets 10 s would run out of worker time and leave accounts
+    /// unstarted). Batches run side by side, so smaller ones cost little.
+    pub const UNKNOWN_FOR_SIZING: LatencyModel = LatencyModel { median_s: 10.0, p99_s: 50.0, samples: 0 };
+
     pub fn sigma(&self) -> f64 {
         (self.p99_s / self.median_s).ln().max(0.0) / Z99
     }

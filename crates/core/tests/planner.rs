@@ -126,7 +126,8 @@ async fn large_organizations_get_batches_that_fit_the_worker_budget() {
     assert_eq!(plan.tier.name, "large");
     assert!(plan.batches.len() >= 3, "{}", plan.batches.len());
     assert!(plan.batches.iter().all(|b| b.share.in_flight == 15));
-    assert_eq!(plan.map_concurrency, 1, "the quota is account-wide: batches run one after another");
+    assert_eq!(plan.map_concurrency, 1, "without the shared ledger batches run one after another");
+    assert!(plan.map_reason.contains("no shared quota ledger"), "{}", plan.map_reason);
     // Each batch's own estimate fits the budget.
     for b in &plan.batches {
         let (secs, _) = sso_fanout_core::planner::estimate_seconds(std::slice::from_ref(b), &plan.estimate.latency);
@@ -181,4 +182,24 @@ async fn dry_run_stores_nothing() {
     let plan = plan_run(&services, &req, &PlannerConfig::default()).await.unwrap();
     assert!(plan.changes() > 0);
     assert!(store.get_run(&plan.run_id).await.unwrap().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_the_shared_quota_large_runs_put_two_batches_side_by_side_each_fitting_at_half_the_slots() {
+    let (_sim, _store, services) = setup(5000);
+    let config = PlannerConfig { shared_quota: true, ..PlannerConfig::default() };
+    let plan = plan_run(&services, &request(filter("*")), &config).await.unwrap();
+    assert_eq!(plan.map_concurrency, 2, "{}", plan.map_reason);
+    assert!(plan.map_reason.contains("quota ledger"), "{}", plan.map_reason);
+    for b in &plan.batches {
+        let mut half = b.clone();
+        half.share.in_flight /= 2;
+        let (secs, _) = sso_fanout_core::planner::estimate_seconds(std::slice::from_ref(&half), &plan.estimate.latency);
+        assert!(secs < config.worker_time_budget_s as f64, "batch {} needs {secs} s at half the slots", b.index);
+    }
+    // A run that fits one worker stays one batch.
+    let (_sim, _store, small) = setup(29);
+    let plan = plan_run(&small, &request(filter("*")), &config).await.unwrap();
+    assert_eq!((plan.batches.len(), plan.map_concurrency), (1, 1));
+    assert_eq!(plan.map_reason, "one batch holds every change");
 }

@@ -17,14 +17,14 @@ use sso_fanout_core::request::{PermissionSetRef, PrincipalRef};
 
 /// (account, permission set, principal): one assignment as the simulated instance holds it.
 type Assignment = (AccountId, PermissionSetArn, PrincipalId);
-use sso_fanout_core::ports::{AssignmentOps, Directory, OrgDirectory};
+use sso_fanout_core::ports::{AssignmentOps, Directory, OrgDirectory, RequestGate};
 use sso_fanout_core::tiers::{AwsLimits, LatencyModel};
 use async_trait::async_trait;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::time::{sleep, Duration, Instant};
 
 /// Faults on purpose; all off by default.
@@ -181,6 +181,8 @@ pub struct SimCloud {
     principals: Vec<Principal>,
     started: Instant,
     state: Mutex<State>,
+    /// What the planner's look-ups pass first (`Directory::gate_lookups`).
+    lookup_gate: Mutex<Option<Arc<dyn RequestGate>>>,
 }
 
 impl SimCloud {
@@ -218,7 +220,19 @@ impl SimCloud {
             permission_sets,
             principals,
             started: now,
+            lookup_gate: Mutex::new(None),
         }
+    }
+
+    fn the_instance() -> Instance {
+        Instance { instance_arn: org::INSTANCE_ARN.into(), identity_store_id: org::IDENTITY_STORE_ID.into(), region: SIM_REGION.into() }
+    }
+
+    /// The scope a run on this simulated instance plans against, without a call (for test and
+    /// bench set-up that must not spend the quota it measures).
+    pub fn scope(&self) -> Scope {
+        let identity = OrgIdentity { organization_id: self.org.organization_id.clone(), management_account_id: self.org.management_account_id.clone() };
+        Scope::new(&identity, &SimCloud::the_instance())
     }
 
     pub fn config(&self) -> &SimConfig {
@@ -342,6 +356,15 @@ impl SimCloud {
         Duration::from_millis(ms / 2)
     }
 
+    /// A look-up's sso-admin request: through the lookup gate, if one is set.
+    async fn lookup_call<T>(&self, api: &'static str, body: impl FnOnce(&mut State, Instant) -> Result<T>) -> Result<T> {
+        let gate = self.lookup_gate.lock().expect("gate").clone();
+        if let Some(gate) = gate {
+            gate.admit().await;
+        }
+        self.sso_call(api, body).await
+    }
+
     /// One sso-admin request: travel, quota checks and `body` at the server, travel back.
     async fn sso_call<T>(&self, api: &'static str, body: impl FnOnce(&mut State, Instant) -> Result<T>) -> Result<T> {
         sleep(self.half_call()).await;
@@ -453,19 +476,20 @@ impl OrgDirectory for SimCloud {
 
 #[async_trait]
 impl Directory for SimCloud {
+    fn gate_lookups(&self, gate: Arc<dyn RequestGate>) {
+        *self.lookup_gate.lock().expect("gate") = Some(gate);
+    }
+
     async fn instance(&self) -> Result<Instance> {
-        self.sso_call("ListInstances", |_, _| {
-            Ok(Instance { instance_arn: org::INSTANCE_ARN.into(), identity_store_id: org::IDENTITY_STORE_ID.into(), region: SIM_REGION.into() })
-        })
-        .await
+        self.lookup_call("ListInstances", |_, _| Ok(SimCloud::the_instance())).await
     }
 
     async fn resolve_permission_set(&self, permission_set: &PermissionSetRef) -> Result<PermissionSet> {
         let wanted = permission_set.to_string();
         let sets = self.permission_sets.clone();
-        let describes = self.sso_call("ListPermissionSets", |_, _| Ok(sets.len())).await?;
+        let describes = self.lookup_call("ListPermissionSets", |_, _| Ok(sets.len())).await?;
         for _ in 0..describes {
-            self.sso_call("DescribePermissionSet", |_, _| Ok(())).await?;
+            self.lookup_call("DescribePermissionSet", |_, _| Ok(())).await?;
         }
         self.permission_sets
             .iter()
@@ -526,7 +550,7 @@ impl Directory for SimCloud {
         // ListAccountAssignmentsForPrincipal returns up to 100 per page.
         let pages = found.len().div_ceil(100).max(1);
         for _ in 0..pages {
-            self.sso_call("ListAccountAssignmentsForPrincipal", |_, _| Ok(())).await?;
+            self.lookup_call("ListAccountAssignmentsForPrincipal", |_, _| Ok(())).await?;
         }
         Ok(found)
     }
@@ -573,7 +597,7 @@ impl AssignmentOps for SimCloud {
 impl SimCloud {
     /// `ListAccountAssignments` for one account and permission set (the seed's existence check).
     pub async fn list_account_assignments(&self, account_id: &AccountId, permission_set_arn: &PermissionSetArn) -> Result<Vec<PrincipalId>> {
-        self.sso_call("ListAccountAssignments", |s, _| {
+        self.lookup_call("ListAccountAssignments", |s, _| {
             Ok(s.assignments
                 .iter()
                 .filter(|(a, ps, _)| a == account_id && ps == permission_set_arn)

@@ -2,9 +2,13 @@
 //! embedded store (a redb file in the user's data dir, `sso-fanout-cli`); tests and simulated
 //! runs use memory; Lambdas use DynamoDB (`sso-fanout-aws`).
 
+pub mod ledger;
 mod memory;
+mod memory_ledger;
 
+pub use ledger::QuotaLedger;
 pub use memory::MemoryStore;
+pub use memory_ledger::{Applied, LedgerState, MemoryLedger};
 
 use crate::error::Result;
 use crate::model::{AccountResult, OrgSnapshot, Scope};
