@@ -257,7 +257,8 @@ fn synthetic_plan(run_id: &str, created_at: u64, n: usize, skipped: usize, batch
         (0..n).map(|i| (format!("{:012}", 200_000_000_000u64 + i as u64).parse().unwrap(), format!("workload-{i:05}"))).collect();
     let existing: BTreeSet<AccountId> = targets.iter().take(skipped).map(|(id, _)| id.clone()).collect();
     let config = PlannerConfig::default();
-    let d = decide(Operation::Assign, &targets, &existing, n, &request, &config, LatencyModel::default());
+    // A model learned from past runs: batches are sized by it, not by the cautious first-run sizing.
+    let d = decide(Operation::Assign, &targets, &existing, n, &request, &config, LatencyModel { samples: 100, ..LatencyModel::default() });
     Plan {
         run_id: run_id.into(),
         created_at,
@@ -281,6 +282,7 @@ fn synthetic_plan(run_id: &str, created_at: u64, n: usize, skipped: usize, batch
         skipped: d.skipped,
         batches: d.batches,
         map_concurrency: d.map_concurrency,
+        map_reason: d.map_reason,
         tier: d.tier,
         settings: d.settings,
         estimate: d.estimate,

@@ -7,6 +7,8 @@ use sso_fanout_aws::{create_table, AwsIdentityCenter, AwsOrgDirectory, DynamoSto
 use sso_fanout_core::engine::EngineOptions;
 use sso_fanout_core::ids::AccountId;
 use sso_fanout_core::model::*;
+use sso_fanout_aws::ledger::DynamoLedger;
+use sso_fanout_core::quota::{Ledger, WallClock};
 use sso_fanout_core::pipeline::{execute, plan_run, Services};
 use sso_fanout_core::planner::PlannerConfig;
 use sso_fanout_core::ports::AssignmentOps;
@@ -75,6 +77,8 @@ async fn assign_by_ou_rerun_and_revoke() {
         directory: Arc::new(AwsIdentityCenter::from_clients(&clients, IdentityCenterConfig::default())),
         ops: ic.clone(),
         store: store.clone(),
+        // The stack's quota ledger, in the same table (contention is covered by aws_ledger).
+        quota: Some(Ledger::new(Arc::new(DynamoLedger::new(clients.dynamodb.clone(), "sso-fanout-e2e")), Arc::new(WallClock))),
     };
     let config = PlannerConfig::default();
     let ps = moto.permission_set("AdministratorAccess");

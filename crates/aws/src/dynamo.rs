@@ -23,7 +23,7 @@ use sso_fanout_core::{FanoutError, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-type Item = HashMap<String, AttributeValue>;
+pub(crate) type Item = HashMap<String, AttributeValue>;
 
 pub const PK: &str = "pk";
 pub const SK: &str = "sk";
@@ -567,19 +567,19 @@ fn latency_pk(scope: &Scope) -> String {
     format!("LATENCY#{}", scope.key())
 }
 
-fn key(pk: &str, sk: &str) -> Item {
+pub(crate) fn key(pk: &str, sk: &str) -> Item {
     HashMap::from([(PK.to_string(), s(pk)), (SK.to_string(), s(sk))])
 }
 
-fn s(v: &str) -> AttributeValue {
+pub(crate) fn s(v: &str) -> AttributeValue {
     AttributeValue::S(v.to_string())
 }
 
-fn n(v: u64) -> AttributeValue {
+pub(crate) fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+pub(crate) fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
     item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
 }
 

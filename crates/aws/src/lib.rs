@@ -12,6 +12,7 @@ pub mod clients;
 pub mod dynamo;
 pub mod errors;
 pub mod identity_center;
+pub mod ledger;
 pub mod org;
 mod util;
 

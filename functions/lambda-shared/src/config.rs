@@ -1,7 +1,9 @@
 //! Environment configuration, read once per container.
 
 use sso_fanout_aws::{AwsClients, AwsIdentityCenter, AwsOrgDirectory, DynamoStore, IdentityCenterConfig};
+use sso_fanout_aws::ledger::DynamoLedger;
 use sso_fanout_core::pipeline::Services;
+use sso_fanout_core::quota::{Ledger, WallClock};
 use sso_fanout_core::planner::PlannerConfig;
 use sso_fanout_core::store::DEFAULT_RETENTION_DAYS;
 use sso_fanout_core::tiers::QuotaBudget;
@@ -34,7 +36,8 @@ impl LambdaConfig {
             }
         };
         let table = non_empty("FANOUT_TABLE").ok_or_else(|| FanoutError::Config("FANOUT_TABLE is not set (the DynamoDB table name)".into()))?;
-        let mut planner = PlannerConfig::default();
+        // Every worker and execution spends the quota through the table's ledger.
+        let mut planner = PlannerConfig { shared_quota: true, ..PlannerConfig::default() };
         planner.account_cache_max_age_s = number("ACCOUNT_CACHE_MAX_AGE_SECONDS", planner.account_cache_max_age_s)?;
         planner.worker_time_budget_s = number("WORKER_TIME_BUDGET_SECONDS", planner.worker_time_budget_s as u64)? as u32;
         let rate = match non_empty("REQUESTS_PER_SECOND") {
@@ -66,11 +69,13 @@ impl LambdaConfig {
 
     /// The ports over given clients (tests pass clients pinned to a local emulator).
     pub fn services_with(&self, clients: &AwsClients) -> Services {
+        let ledger = DynamoLedger::new(clients.dynamodb.clone(), self.table.clone());
         Services::new(
             Arc::new(AwsOrgDirectory::new(clients.organizations.clone())),
             Arc::new(AwsIdentityCenter::from_clients(clients, self.identity_center.clone())),
             Arc::new(DynamoStore::new(clients.dynamodb.clone(), self.table.clone()).with_retention_days(self.result_retention_days)),
         )
+        .with_quota(Ledger::new(Arc::new(ledger), Arc::new(WallClock)))
     }
 }
 
