@@ -28,7 +28,12 @@ fn command(moto: &Moto, credentials: bool) -> Command {
 
 /// A command that takes a store (plan, run, cache, report), JSON output.
 fn sso_fanout(moto: &Moto, store: &Path, args: &[&str]) -> Output {
-    command(moto, true).args(args).args(["--store", store.to_str().unwrap(), "--output", "json"]).output().expect("sso-fanout runs")
+    let quota_file = store.with_file_name("quota.json");
+    command(moto, true)
+        .args(args)
+        .args(["--store", store.to_str().unwrap(), "--quota-file", quota_file.to_str().unwrap(), "--output", "json"])
+        .output()
+        .expect("sso-fanout runs")
 }
 
 fn json(out: &Output) -> Value {

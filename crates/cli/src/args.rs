@@ -154,9 +154,11 @@ pub enum Scenario {
     #[default]
     Single,
     /// Three sso-fanout runs of the size started 0, 30 and 60 s apart on one instance, each with
-    /// another permission set (a schedule, a CI job and a laptop at once).
+    /// another permission set (a schedule, a CI job and a laptop at once): each owning the
+    /// budget (`independent`) beside one shared quota ledger (`shared`).
     Concurrent,
-    /// One run whose worker dies a third of the way through and is re-driven at once.
+    /// One run whose worker dies a third of the way through and is re-driven at once, without
+    /// and with the shared quota ledger.
     Crash,
 }
 
@@ -200,9 +202,9 @@ pub struct BudgetArgs {
 }
 
 impl BudgetArgs {
-    /// The planner's settings with this budget.
+    /// The planner's settings with this budget, for a run this process executes.
     pub fn planner_config(&self) -> Result<sso_fanout_core::planner::PlannerConfig> {
-        let mut config = sso_fanout_core::planner::PlannerConfig::default();
+        let mut config = sso_fanout_core::planner::PlannerConfig::in_process();
         config.budget = sso_fanout_core::tiers::QuotaBudget::with_overrides(
             &config.limits,
             self.max_outstanding,
@@ -303,9 +305,15 @@ pub struct BackendArgs {
     /// --sim: in memory).
     #[arg(long, value_name = "PATH", env = "SSO_FANOUT_STORE")]
     pub store: Option<PathBuf>,
-    /// Use this DynamoDB table (the deployed stack's) as the store instead.
+    /// Use this DynamoDB table (the deployed stack's) as the store instead; its quota ledger is
+    /// then the one the stack's executions share.
     #[arg(long, value_name = "TABLE", conflicts_with = "store")]
     pub table: Option<String>,
+    /// The quota ledger every sso-fanout process on this machine shares, whatever its store
+    /// (default: sso-fanout/quota.json in the user's data directory; not used with --table,
+    /// whose table holds the stack's).
+    #[arg(long, value_name = "PATH", env = "SSO_FANOUT_QUOTA_FILE", conflicts_with = "table")]
+    pub quota_file: Option<PathBuf>,
     /// Identity Center instance ARN (default: the only instance `ListInstances` returns).
     #[arg(long, value_name = "ARN")]
     pub instance_arn: Option<String>,

@@ -3,10 +3,13 @@
 //! and the store: memory for the simulator, the embedded file by default, DynamoDB with --table.
 
 use crate::args::{BackendArgs, FaultProfile};
+use crate::quota_file::FileLedger;
 use crate::store::EmbeddedStore;
 use sso_fanout_aws::{AwsClients, AwsIdentityCenter, AwsOrgDirectory, DynamoStore, IdentityCenterConfig};
 use sso_fanout_core::pipeline::Services;
-use sso_fanout_core::store::{MemoryStore, RunStore};
+use sso_fanout_aws::ledger::DynamoLedger;
+use sso_fanout_core::quota::{Ledger, MemoryInstance, WallClock};
+use sso_fanout_core::store::{MemoryStore, QuotaLedger, RunStore};
 use sso_fanout_core::{FanoutError, Result};
 use sso_fanout_sim::{Faults, SimCloud, SimConfig};
 use std::path::PathBuf;
@@ -41,7 +44,8 @@ pub async fn connect(args: &BackendArgs) -> Result<Backend> {
                 Some(path) => (Arc::new(EmbeddedStore::open(path)?) as Arc<dyn RunStore>, path.display().to_string()),
                 None => (Arc::new(MemoryStore::new()) as Arc<dyn RunStore>, "memory (simulator)".to_string()),
             };
-            Ok(Backend { services: Services::new(sim.clone(), sim, store), store_location })
+            // The simulated instance lives in this process: so does its quota ledger.
+            Ok(Backend { services: Services::new(sim.clone(), sim, store).with_quota(MemoryInstance::new().process()), store_location })
         }
         None => connect_aws(args).await,
     }
@@ -49,12 +53,24 @@ pub async fn connect(args: &BackendArgs) -> Result<Backend> {
 
 async fn connect_aws(args: &BackendArgs) -> Result<Backend> {
     let clients = AwsClients::from_env(args.aws.profile.as_deref(), args.aws.region.as_deref()).await;
-    let (store, store_location): (Arc<dyn RunStore>, String) = match (&args.table, &args.store) {
-        (Some(table), _) => (Arc::new(DynamoStore::new(clients.dynamodb.clone(), table.clone())), format!("DynamoDB table {table}")),
-        (None, Some(path)) => (Arc::new(EmbeddedStore::open(path)?), path.display().to_string()),
-        (None, None) => {
-            let path = default_store_path()?;
-            (Arc::new(EmbeddedStore::open(&path)?), path.display().to_string())
+    // The quota ledger lives with the store: the stack's table (shared with its executions),
+    // else the embedded file (shared by the CLI processes of this machine).
+    let (store, ledger, store_location): (Arc<dyn RunStore>, Arc<dyn QuotaLedger>, String) = match (&args.table, &args.store) {
+        (Some(table), _) => (
+            Arc::new(DynamoStore::new(clients.dynamodb.clone(), table.clone())),
+            Arc::new(DynamoLedger::new(clients.dynamodb.clone(), table.clone())),
+            format!("DynamoDB table {table}"),
+        ),
+        (None, path) => {
+            let path = match path {
+                Some(path) => path.clone(),
+                None => default_store_path()?,
+            };
+            let quota_file = match &args.quota_file {
+                Some(file) => file.clone(),
+                None => default_quota_file()?,
+            };
+            (Arc::new(EmbeddedStore::open(&path)?), Arc::new(FileLedger::open(&quota_file)?), path.display().to_string())
         }
     };
     let identity_center = IdentityCenterConfig { instance_arn: args.instance_arn.clone(), identity_store_id: args.identity_store_id.clone() };
@@ -62,7 +78,8 @@ async fn connect_aws(args: &BackendArgs) -> Result<Backend> {
         Arc::new(AwsOrgDirectory::new(clients.organizations.clone())),
         Arc::new(AwsIdentityCenter::from_clients(&clients, identity_center)),
         store,
-    );
+    )
+    .with_quota(Ledger::new(ledger, Arc::new(WallClock)));
     Ok(Backend { services, store_location })
 }
 
@@ -71,4 +88,11 @@ pub fn default_store_path() -> Result<PathBuf> {
     dirs::data_dir()
         .map(|d| d.join("sso-fanout").join("store.redb"))
         .ok_or_else(|| FanoutError::Config("no data directory for this user; pass --store PATH".into()))
+}
+
+/// The machine's quota ledger: `<data dir>/sso-fanout/quota.json`.
+pub fn default_quota_file() -> Result<PathBuf> {
+    dirs::data_dir()
+        .map(|d| d.join("sso-fanout").join("quota.json"))
+        .ok_or_else(|| FanoutError::Config("no data directory for this user; pass --quota-file PATH".into()))
 }

@@ -20,6 +20,7 @@ mod commands;
 pub mod io;
 mod output;
 mod progress;
+pub mod quota_file;
 mod remote;
 pub mod store;
 
