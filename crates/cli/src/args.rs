@@ -382,9 +382,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub repeat: u64,
     /// Simulated provisioning latency, `MEDIAN_S,P99_S` (lognormal) [default: 3,15, an
-    /// assumption: nobody publishes it].
+    /// assumption: nobody publishes it]. Repeat it to measure several regimes in one table:
+    /// `--latency 1,5 --latency 3,15 --latency 10,50`.
     #[arg(long, value_name = "MEDIAN_S,P99_S", value_parser = parse_latency)]
-    pub latency: Option<sso_fanout_core::tiers::LatencyModel>,
+    pub latency: Vec<sso_fanout_core::tiers::LatencyModel>,
     /// What to measure.
     #[arg(long, value_enum, default_value_t = Scenario::Single)]
     pub scenario: Scenario,

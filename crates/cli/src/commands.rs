@@ -126,28 +126,31 @@ pub fn bench(args: BenchArgs, io: &Io) -> Result<u8> {
         return Err(sso_fanout_core::FanoutError::invalid("--accounts/--repeat", 0, "positive numbers, e.g. --accounts 29,500,5000 --repeat 20"));
     }
     let mut rows = Vec::new();
+    let latencies = if args.latency.is_empty() { vec![Default::default()] } else { args.latency.clone() };
     for seed in args.seed..args.seed + args.repeat {
-        let options = BenchOptions {
-            seed,
-            faults: backend::faults(args.faults),
-            tuning: args.batch_size.map(|b| Tuning { batch_size: Some(b), ..Default::default() }),
-            latency: args.latency.unwrap_or_default(),
-        };
-        for &n in &args.accounts {
-            if args.output == OutputFormat::Table {
-                io.err.line(format!("simulating {n} accounts, seed {seed}..."));
-            }
-            match args.scenario {
-                Scenario::Concurrent => {
-                    rows.push(bench::run_concurrent(n, bench::Strategy::Independent, &options)?);
-                    rows.push(bench::run_concurrent(n, bench::Strategy::Shared, &options)?);
+        for &latency in &latencies {
+            let options = BenchOptions {
+                seed,
+                faults: backend::faults(args.faults),
+                tuning: args.batch_size.map(|b| Tuning { batch_size: Some(b), ..Default::default() }),
+                latency,
+            };
+            for &n in &args.accounts {
+                if args.output == OutputFormat::Table {
+                    io.err.line(format!("simulating {n} accounts, seed {seed}, latency {}/{} s...", latency.median_s, latency.p99_s));
                 }
-                Scenario::Crash => {
-                    rows.push(bench::run_crash(n, bench::Strategy::Independent, &options)?);
-                    rows.push(bench::run_crash(n, bench::Strategy::Shared, &options)?);
+                match args.scenario {
+                    Scenario::Concurrent => {
+                        rows.push(bench::run_concurrent(n, bench::Strategy::Independent, &options)?);
+                        rows.push(bench::run_concurrent(n, bench::Strategy::Shared, &options)?);
+                    }
+                    Scenario::Crash => {
+                        rows.push(bench::run_crash(n, bench::Strategy::Independent, &options)?);
+                        rows.push(bench::run_crash(n, bench::Strategy::Shared, &options)?);
+                    }
+                    Scenario::Single if args.only_sso_fanout => rows.push(bench::run_sso_fanout(n, &options)?),
+                    Scenario::Single => rows.extend(bench::run_all(&[n], &options)?),
                 }
-                Scenario::Single if args.only_sso_fanout => rows.push(bench::run_sso_fanout(n, &options)?),
-                Scenario::Single => rows.extend(bench::run_all(&[n], &options)?),
             }
         }
     }

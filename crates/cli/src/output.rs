@@ -183,11 +183,11 @@ pub fn bench_table(rows: &[BenchRow]) -> String {
     out
 }
 
-/// Over several seeds: per size and strategy, makespan/bound and makespan/greedy spread.
+/// Over several seeds: per size, strategy and latency, makespan/bound and makespan/greedy spread.
 pub fn bench_spread(rows: &[BenchRow]) -> String {
-    let mut groups: Vec<((usize, String), Vec<&BenchRow>)> = Vec::new();
+    let mut groups: Vec<((usize, String, String), Vec<&BenchRow>)> = Vec::new();
     for r in rows {
-        let key = (r.accounts, r.strategy.clone());
+        let key = (r.accounts, r.strategy.clone(), format!("{}/{}", r.latency.median_s, r.latency.p99_s));
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, g)) => g.push(r),
             None => groups.push((key, vec![r])),
@@ -201,10 +201,11 @@ pub fn bench_spread(rows: &[BenchRow]) -> String {
     };
     let body: Vec<Vec<String>> = groups
         .into_iter()
-        .map(|((n, strategy), g)| {
+        .map(|((n, strategy, latency), g)| {
             vec![
                 n.to_string(),
                 strategy,
+                latency,
                 g.len().to_string(),
                 stats(g.iter().map(|r| r.ratio).collect()),
                 stats(g.iter().map(|r| r.makespan_s / r.greedy_s).collect()),
@@ -216,7 +217,7 @@ pub fn bench_spread(rows: &[BenchRow]) -> String {
         })
         .collect();
     let mut out = table(
-        &["ACCOUNTS", "STRATEGY", "SEEDS", "MAKESPAN/BOUND mean (min-max)", "MAKESPAN/GREEDY", "GREEDY/BOUND", "VIOLATIONS", "FAILED", "FALSE_OK"],
+        &["ACCOUNTS", "STRATEGY", "LATENCY", "SEEDS", "MAKESPAN/BOUND mean (min-max)", "MAKESPAN/GREEDY", "GREEDY/BOUND", "VIOLATIONS", "FAILED", "FALSE_OK"],
         &body,
     );
     out.push_str("\n  greedy/bound: how far even ideal latency-blind scheduling is from the bound for these latencies.\n");
