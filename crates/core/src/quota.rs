@@ -145,6 +145,7 @@ impl Ledger {
             log,
             held: Mutex::default(),
             spare: Mutex::default(),
+            let_go: Mutex::default(),
             waiting: AtomicU32::new(0),
             registered: Mutex::new(None),
             queue: Mutex::default(),
@@ -309,6 +310,8 @@ pub struct SharedQuota {
     held: Mutex<BTreeMap<u32, Held>>,
     /// Leased slots whose operation ended, kept for a hand-over to the next queued account.
     spare: Mutex<Vec<u32>>,
+    /// Leases this process let go whose release the ledger may not show yet: never "inherited".
+    let_go: Mutex<BTreeSet<(u32, u64)>>,
     waiting: AtomicU32,
     /// (accounts waiting, when) as last written to the ledger's holder record.
     registered: Mutex<Option<(u32, u64)>>,
@@ -505,12 +508,17 @@ impl SharedQuota {
             self.release_later(*slot);
         }
         // Live leases under our name that this process did not take: a dead predecessor's.
-        let mut inherited: BTreeMap<AccountId, SlotRecord> = view
-            .slots
-            .iter()
-            .filter(|s| s.is_live(now) && s.holder.as_deref() == Some(self.holder.as_str()) && !ours.contains(&s.slot))
-            .filter_map(|s| s.account.clone().map(|a| (a, s.clone())))
-            .collect();
+        // (Not those we just let go, whose release the view may not show yet.)
+        let mut inherited: BTreeMap<AccountId, SlotRecord> = {
+            let mut let_go = self.let_go.lock().expect("let go");
+            let_go.retain(|(slot, fence)| view.slots.iter().any(|s| s.slot == *slot && s.fence == *fence && s.holder.is_some()));
+            view.slots
+                .iter()
+                .filter(|s| s.is_live(now) && s.holder.as_deref() == Some(self.holder.as_str()) && !ours.contains(&s.slot))
+                .filter(|s| !let_go.contains(&(s.slot, s.fence)))
+                .filter_map(|s| s.account.clone().map(|a| (a, s.clone())))
+                .collect()
+        };
         let claimable = keep.saturating_sub(held + inherited.len()).min(free.len());
         let mut sources: Vec<Source> = spare.iter().map(|s| Source::Spare(*s)).collect();
         sources.extend(free.drain(free.len() - claimable..).rev().map(Source::Free));
@@ -673,6 +681,7 @@ impl SharedQuota {
 
     fn release_later(self: &Arc<Self>, slot: u32) {
         let Some(held) = self.held.lock().expect("held").remove(&slot) else { return };
+        self.let_go.lock().expect("let go").insert((slot, held.fence));
         self.local_release.notify_waiters();
         if self.dead.load(Ordering::Relaxed) {
             return;
