@@ -26,6 +26,10 @@ lint: ## cfn-lint and a checkov security scan of the SAM template, asl-validator
 bench: ## sso-fanout vs the seed's strategies on 29, 500 and 5,000 simulated accounts
 	$(CLI) bench --accounts 29,500,5000 --seed 7
 
+bench-wire: ## sso-fanout vs the seed's own tool (awsideman from PyPI) on the wire emulator, 29 and 200 accounts
+	$(CARGO) build --quiet -p sso-fanout-cli
+	bash tests/wire/run.sh 29,200 7
+
 package: ## Lambda zips (a bootstrap each) for ARCH=x86_64|arm64 under target/lambda/
 	bash infra/package.sh $(ARCH)
 

@@ -67,6 +67,11 @@ pub enum Command {
     Start(StartArgs),
     /// State and, once finished, the summary of an execution.
     Status(StatusArgs),
+    /// The simulated organization and Identity Center as a local AWS endpoint.
+    Sim {
+        #[command(subcommand)]
+        action: SimAction,
+    },
     /// Show a past run's summary, or list recent runs (embedded store, or --table).
     Report {
         /// Run id; without it, the most recent runs are listed.
@@ -76,6 +81,58 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SimAction {
+    /// Serve the simulated organization on 127.0.0.1 over the AWS JSON 1.1 protocol, with the
+    /// Identity Center quotas in real time; point any SDK at it with AWS_ENDPOINT_URL.
+    #[command(after_long_help = SIM_SERVE_HELP)]
+    Serve(SimServeArgs),
+}
+
+const SIM_SERVE_HELP: &str = "\
+Operations (X-Amz-Target):
+  sso-admin (SWBExternalService.*, 20 req/s, 15 outstanding operations, one per account):
+    ListInstances, ListPermissionSets, DescribePermissionSet, CreateAccountAssignment,
+    DeleteAccountAssignment, DescribeAccountAssignmentCreationStatus,
+    DescribeAccountAssignmentDeletionStatus, ListAccountAssignmentCreationStatus,
+    ListAccountAssignmentDeletionStatus, ListAccountAssignments, ListAccountAssignmentsForPrincipal
+  Organizations (AWSOrganizationsV20161128.*): DescribeOrganization, DescribeAccount, ListRoots,
+    ListOrganizationalUnitsForParent, ListAccounts, ListAccountsForParent, ListParents,
+    ListTagsForResource
+  Identity Store (AWSIdentityStore.*): ListGroups (Filters too), ListUsers, DescribeGroup,
+    DescribeUser, GetGroupId, GetUserId
+
+Any SigV4 credentials are accepted. GET /_sim/stats: calls by operation, throttled, conflicts,
+violations {outstanding, rate (strict one-second sliding window)}, outstanding, first_call_s,
+last_finished_s. GET /_sim/assignments: the assignments held now.
+
+Example:
+  sso-fanout sim serve --accounts 29 --seed 7 --port 4599 &
+  AWS_ENDPOINT_URL=http://127.0.0.1:4599 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x AWS_REGION=us-east-1 \\
+    sso-fanout run --operation assign --permission-set AdministratorAccess --group PlatformAdmins --filter '*'";
+
+#[derive(Args, Debug)]
+pub struct SimServeArgs {
+    /// Member accounts of the simulated organization (the management account comes on top).
+    #[arg(long, default_value_t = 29)]
+    pub accounts: usize,
+    /// Seed (same seed, same organization and latencies as `--sim N --seed S`).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Faults injected.
+    #[arg(long, value_enum, default_value_t = FaultProfile::None)]
+    pub faults: FaultProfile,
+    /// Provisioning latency, `MEDIAN_S,P99_S` [default: 3,15].
+    #[arg(long, value_name = "MEDIAN_S,P99_S", value_parser = parse_latency)]
+    pub latency: Option<sso_fanout_core::tiers::LatencyModel>,
+    /// A clean organization: every account ACTIVE, nothing assigned yet (as the bench uses).
+    #[arg(long)]
+    pub clean: bool,
+    /// Port on 127.0.0.1 (0: any free port; the endpoint is printed).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
 }
 
 #[derive(Subcommand, Debug)]
@@ -117,6 +174,7 @@ impl Command {
             Command::Cache { action: CacheAction::Status(c) | CacheAction::Refresh(c) } => c.output,
             Command::Org(o) => o.output,
             Command::Report { output, .. } => *output,
+            Command::Sim { .. } => OutputFormat::Table,
             Command::Start(a) => a.output,
             Command::Status(a) => a.output,
         }
@@ -130,7 +188,7 @@ impl Command {
             Command::Cache { action: CacheAction::Status(c) | CacheAction::Refresh(c) } => c.backend.sim.is_some(),
             Command::Org(o) => o.backend.sim.is_some(),
             Command::Report { backend, .. } => backend.sim.is_some(),
-            Command::Start(_) | Command::Status(_) => false,
+            Command::Start(_) | Command::Status(_) | Command::Sim { .. } => false,
         }
     }
 

@@ -34,6 +34,7 @@ pub async fn dispatch(command: Command, io: &mut Io) -> Result<u8> {
         Command::Org(args) => org(args, io).await,
         Command::Start(args) => crate::remote::start(args, io).await,
         Command::Status(args) => crate::remote::status(args, io).await,
+        Command::Sim { action: crate::args::SimAction::Serve(args) } => sim_serve(args, io).await,
         Command::Report { run_id, backend, output } => report(run_id, &backend::connect(&backend).await?, output, io).await,
     }
 }
@@ -261,4 +262,35 @@ async fn report(run_id: Option<String>, backend: &Backend, out: OutputFormat, io
         OutputFormat::Table => io.out.write(&output::summary(&summary)),
     }
     Ok(summary.exit_code() as u8)
+}
+
+/// `sim serve`: the simulated organization as an AWS endpoint on 127.0.0.1 until SIGINT/SIGTERM.
+async fn sim_serve(args: crate::args::SimServeArgs, io: &mut Io) -> Result<u8> {
+    if args.accounts == 0 {
+        return Err(sso_fanout_core::FanoutError::invalid("--accounts", 0, "a number of member accounts, e.g. --accounts 29"));
+    }
+    let mut config = if args.clean { sso_fanout_sim::SimConfig::clean(args.accounts, args.seed) } else { sso_fanout_sim::SimConfig::new(args.accounts, args.seed) };
+    config.faults = crate::backend::faults(args.faults);
+    if let Some(latency) = args.latency {
+        config.latency = latency;
+    }
+    let server = sso_fanout_wire::Server::start(config, args.port)
+        .await
+        .map_err(|e| sso_fanout_core::FanoutError::Config(format!("cannot listen on 127.0.0.1:{}: {e}", args.port)))?;
+    io.out.line(format!("listening on {}", server.endpoint()));
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| sso_fanout_core::FanoutError::Internal(format!("SIGTERM handler: {e}")))?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    let stats = server.emulator().stats();
+    server.stop().await;
+    io.err.line(format!("stopped; stats: {stats}"));
+    Ok(exit::OK)
 }

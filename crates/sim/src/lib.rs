@@ -172,6 +172,8 @@ struct State {
     log: Vec<OpRecord>,
     /// Arrival times of the sso-admin requests of the last second (the sliding-window audit).
     window: VecDeque<Instant>,
+    /// What each create/delete asked for and when it was accepted (the describes' answer).
+    requests: HashMap<String, (AssignmentKey, Operation, Instant)>,
 }
 
 pub struct SimCloud {
@@ -214,6 +216,7 @@ impl SimCloud {
                 counters: SimCounters::default(),
                 log: Vec::new(),
                 window: VecDeque::new(),
+                requests: HashMap::new(),
             }),
             config,
             org,
@@ -419,6 +422,7 @@ impl SimCloud {
         s.next_request += 1;
         let done = now + self.provisioning_latency(&key.account_id, op);
         s.active_by_account.insert(key.account_id.clone(), id.clone());
+        s.requests.insert(id.clone(), (key.clone(), op, now));
         s.ops.insert(
             id.clone(),
             PendingOp { account_id: key.account_id.clone(), key: tuple, operation: op, accepted: now, done, failure: self.late_failure(&key.account_id, op) },
@@ -612,6 +616,101 @@ impl SimCloud {
     /// A permission set's ARN by name without spending calls (bench set-up).
     pub fn resolve_permission_set_quiet(&self, name: &str) -> Result<PermissionSetArn> {
         self.permission_sets.iter().find(|p| p.name == name).map(|p| p.arn.clone()).ok_or_else(|| FanoutError::not_found("permission set", name, ""))
+    }
+}
+
+/// One create/delete request as the instance knows it (for a wire emulator's describes and listings).
+#[derive(Debug, Clone, Serialize)]
+pub struct OpDetail {
+    pub request_id: String,
+    pub operation: Operation,
+    pub key: AssignmentKey,
+    /// When it was accepted, seconds since the simulator started.
+    pub created_s: f64,
+    pub state: OpState,
+    pub failure_reason: Option<String>,
+}
+
+/// A request the simulated instance admitted (within its quotas): what its handler may read
+/// and do, at the moment it arrived.
+pub struct Admitted<'a> {
+    sim: &'a SimCloud,
+    s: &'a mut State,
+    now: Instant,
+}
+
+impl Admitted<'_> {
+    /// Starts a create (`Assign`) or delete (`Revoke`), with the outstanding-operation and
+    /// per-account checks of `create_assignment` / `delete_assignment`.
+    pub fn start_operation(&mut self, key: &AssignmentKey, op: Operation) -> Result<OpStatus> {
+        let api = match op {
+            Operation::Assign => "CreateAccountAssignment",
+            Operation::Revoke => "DeleteAccountAssignment",
+        };
+        self.sim.start_operation(self.s, self.now, key, op, api)
+    }
+
+    /// Every assignment held now: (account, permission set ARN, principal id).
+    pub fn assignments(&self) -> Vec<(AccountId, PermissionSetArn, PrincipalId)> {
+        let mut all: Vec<_> = self.s.assignments.iter().cloned().collect();
+        all.sort();
+        all
+    }
+
+    /// One create/delete request by id.
+    pub fn operation(&self, request_id: &str) -> Option<OpDetail> {
+        self.sim.detail(self.s, request_id)
+    }
+
+    /// Every create (`Assign`) or delete (`Revoke`) request, oldest first.
+    pub fn operations(&self, op: Operation) -> Vec<OpDetail> {
+        let mut ids: Vec<(&String, Instant)> = self.s.requests.iter().filter(|(_, r)| r.1 == op).map(|(id, r)| (id, r.2)).collect();
+        ids.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(b.0)));
+        ids.into_iter().filter_map(|(id, _)| self.sim.detail(self.s, id)).collect()
+    }
+}
+
+impl SimCloud {
+    /// One sso-admin request received from outside (a wire emulator): travels, is counted,
+    /// audited and throttled exactly as the simulator's own calls are; `body` runs only if the
+    /// instance admits it.
+    pub async fn admit<T>(&self, api: &'static str, body: impl FnOnce(&mut Admitted<'_>) -> Result<T>) -> Result<T> {
+        self.sso_call(api, |s, now| body(&mut Admitted { sim: self, s, now })).await
+    }
+
+    fn detail(&self, s: &State, request_id: &str) -> Option<OpDetail> {
+        let (key, operation, accepted) = s.requests.get(request_id)?;
+        let (state, failure_reason) = if s.ops.contains_key(request_id) {
+            (OpState::InProgress, None)
+        } else {
+            let f = s.finished.get(request_id)?;
+            (f.state, f.failure_reason.clone())
+        };
+        Some(OpDetail { request_id: request_id.to_string(), operation: *operation, key: key.clone(), created_s: self.secs(*accepted), state, failure_reason })
+    }
+
+    /// The permission sets of the instance (no call spent).
+    pub fn permission_sets(&self) -> &[PermissionSet] {
+        &self.permission_sets
+    }
+
+    /// The Identity Store's groups and users (no call spent).
+    pub fn principals(&self) -> &[Principal] {
+        &self.principals
+    }
+
+    /// The Identity Center instance (no call spent).
+    pub fn instance_info(&self) -> Instance {
+        SimCloud::the_instance()
+    }
+
+    /// Every assignment held now (no call spent): (account, permission set ARN, principal id).
+    pub fn assignments_now(&self) -> Vec<(AccountId, PermissionSetArn, PrincipalId)> {
+        let mut s = self.state.lock().expect("sim");
+        self.settle(&mut s, Instant::now());
+        let mut all: Vec<_> = s.assignments.iter().cloned().collect();
+        all.sort();
+        all
     }
 }
 

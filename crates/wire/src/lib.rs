@@ -1,0 +1,386 @@
+//! The simulated Organization and IAM Identity Center on the wire: an HTTP server on 127.0.0.1
+//! speaking the AWS JSON 1.1 protocol (`X-Amz-Target`, `application/x-amz-json-1.1`, errors as
+//! `{"__type", "message"}` with AWS's HTTP status), backed by one [`SimCloud`] on the real
+//! clock. Any AWS SDK, the AWS CLI or boto3 pointed at it with `AWS_ENDPOINT_URL` (any
+//! credentials: SigV4 is accepted unchecked) meets the Identity Center quotas: 20 sso-admin
+//! requests/s (token bucket, audited by a strict one-second sliding window over every request
+//! received), 15 outstanding assignment operations, one operation per account
+//! (`ConflictException`), asynchronous creates/deletes going IN_PROGRESS -> SUCCEEDED/FAILED
+//! with the simulator's provisioning latency and fault profile.
+//!
+//! Every sso-admin request passes [`SimCloud::admit`] at the moment it is received, so the
+//! simulator's counters count exactly what the server received. The simulated network delay
+//! is applied after the request was admitted (on the way back), so the rate audit sees the
+//! arrival times the client produced. Organizations and Identity Store requests are answered
+//! from the simulated organization, counted, not throttled.
+//!
+//! `GET /_sim/stats` answers the counters as JSON (see [`Emulator::stats`]);
+//! `GET /_sim/assignments` lists the assignments held now (no quota spent); `GET /_sim/requests`
+//! every request received with its arrival time.
+
+mod services;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rand::Rng;
+use serde_json::{json, Value};
+use sso_fanout_core::FanoutError;
+use sso_fanout_sim::{SimCloud, SimConfig};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use services::{IDENTITY_STORE_OPERATIONS, ORGANIZATIONS_OPERATIONS, SSO_ADMIN_OPERATIONS};
+
+/// The `X-Amz-Target` prefixes (botocore's `targetPrefix` of each service model).
+pub const SSO_ADMIN_TARGET: &str = "SWBExternalService";
+pub const ORGANIZATIONS_TARGET: &str = "AWSOrganizationsV20161128";
+pub const IDENTITY_STORE_TARGET: &str = "AWSIdentityStore";
+
+/// An error answer: HTTP status, `__type` and `message`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WireError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl WireError {
+    pub fn new(status: u16, code: &str, message: impl Into<String>) -> WireError {
+        WireError {
+            status,
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+    pub fn validation(message: impl Into<String>) -> WireError {
+        WireError::new(400, "ValidationException", message)
+    }
+    pub fn not_found(message: impl Into<String>) -> WireError {
+        WireError::new(400, "ResourceNotFoundException", message)
+    }
+}
+
+impl From<FanoutError> for WireError {
+    fn from(e: FanoutError) -> WireError {
+        match e {
+            FanoutError::Throttled { message, .. } => {
+                WireError::new(400, "ThrottlingException", message)
+            }
+            FanoutError::Conflict { message, .. } => {
+                WireError::new(400, "ConflictException", message)
+            }
+            FanoutError::Transient { .. } => WireError::new(
+                500,
+                "InternalServerException",
+                "An internal failure has occurred. Try again later.",
+            ),
+            FanoutError::AccessDenied { message, .. } => {
+                WireError::new(400, "AccessDeniedException", message)
+            }
+            FanoutError::Validation { message, .. } => WireError::validation(message),
+            FanoutError::NotFound { what, name, .. } => {
+                WireError::not_found(format!("The {what} {name} does not exist."))
+            }
+            other => WireError::new(500, "InternalServerException", other.to_string()),
+        }
+    }
+}
+
+/// The server's state: the simulated cloud and what the server itself counts.
+pub struct Emulator {
+    sim: SimCloud,
+    /// Unix time (s) of the simulator's start: timestamps answered are `epoch + elapsed`.
+    epoch: f64,
+    /// (lowest, highest) simulated network round trip added to every answer, ms.
+    call_latency_ms: (u64, u64),
+    calls: Mutex<BTreeMap<String, u64>>,
+    first_call_s: Mutex<Option<f64>>,
+    requests: AtomicU64,
+    /// (seconds since start, operation) of every request received.
+    timeline: Mutex<Vec<(f64, String)>>,
+}
+
+impl Emulator {
+    /// A simulated cloud from `config`. Its `call_latency_ms` becomes the delay added to every
+    /// answer after the request was admitted; the simulator itself runs with none (it sees
+    /// every request when the server receives it).
+    pub fn new(mut config: SimConfig) -> Emulator {
+        let call_latency_ms = config.call_latency_ms;
+        config.call_latency_ms = (0, 0);
+        let sim = SimCloud::new(config);
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+            - sim.elapsed_s();
+        Emulator {
+            sim,
+            epoch,
+            call_latency_ms,
+            calls: Mutex::new(BTreeMap::new()),
+            first_call_s: Mutex::new(None),
+            requests: AtomicU64::new(0),
+            timeline: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn sim(&self) -> &SimCloud {
+        &self.sim
+    }
+
+    /// Unix seconds of a moment given in seconds since the simulator started.
+    pub(crate) fn timestamp(&self, elapsed_s: f64) -> f64 {
+        ((self.epoch + elapsed_s) * 1000.0).round() / 1000.0
+    }
+
+    fn record_call(&self, operation: &str) {
+        let now = self.sim.elapsed_s();
+        self.first_call_s
+            .lock()
+            .expect("first call")
+            .get_or_insert(now);
+        *self
+            .calls
+            .lock()
+            .expect("calls")
+            .entry(operation.to_string())
+            .or_default() += 1;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.timeline
+            .lock()
+            .expect("timeline")
+            .push((now, operation.to_string()));
+    }
+
+    /// `GET /_sim/requests`: every request received, `[seconds since start, operation]`.
+    pub fn timeline(&self) -> Value {
+        json!(*self.timeline.lock().expect("timeline"))
+    }
+
+    /// The counters as `GET /_sim/stats` answers them.
+    ///
+    /// `calls`: every request received, by operation (all three services); `throttled`:
+    /// sso-admin requests refused with ThrottlingException (rate, outstanding operations,
+    /// injected storms); `conflicts`: ConflictException answers; `violations.rate`: requests
+    /// that arrived with 20 others in the second before them (strict sliding window, refused or
+    /// not); `violations.outstanding`: creates/deletes beyond 15 outstanding; `outstanding`:
+    /// operations provisioning now; `first_call_s` / `last_finished_s`: seconds since the
+    /// server started of the first request and of the end of the last finished operation.
+    pub fn stats(&self) -> Value {
+        let c = self.sim.counters();
+        let ops = self.sim.operations();
+        let outstanding = self.sim.outstanding();
+        let last_finished = ops
+            .iter()
+            .map(|o| o.done_s)
+            .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.max(d))));
+        let failed = ops.iter().filter(|o| o.failed).count();
+        json!({
+            "calls": *self.calls.lock().expect("calls"),
+            "requests": self.requests.load(Ordering::Relaxed),
+            "sso_admin_calls": c.sso_admin_calls(),
+            "throttled": c.throttled(),
+            "conflicts": c.conflict_violations,
+            "violations": {"outstanding": c.outstanding_violations, "rate": c.window_violations},
+            "rate_refused": c.rate_violations,
+            "storm_throttles": c.storm_throttles,
+            "injected_5xx": c.injected_5xx,
+            "max_in_window": c.max_in_window,
+            "outstanding": outstanding,
+            "operations": {"finished": ops.len(), "failed": failed},
+            "first_call_s": *self.first_call_s.lock().expect("first call"),
+            "last_finished_s": last_finished,
+            "now_s": self.sim.elapsed_s(),
+        })
+    }
+
+    /// `GET /_sim/assignments`: every assignment held now.
+    pub fn assignments(&self) -> Value {
+        let all: Vec<Value> = self
+            .sim
+            .assignments_now()
+            .into_iter()
+            .map(|(a, ps, p)| json!({"AccountId": a.as_str(), "PermissionSetArn": ps.as_str(), "PrincipalId": p.as_str()}))
+            .collect();
+        json!({ "AccountAssignments": all })
+    }
+
+    /// Answers one AWS JSON 1.1 request (`target` = the `X-Amz-Target` header).
+    pub async fn call(&self, target: &str, input: &Value) -> Result<Value, WireError> {
+        let (service, operation) = target.split_once('.').unwrap_or((target, ""));
+        self.record_call(operation);
+        match service {
+            SSO_ADMIN_TARGET => services::sso_admin(self, operation, input).await,
+            ORGANIZATIONS_TARGET => services::organizations(self, operation, input),
+            IDENTITY_STORE_TARGET => services::identity_store(self, operation, input),
+            _ => Err(WireError::new(
+                400,
+                "UnknownOperationException",
+                format!("unknown target `{target}`"),
+            )),
+        }
+    }
+
+    async fn respond(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, Infallible> {
+        let (parts, body) = req.into_parts();
+        if parts.method == Method::GET {
+            return Ok(match parts.uri.path() {
+                "/_sim/stats" => reply(200, "application/json", &self.stats()),
+                "/_sim/assignments" => reply(200, "application/json", &self.assignments()),
+                "/_sim/requests" => reply(200, "application/json", &self.timeline()),
+                _ => reply(
+                    404,
+                    "application/json",
+                    &json!({"message": "GET /_sim/stats or /_sim/assignments"}),
+                ),
+            });
+        }
+        let target = parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let bytes = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return Ok(reply(
+                    400,
+                    JSON_11,
+                    &json!({"__type": "SerializationException", "message": "unreadable body"}),
+                ))
+            }
+        };
+        let input: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+            json!({})
+        } else {
+            match serde_json::from_slice(&bytes) {
+                Ok(v) => v,
+                Err(e) => {
+                    return Ok(reply(
+                        400,
+                        JSON_11,
+                        &json!({"__type": "SerializationException", "message": e.to_string()}),
+                    ))
+                }
+            }
+        };
+        let answer = self.call(&target, &input).await;
+        let (lo, hi) = self.call_latency_ms;
+        if hi > 0 {
+            let ms = rand::rng().random_range(lo..=hi.max(lo));
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        Ok(match answer {
+            Ok(v) => reply(200, JSON_11, &v),
+            Err(e) => {
+                let mut r = reply(
+                    e.status,
+                    JSON_11,
+                    &json!({"__type": e.code, "message": e.message}),
+                );
+                if let Ok(v) = e.code.parse() {
+                    r.headers_mut().insert("x-amzn-errortype", v);
+                }
+                r
+            }
+        })
+    }
+}
+
+const JSON_11: &str = "application/x-amz-json-1.1";
+
+fn reply(status: u16, content_type: &str, body: &Value) -> Response<Full<Bytes>> {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, Ordering::Relaxed);
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", content_type)
+        .header(
+            "x-amzn-requestid",
+            format!("5e110000-0000-4000-8000-{id:012x}"),
+        )
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("a valid response")
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    emulator: Arc<Emulator>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds 127.0.0.1:`port` (0: any free port) and serves `config`'s simulated cloud.
+    pub async fn start(config: SimConfig, port: u16) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
+        let emulator = Arc::new(Emulator::new(config));
+        let (shutdown, mut stop) = watch::channel(false);
+        let served = emulator.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    _ = stop.changed() => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => continue,
+                    },
+                };
+                let _ = stream.set_nodelay(true);
+                let emulator = served.clone();
+                let mut stop = stop.clone();
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req| emulator.clone().respond(req));
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = stop.changed() => conn.as_mut().graceful_shutdown(),
+                    }
+                });
+            }
+        });
+        Ok(Server {
+            addr,
+            emulator,
+            shutdown,
+            task,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn emulator(&self) -> &Arc<Emulator> {
+        &self.emulator
+    }
+
+    /// Stops accepting connections and closes the open ones.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,228 @@
+//! sso-fanout's real AWS backend (the SDK clients, no `--sim`) against the wire emulator
+//! (`sso-fanout sim serve`): a server on 127.0.0.1 that answers like Identity Center does
+//! (20 req/s, 15 outstanding operations, ConflictException, IN_PROGRESS -> SUCCEEDED / late
+//! FAILED), pointed at by `AWS_ENDPOINT_URL` alone with dummy credentials. Assign, re-run,
+//! revoke with 0 failures and 0 quota violations as the emulator counted them; with faults
+//! (throttle storms, 5xx, late FAILED) every account ends in a definite state with the reason.
+
+mod wire_support;
+
+use serde_json::Value;
+use sso_fanout_tests::binaries;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use wire_support::{tempdir, Emulator};
+
+/// The binary pointed at the emulator by `AWS_ENDPOINT_URL` alone, dummy credentials.
+fn sso_fanout(emulator: &Emulator, dir: &Path, args: &[&str]) -> Output {
+    Command::new(binaries::dir().join("sso-fanout"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("AWS_ENDPOINT_URL", &emulator.endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .args(args)
+        .args([
+            "--store",
+            dir.join("store.redb").to_str().unwrap(),
+            "--quota-file",
+            dir.join("quota.json").to_str().unwrap(),
+        ])
+        .args(["--output", "json"])
+        .output()
+        .expect("sso-fanout runs")
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: stdout {} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+const ASSIGN: &[&str] = &[
+    "run",
+    "--operation",
+    "assign",
+    "--permission-set",
+    "AdministratorAccess",
+    "--group",
+    "PlatformAdmins",
+    "--filter",
+    "*",
+];
+const REVOKE: &[&str] = &[
+    "run",
+    "--operation",
+    "revoke",
+    "--permission-set",
+    "AdministratorAccess",
+    "--group",
+    "PlatformAdmins",
+    "--filter",
+    "*",
+];
+
+fn accounts_with(summary: &Value, outcome: &str) -> BTreeSet<String> {
+    summary["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] == outcome)
+        .map(|r| r["accountId"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn assert_no_violations(stats: &Value) {
+    assert_eq!(stats["violations"]["rate"], 0, "{stats}");
+    assert_eq!(stats["violations"]["outstanding"], 0, "{stats}");
+    assert_eq!(stats["conflicts"], 0, "{stats}");
+}
+
+#[test]
+fn cli_assigns_reruns_and_revokes_through_the_wire_emulator_within_the_quotas() {
+    let emulator = Emulator::start(&["--accounts", "29", "--seed", "7", "--latency", "0.5,2"]);
+    let dir = tempdir("clean");
+    let before = emulator.holders();
+
+    let out = sso_fanout(&emulator, &dir, ASSIGN);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = json(&out);
+    assert_eq!(s["counts"]["failed"], 0, "{s}");
+    assert_eq!(s["counts"]["timedOut"], 0, "{s}");
+    let succeeded = accounts_with(&s, "succeeded");
+    assert!(succeeded.len() >= 20, "{s}");
+    assert_eq!(
+        accounts_with(&s, "skipped"),
+        before,
+        "the accounts that already held it are skipped"
+    );
+    let holders = emulator.holders();
+    assert!(
+        succeeded.iter().all(|a| holders.contains(a)),
+        "every success is held: {holders:?}"
+    );
+    assert_eq!(
+        holders.len(),
+        s["counts"]["total"].as_u64().unwrap() as usize
+    );
+    let stats = emulator.stats();
+    assert_no_violations(&stats);
+    // One create per account, plus any the instance refused (a throttled request is received too).
+    let creates = stats["calls"]["CreateAccountAssignment"].as_u64().unwrap();
+    assert!(
+        creates >= succeeded.len() as u64
+            && creates <= succeeded.len() as u64 + stats["throttled"].as_u64().unwrap(),
+        "{stats}"
+    );
+    assert_eq!(stats["outstanding"], 0);
+
+    // Re-run: nothing to do, no write, a handful of calls.
+    let calls_before = stats["sso_admin_calls"].as_u64().unwrap();
+    let out = sso_fanout(&emulator, &dir, ASSIGN);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = json(&out);
+    assert_eq!(s["counts"]["skipped"], s["counts"]["total"], "{s}");
+    let stats = emulator.stats();
+    assert_eq!(
+        stats["calls"]["CreateAccountAssignment"].as_u64().unwrap(),
+        creates,
+        "no write on a re-run"
+    );
+    assert!(
+        stats["sso_admin_calls"].as_u64().unwrap() - calls_before <= 10,
+        "{stats}"
+    );
+
+    // Revoke everything.
+    let out = sso_fanout(&emulator, &dir, REVOKE);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = json(&out);
+    assert_eq!(s["counts"]["failed"], 0, "{s}");
+    assert!(emulator.holders().is_empty(), "{:?}", emulator.holders());
+    let stats = emulator.stats();
+    assert_no_violations(&stats);
+    assert!(stats["last_finished_s"].as_f64().unwrap() > stats["first_call_s"].as_f64().unwrap());
+
+    assert!(emulator.stop().success(), "stops cleanly on SIGTERM");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn with_faults_every_account_ends_in_a_definite_state_with_the_reason() {
+    // Seed 3: three accounts whose assignment FAILS after provisioning; throttle storms from 4 s
+    // and 5xx on 3% of the calls.
+    let emulator = Emulator::start(&[
+        "--accounts",
+        "29",
+        "--seed",
+        "3",
+        "--latency",
+        "0.5,2",
+        "--faults",
+        "chaos",
+    ]);
+    let dir = tempdir("chaos");
+    let before = emulator.holders();
+
+    let out = sso_fanout(&emulator, &dir, ASSIGN);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "some accounts failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = json(&out);
+    assert_eq!(s["counts"]["timedOut"], 0, "{s}");
+    assert_eq!(s["counts"]["missing"], 0, "{s}");
+    let failed = accounts_with(&s, "failed");
+    assert!(!failed.is_empty(), "{s}");
+    for r in s["results"].as_array().unwrap() {
+        let outcome = r["outcome"].as_str().unwrap();
+        assert!(matches!(outcome, "succeeded" | "skipped" | "failed"), "{r}");
+        if outcome == "failed" {
+            assert!(
+                r["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("Received a 409 status error"),
+                "AWS's FailureReason: {r}"
+            );
+        }
+    }
+    let holders = emulator.holders();
+    for a in accounts_with(&s, "succeeded").iter().chain(&before) {
+        assert!(holders.contains(a), "{a} reported as assigned is held");
+    }
+    for a in &failed {
+        assert!(!holders.contains(a), "{a} reported failed is not held");
+    }
+    let stats = emulator.stats();
+    assert_no_violations(&stats);
+    assert_eq!(stats["operations"]["failed"], failed.len(), "{stats}");
+    drop(emulator);
+    std::fs::remove_dir_all(dir).unwrap();
+}
