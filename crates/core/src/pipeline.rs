@@ -71,6 +71,9 @@ pub async fn run_stored_batch(
     if record.status == RunStatus::Planned {
         services.store.update_run(run_id, RunStatus::Running, None).await?;
     }
+    // Know the instance before the first paced call: a worker process that discovered it in
+    // the middle of its first paced creates would send them together once the answer came.
+    services.directory.instance().await?;
     // A re-driven batch (its worker died or was retried) resumes from the stored results.
     let prior: Vec<AccountResult> = services.store.results(run_id).await?.into_iter().filter(|r| r.batch == batch_index).collect();
     let ctx = BatchContext::from_plan(&record.plan);
