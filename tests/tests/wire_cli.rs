@@ -38,6 +38,13 @@ fn sso_fanout(emulator: &Emulator, dir: &Path, args: &[&str]) -> Output {
         .expect("sso-fanout runs")
 }
 
+/// Runs sso-fanout, checks its exit code (stderr shown if not) and returns its JSON summary.
+fn run_expecting(emulator: &Emulator, dir: &Path, args: &[&str], code: i32) -> Value {
+    let out = sso_fanout(emulator, dir, args);
+    assert_eq!(out.status.code(), Some(code), "{}", String::from_utf8_lossy(&out.stderr));
+    json(&out)
+}
+
 fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -93,14 +100,7 @@ fn cli_assigns_reruns_and_revokes_through_the_wire_emulator_within_the_quotas() 
     let dir = tempdir("clean");
     let before = emulator.holders();
 
-    let out = sso_fanout(&emulator, &dir, ASSIGN);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s = json(&out);
+    let s = run_expecting(&emulator, &dir, ASSIGN, 0);
     assert_eq!(s["counts"]["failed"], 0, "{s}");
     assert_eq!(s["counts"]["timedOut"], 0, "{s}");
     let succeeded = accounts_with(&s, "succeeded");
@@ -132,14 +132,7 @@ fn cli_assigns_reruns_and_revokes_through_the_wire_emulator_within_the_quotas() 
 
     // Re-run: nothing to do, no write, a handful of calls.
     let calls_before = stats["sso_admin_calls"].as_u64().unwrap();
-    let out = sso_fanout(&emulator, &dir, ASSIGN);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s = json(&out);
+    let s = run_expecting(&emulator, &dir, ASSIGN, 0);
     assert_eq!(s["counts"]["skipped"], s["counts"]["total"], "{s}");
     let stats = emulator.stats();
     assert_eq!(
@@ -153,14 +146,7 @@ fn cli_assigns_reruns_and_revokes_through_the_wire_emulator_within_the_quotas() 
     );
 
     // Revoke everything.
-    let out = sso_fanout(&emulator, &dir, REVOKE);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s = json(&out);
+    let s = run_expecting(&emulator, &dir, REVOKE, 0);
     assert_eq!(s["counts"]["failed"], 0, "{s}");
     assert!(emulator.holders().is_empty(), "{:?}", emulator.holders());
     let stats = emulator.stats();
@@ -188,14 +174,7 @@ fn with_faults_every_account_ends_in_a_definite_state_with_the_reason() {
     let dir = tempdir("chaos");
     let before = emulator.holders();
 
-    let out = sso_fanout(&emulator, &dir, ASSIGN);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "some accounts failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s = json(&out);
+    let s = run_expecting(&emulator, &dir, ASSIGN, 2);
     assert_eq!(s["counts"]["timedOut"], 0, "{s}");
     assert_eq!(s["counts"]["missing"], 0, "{s}");
     let failed = accounts_with(&s, "failed");

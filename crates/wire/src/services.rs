@@ -443,14 +443,18 @@ pub(crate) fn organizations(
     let org = emu.sim().org();
     let mgmt = org.management_account_id.as_str();
     let invalid = "InvalidInputException";
-    let known_parent =
-        |id: &str| org.roots.iter().any(|r| r == id) || org.ous.iter().any(|o| o.id == id);
-    let parent_missing = |id: &str| {
-        WireError::new(
-            400,
-            "ParentNotFoundException",
-            format!("We can't find a root or OU with the ParentId that you specified: {id}"),
-        )
+    // `ParentId` of the input, a root or OU of the organization (else Organizations' error).
+    let parent_id = |input: &Value| -> Result<String, WireError> {
+        let id = string(input, "ParentId")?;
+        if org.roots.iter().any(|r| r == id) || org.ous.iter().any(|o| o.id == id) {
+            Ok(id.to_string())
+        } else {
+            Err(WireError::new(
+                400,
+                "ParentNotFoundException",
+                format!("We can't find a root or OU with the ParentId that you specified: {id}"),
+            ))
+        }
     };
     match operation {
         "DescribeOrganization" => {
@@ -492,10 +496,7 @@ pub(crate) fn organizations(
             paged("Roots", roots, input, 20, 20, invalid)
         }
         "ListOrganizationalUnitsForParent" => {
-            let parent = string(input, "ParentId")?;
-            if !known_parent(parent) {
-                return Err(parent_missing(parent));
-            }
+            let parent = parent_id(input)?;
             let ous = org
                 .ous
                 .iter()
@@ -509,10 +510,7 @@ pub(crate) fn organizations(
             paged("Accounts", accounts, input, 20, 20, invalid)
         }
         "ListAccountsForParent" => {
-            let parent = string(input, "ParentId")?;
-            if !known_parent(parent) {
-                return Err(parent_missing(parent));
-            }
+            let parent = parent_id(input)?;
             let accounts = org
                 .accounts
                 .iter()
