@@ -34,10 +34,6 @@ impl FileLedger {
         Ok(ledger)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Item writes so far, counted as the DynamoDB ledger would make them.
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)

@@ -396,10 +396,6 @@ enum Source {
 }
 
 impl SharedQuota {
-    pub fn holder(&self) -> &str {
-        &self.holder
-    }
-
     /// Behave as a killed process would: stop writing to the ledger (leases then expire).
     pub fn die(&self) {
         self.dead.store(true, Ordering::Relaxed);
@@ -419,11 +415,6 @@ impl SharedQuota {
     /// status polling slows down by this factor, so that together they list as often as one.
     pub fn active_holders(&self) -> u32 {
         self.active_holders.load(Ordering::Relaxed).max(1)
-    }
-
-    /// Slots this holder holds now (spare ones included).
-    pub fn held(&self) -> usize {
-        self.held.lock().expect("held").len()
     }
 
     /// Leases a slot for `account`, waiting as long as the ledger has none for us.
