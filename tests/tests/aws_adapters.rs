@@ -174,6 +174,41 @@ async fn assignments_create_describe_list_delete() {
     }
 }
 
+/// One principal-wide listing answers every account and every permission set of the principal.
+#[tokio::test]
+async fn principal_assignments_span_permission_sets() {
+    let moto = Moto::seeded();
+    let ic = identity_center(&moto).await;
+    let admins = group(&moto, "PlatformAdmins");
+    let (admin, read_only) = (moto.permission_set("AdministratorAccess"), moto.permission_set("ReadOnlyAccess"));
+    let pre = moto.account_id("prod-payments-001");
+    let other = moto.account_id("dev-search-001");
+
+    let seeded = ic.principal_assignments(&admins).await.unwrap();
+    assert_eq!(seeded.assignments, BTreeSet::from([(pre.clone(), admin.clone())]), "the seeded assignment");
+    assert_eq!(seeded.pages, 1);
+
+    // ReadOnlyAccess in the same account and in another one.
+    for account in [&pre, &other] {
+        let key = AssignmentKey {
+            account_id: account.clone(),
+            permission_set_arn: read_only.clone(),
+            principal_type: PrincipalType::Group,
+            principal_id: admins.id.clone(),
+        };
+        assert_eq!(ic.create_assignment(&key).await.unwrap().state, OpState::Succeeded, "moto finishes at once");
+    }
+    let all = ic.principal_assignments(&admins).await.unwrap();
+    assert_eq!(
+        all.assignments,
+        BTreeSet::from([(pre.clone(), admin.clone()), (pre.clone(), read_only.clone()), (other.clone(), read_only.clone())])
+    );
+    assert_eq!(all.pages, 1);
+    // Another principal holds nothing: one (empty) page.
+    let developers = ic.principal_assignments(&group(&moto, "Developers")).await.unwrap();
+    assert_eq!((developers.assignments.len(), developers.pages), (0, 1));
+}
+
 #[tokio::test]
 async fn dynamo_org_cache_round_trip_and_replacement() {
     let moto = Moto::seeded();
@@ -262,7 +297,7 @@ fn synthetic_plan(run_id: &str, created_at: u64, n: usize, skipped: usize, batch
     Plan {
         run_id: run_id.into(),
         created_at,
-        request,
+        request: sso_fanout_core::plan::PlanRequest::Single(request),
         operation: Operation::Assign,
         instance: Instance {
             instance_arn: "arn:aws:sso:::instance/ssoins-1111222233334444".into(),
@@ -288,6 +323,8 @@ fn synthetic_plan(run_id: &str, created_at: u64, n: usize, skipped: usize, batch
         estimate: d.estimate,
         quota: Default::default(),
         warnings: d.warnings,
+        pairs: vec![],
+        desired: None,
     }
 }
 
@@ -298,6 +335,7 @@ fn result(plan: &Plan, account: &str, outcome: Outcome) -> AccountResult {
         account_id: account.parse().unwrap(),
         account_name: format!("name-{account}"),
         action: Action::Create,
+        pair: 0,
         outcome,
         request_id: Some(format!("req-{account}")),
         reason: (outcome != Outcome::Succeeded)

@@ -18,7 +18,8 @@ use sso_fanout_core::clock::unix_now;
 use sso_fanout_core::plan::{Plan, PlanItem};
 use sso_fanout_core::report::RunSummary;
 use sso_fanout_core::retry::CONTENDED_WRITES;
-use sso_fanout_core::store::{AccountCache, LatencyHistory, RunLog, RunRecord, RunStatus, DEFAULT_RETENTION_DAYS, LATENCY_SAMPLES_KEPT};
+use sso_fanout_core::desired::StoredDocument;
+use sso_fanout_core::store::{AccountCache, DocumentStore, LatencyHistory, RunLog, RunRecord, RunStatus, DEFAULT_RETENTION_DAYS, LATENCY_SAMPLES_KEPT};
 use sso_fanout_core::{FanoutError, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -475,7 +476,7 @@ impl RunLog for DynamoStore {
 
     async fn put_result(&self, result: &AccountResult) -> Result<()> {
         let rank = u64::from(result.outcome.finality());
-        let mut item = key(&results_pk(&result.run_id), &result.account_id);
+        let mut item = key(&results_pk(&result.run_id), &result.key());
         item.insert("outcome".into(), s(result.outcome.as_str()));
         item.insert("rank".into(), n(rank));
         item.insert("batch".into(), n(result.batch as u64));
@@ -483,7 +484,7 @@ impl RunLog for DynamoStore {
         item.insert(TTL_ATTRIBUTE.into(), n(self.expires_at(unix_now())));
         // Mirrors `sso_fanout_core::store::supersedes`: a write replaces the stored result only
         // when it is at least as final, so a retried worker's `timed_out` never hides a final one.
-        // One item per (run, account) by key: duplicates cannot exist.
+        // One item per (run, account, pair) by key: duplicates cannot exist.
         let condition = "attribute_not_exists(#pk) OR #rank <= :rank";
         match self.put(item, Some(condition), &[(":rank", n(rank))]).await? {
             PutOutcome::Written | PutOutcome::ConditionFailed => Ok(()),
@@ -536,6 +537,42 @@ impl LatencyHistory for DynamoStore {
         }
         Err(FanoutError::Store("latency samples: too many concurrent writers".into()))
     }
+}
+
+#[async_trait]
+impl DocumentStore for DynamoStore {
+    async fn put_document(&self, scope: &Scope, document: &StoredDocument) -> Result<()> {
+        let json = to_json(document)?;
+        if json.len() > self.part_bytes {
+            return Err(FanoutError::Store(format!(
+                "document {:?} is {} bytes as JSON; stored documents are limited to {} bytes",
+                document.name,
+                json.len(),
+                self.part_bytes
+            )));
+        }
+        let mut item = key(&document_pk(scope), &document.name);
+        item.insert("storedAt".into(), n(document.stored_at));
+        item.insert("data".into(), s(&json));
+        self.put(item, None, &[]).await.map(|_| ())
+    }
+
+    async fn document(&self, scope: &Scope, name: &str) -> Result<Option<StoredDocument>> {
+        self.get(&document_pk(scope), name).await?.map(|item| document_of(&item)).transpose()
+    }
+
+    async fn documents(&self, scope: &Scope) -> Result<Vec<StoredDocument>> {
+        self.query(&document_pk(scope), None).await?.iter().map(document_of).collect()
+    }
+}
+
+fn document_of(item: &Item) -> Result<StoredDocument> {
+    from_json(get_s(item, "data").ok_or_else(|| FanoutError::Store("document item without data".into()))?)
+}
+
+/// Stored rules documents of one scope, one item per name.
+fn document_pk(scope: &Scope) -> String {
+    format!("DOC#{}", scope.key())
 }
 
 fn samples_of(item: &Item) -> Vec<u64> {

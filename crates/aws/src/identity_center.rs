@@ -17,7 +17,7 @@ use sso_fanout_core::ids::{AccountId, PermissionSetArn, PrincipalId};
 use sso_fanout_core::model::*;
 use sso_fanout_core::request::{PermissionSetRef, PrincipalRef};
 use sso_fanout_core::pacing::Pacer;
-use sso_fanout_core::ports::{AssignmentOps, Directory};
+use sso_fanout_core::ports::{AssignmentOps, Directory, PrincipalAssignments, RequestGate};
 use sso_fanout_core::{FanoutError, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -43,6 +43,27 @@ pub struct AwsIdentityCenter {
     config: IdentityCenterConfig,
     instance: OnceCell<Instance>,
     permission_sets: Mutex<Option<PermissionSetIndex>>,
+    /// What the sso-admin look-ups pass first (`Directory::gate_lookups`).
+    lookup_gate: LookupGate,
+}
+
+/// The gate set by `Directory::gate_lookups`, if any: every sso-admin look-up request (not
+/// `ListInstances`) passes it first. Cloned into the look-ups that run as tasks.
+#[derive(Clone, Default)]
+struct LookupGate(Arc<std::sync::Mutex<Option<Arc<dyn RequestGate>>>>);
+
+impl LookupGate {
+    fn set(&self, gate: Arc<dyn RequestGate>) {
+        *self.0.lock().expect("lookup gate") = Some(gate);
+    }
+
+    /// Waits for one request's turn (at once without a gate).
+    async fn admit(&self) {
+        let gate = self.0.lock().expect("lookup gate").clone();
+        if let Some(gate) = gate {
+            gate.admit().await;
+        }
+    }
 }
 
 #[derive(Default)]
@@ -68,7 +89,15 @@ impl AwsIdentityCenter {
         identity_store: aws_sdk_identitystore::Client,
         config: IdentityCenterConfig,
     ) -> AwsIdentityCenter {
-        AwsIdentityCenter { sso, engine, identity_store, config, instance: OnceCell::new(), permission_sets: Mutex::new(None) }
+        AwsIdentityCenter {
+            sso,
+            engine,
+            identity_store,
+            config,
+            instance: OnceCell::new(),
+            permission_sets: Mutex::new(None),
+            lookup_gate: LookupGate::default(),
+        }
     }
 
     pub fn from_clients(clients: &crate::AwsClients, config: IdentityCenterConfig) -> AwsIdentityCenter {
@@ -147,23 +176,26 @@ impl AwsIdentityCenter {
     /// Every permission set of the instance: ListPermissionSets + DescribePermissionSet each.
     async fn load_permission_sets(&self) -> Result<PermissionSetIndex> {
         let instance_arn = self.instance_arn().await?;
-        let arns: Vec<String> = self
-            .sso
-            .list_permission_sets()
-            .instance_arn(&instance_arn)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| classify("ListPermissionSets", e))?;
-        let arns: Vec<PermissionSetArn> =
-            arns.iter().map(|arn| answered("ListPermissionSets", Some(arn.as_str()))).collect::<Result<_>>()?;
+        let mut pages = self.sso.list_permission_sets().instance_arn(&instance_arn).into_paginator().send();
+        let mut arns: Vec<PermissionSetArn> = Vec::new();
+        let mut more = true;
+        while more {
+            self.lookup_gate.admit().await;
+            let Some(page) = pages.next().await else { break };
+            let page = page.map_err(|e| classify("ListPermissionSets", e))?;
+            more = page.next_token().is_some_and(|t| !t.is_empty());
+            for arn in page.permission_sets() {
+                arns.push(answered("ListPermissionSets", Some(arn.as_str()))?);
+            }
+        }
         let described = bounded(
             LOOKUP_CONCURRENCY,
             arns.into_iter().map(|arn| {
-                let (client, instance_arn) = (self.sso.clone(), instance_arn.clone());
-                async move { describe_permission_set(&client, &instance_arn, &arn).await }
+                let (client, instance_arn, gate) = (self.sso.clone(), instance_arn.clone(), self.lookup_gate.clone());
+                async move {
+                    gate.admit().await;
+                    describe_permission_set(&client, &instance_arn, &arn).await
+                }
             }),
         )
         .await?;
@@ -228,6 +260,7 @@ impl AwsIdentityCenter {
                 format!("it belongs to instance {ps_instance}, but this run uses {instance_arn}"),
             ));
         }
+        self.lookup_gate.admit().await;
         let ps = describe_permission_set(&self.sso, &instance_arn, arn).await.map_err(|e| match e {
             FanoutError::NotFound { .. } | FanoutError::Validation { .. } => {
                 FanoutError::not_found("permission set", arn.as_str(), format!("no such permission set in {instance_arn}"))
@@ -356,6 +389,43 @@ impl AwsIdentityCenter {
         Ok(Principal { kind, id: id.clone(), name })
     }
 
+    /// One principal-wide ListAccountAssignmentsForPrincipal, every page (each through the
+    /// lookup gate): every (account, permission set) `principal` holds, in `only_account` if
+    /// given (the service filters), and the number of pages.
+    async fn list_for_principal(
+        &self,
+        instance_arn: &str,
+        principal: &Principal,
+        only_account: Option<&AccountId>,
+    ) -> Result<PrincipalAssignments> {
+        const API: &str = "ListAccountAssignmentsForPrincipal";
+        let request = self
+            .sso
+            .list_account_assignments_for_principal()
+            .instance_arn(instance_arn)
+            .principal_id(&principal.id)
+            .principal_type(sso_principal_type(principal.kind))
+            .set_filter(only_account.map(|a| ListAccountAssignmentsFilter::builder().account_id(a).build()));
+        let mut pages = request.into_paginator().send();
+        let mut found = PrincipalAssignments::default();
+        // The paginator sends the next request only when asked for the next page, and only
+        // after a page with a non-empty NextToken: that request passes the gate first.
+        let mut more = true;
+        while more {
+            self.lookup_gate.admit().await;
+            let Some(page) = pages.next().await else { break };
+            let page = page.map_err(|e| classify_optional(API, e))?;
+            found.pages += 1;
+            more = page.next_token().is_some_and(|t| !t.is_empty());
+            for a in page.account_assignments() {
+                let account: AccountId = answered(API, a.account_id())?;
+                let permission_set: PermissionSetArn = answered(API, a.permission_set_arn())?;
+                found.assignments.insert((account, permission_set));
+            }
+        }
+        Ok(found)
+    }
+
     /// One principal-wide listing (all pages), filtered to the permission set client-side.
     async fn assigned_for_principal(
         &self,
@@ -364,28 +434,13 @@ impl AwsIdentityCenter {
         permission_set_arn: &PermissionSetArn,
         candidates: &[AccountId],
     ) -> Result<BTreeSet<AccountId>> {
-        let mut request = self
-            .sso
-            .list_account_assignments_for_principal()
-            .instance_arn(instance_arn)
-            .principal_id(&principal.id)
-            .principal_type(sso_principal_type(principal.kind));
-        if let [only] = candidates {
-            // One target account: let the service filter.
-            request = request.filter(ListAccountAssignmentsFilter::builder().account_id(only).build());
-        }
-        let items: Vec<_> = request
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| classify_optional("ListAccountAssignmentsForPrincipal", e))?;
-        items
-            .iter()
-            .filter(|a| a.permission_set_arn() == Some(permission_set_arn.as_str()))
-            .map(|a| answered("ListAccountAssignmentsForPrincipal", a.account_id()))
-            .collect()
+        // One target account: let the service filter.
+        let only_account = match candidates {
+            [only] => Some(only),
+            _ => None,
+        };
+        let listed = self.list_for_principal(instance_arn, principal, only_account).await?;
+        Ok(listed.assignments.into_iter().filter(|(_, ps)| ps == permission_set_arn).map(|(account, _)| account).collect())
     }
 
     /// Per-account listing of the candidates (all pages each), paced within the budget.
@@ -400,12 +455,13 @@ impl AwsIdentityCenter {
         let found = bounded(
             LOOKUP_CONCURRENCY,
             candidates.iter().map(|account| {
-                let (client, pacer, account) = (self.sso.clone(), pacer.clone(), account.clone());
+                let (client, pacer, gate, account) = (self.sso.clone(), pacer.clone(), self.lookup_gate.clone(), account.clone());
                 let (instance_arn, ps, principal) = (instance_arn.to_string(), permission_set_arn.to_string(), principal.clone());
                 async move {
                     let mut next: Option<String> = None;
                     loop {
                         pacer.acquire().await;
+                        gate.admit().await;
                         let page = client
                             .list_account_assignments()
                             .instance_arn(&instance_arn)
@@ -472,6 +528,10 @@ pub fn op_status(api: &str, status: Option<&AccountAssignmentOperationStatus>) -
 
 #[async_trait]
 impl Directory for AwsIdentityCenter {
+    fn gate_lookups(&self, gate: Arc<dyn RequestGate>) {
+        self.lookup_gate.set(gate);
+    }
+
     async fn instance(&self) -> Result<Instance> {
         self.instance.get_or_try_init(|| self.load_instance()).await.cloned()
     }
@@ -507,6 +567,20 @@ impl Directory for AwsIdentityCenter {
             }
             Err(e) => Err(e),
         }
+    }
+
+    async fn principal_assignments(&self, principal: &Principal) -> Result<PrincipalAssignments> {
+        let instance_arn = self.instance_arn().await?;
+        self.list_for_principal(&instance_arn, principal, None).await.map_err(|e| match e {
+            FanoutError::Unsupported { api, message } => FanoutError::Unsupported {
+                message: format!(
+                    "{message}; the principal-wide assignment listing is unavailable here, and listing every \
+                     assignment of a principal has no per-account fallback"
+                ),
+                api,
+            },
+            other => other,
+        })
     }
 }
 

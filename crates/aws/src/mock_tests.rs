@@ -13,10 +13,11 @@ use aws_sdk_ssoadmin::operation::describe_account_assignment_deletion_status::De
 use aws_sdk_ssoadmin::operation::describe_permission_set::DescribePermissionSetOutput;
 use aws_sdk_ssoadmin::operation::list_account_assignment_creation_status::ListAccountAssignmentCreationStatusOutput;
 use aws_sdk_ssoadmin::operation::list_account_assignments::ListAccountAssignmentsOutput;
+use aws_sdk_ssoadmin::operation::list_account_assignments_for_principal::ListAccountAssignmentsForPrincipalOutput;
 use aws_sdk_ssoadmin::operation::list_instances::ListInstancesOutput;
 use aws_sdk_ssoadmin::operation::list_permission_sets::ListPermissionSetsOutput;
 use aws_sdk_ssoadmin::types::{
-    AccountAssignment, AccountAssignmentOperationStatus, AccountAssignmentOperationStatusMetadata, InstanceMetadata,
+    AccountAssignment, AccountAssignmentForPrincipal, AccountAssignmentOperationStatus, AccountAssignmentOperationStatusMetadata, InstanceMetadata,
     PermissionSet as SsoPermissionSet, PrincipalType as SsoPrincipalType, StatusValues,
 };
 use aws_sdk_ssoadmin::Client;
@@ -24,7 +25,7 @@ use aws_smithy_mocks::{create_mock_http_client, mock, MockResponseInterceptor, R
 use aws_smithy_types::error::ErrorMetadata;
 use sso_fanout_core::model::*;
 use sso_fanout_core::ids::AccountId;
-use sso_fanout_core::ports::{AssignmentOps, Directory};
+use sso_fanout_core::ports::{AssignmentOps, Directory, PrincipalAssignments, RequestGate};
 use sso_fanout_core::request::PermissionSetRef;
 use sso_fanout_core::FanoutError;
 
@@ -350,6 +351,107 @@ async fn principal_listing_unavailable_falls_back_to_per_account_listing() {
     assert_eq!(found.into_iter().collect::<Vec<_>>(), vec!["222222222222"]);
     assert_eq!(for_principal.num_calls(), 1);
     assert_eq!(per_account.num_calls(), 3);
+}
+
+/// A `RequestGate` that admits at once and counts.
+#[derive(Default)]
+struct CountingGate(std::sync::atomic::AtomicU32);
+
+impl CountingGate {
+    fn admitted(&self) -> u32 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestGate for CountingGate {
+    async fn admit(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn for_principal_item(account: &str, permission_set: &str) -> AccountAssignmentForPrincipal {
+    AccountAssignmentForPrincipal::builder()
+        .account_id(account)
+        .permission_set_arn(permission_set)
+        .principal_type(SsoPrincipalType::Group)
+        .principal_id(GROUP)
+        .build()
+}
+
+#[tokio::test]
+async fn principal_assignments_lists_every_page_and_permission_set_through_the_gate() {
+    const PS2: &str = "arn:aws:sso:::permissionSet/ssoins-1111222233334444/ps-0000000000000002";
+    const PS3: &str = "arn:aws:sso:::permissionSet/ssoins-1111222233334444/ps-0000000000000003";
+    // Page 1 without a token, page 2 with page 1's token; never a filter (every account).
+    let for_principal = mock!(Client::list_account_assignments_for_principal)
+        .match_requests(|r| {
+            r.instance_arn() == Some(INSTANCE)
+                && r.principal_id() == Some(GROUP)
+                && r.principal_type() == Some(&SsoPrincipalType::Group)
+                && r.filter().is_none()
+        })
+        .then_compute_output(|r| match r.next_token() {
+            None => ListAccountAssignmentsForPrincipalOutput::builder()
+                .account_assignments(for_principal_item("111111111111", PS))
+                .account_assignments(for_principal_item("111111111111", PS2))
+                .next_token("page-2")
+                .build(),
+            Some(token) => {
+                assert_eq!(token, "page-2");
+                ListAccountAssignmentsForPrincipalOutput::builder()
+                    .account_assignments(for_principal_item("222222222222", PS3))
+                    .account_assignments(for_principal_item("333333333333", PS))
+                    .build()
+            }
+        });
+    let ic = ic(&[&for_principal]);
+    let gate = std::sync::Arc::new(CountingGate::default());
+    ic.gate_lookups(gate.clone());
+    let principal = Principal { kind: PrincipalType::Group, id: GROUP.parse().unwrap(), name: None };
+
+    let found = ic.principal_assignments(&principal).await.unwrap();
+    let pair = |a: &str, ps: &str| (a.parse().unwrap(), ps.parse().unwrap());
+    assert_eq!(
+        found,
+        PrincipalAssignments {
+            assignments: [pair("111111111111", PS), pair("111111111111", PS2), pair("222222222222", PS3), pair("333333333333", PS)]
+                .into_iter()
+                .collect(),
+            pages: 2,
+        }
+    );
+    assert_eq!(for_principal.num_calls(), 2);
+    assert_eq!(gate.admitted(), 2, "each page's request passes the lookup gate");
+
+    // `assigned_accounts` takes the same path and keeps one permission set.
+    let candidates: Vec<AccountId> = ["111111111111", "222222222222", "333333333333"].iter().map(|a| a.parse().unwrap()).collect();
+    let assigned = ic.assigned_accounts(&principal, &PS.parse().unwrap(), &candidates).await.unwrap();
+    assert_eq!(assigned.into_iter().collect::<Vec<_>>(), vec!["111111111111", "333333333333"]);
+    assert_eq!((for_principal.num_calls(), gate.admitted()), (4, 4));
+}
+
+#[tokio::test]
+async fn principal_assignments_has_no_per_account_fallback() {
+    let per_account = mock!(Client::list_account_assignments).then_output(|| ListAccountAssignmentsOutput::builder().build());
+    let principal = Principal { kind: PrincipalType::Group, id: GROUP.parse().unwrap(), name: None };
+
+    // An endpoint without the listing (moto's HTML 500): Unsupported, saying so.
+    let html = mock!(Client::list_account_assignments_for_principal).sequence().http_status(500, Some(MOTO_HTML_500.into())).build();
+    let e = ic(&[&html, &per_account]).principal_assignments(&principal).await.unwrap_err();
+    assert!(
+        matches!(&e, FanoutError::Unsupported { api, message }
+            if api == "ListAccountAssignmentsForPrincipal" && message.contains("no per-account fallback")),
+        "{e:?}"
+    );
+    // Refused (e.g. not the management account): AccessDenied as AWS said it.
+    let denied = mock!(Client::list_account_assignments_for_principal)
+        .sequence()
+        .http_status(400, aws_error("AccessDeniedException", "only the management account"))
+        .build();
+    let e = ic(&[&denied, &per_account]).principal_assignments(&principal).await.unwrap_err();
+    assert!(matches!(&e, FanoutError::AccessDenied { api, .. } if api == "ListAccountAssignmentsForPrincipal"), "{e:?}");
+    assert_eq!((html.num_calls(), denied.num_calls(), per_account.num_calls()), (1, 1, 0));
 }
 
 #[tokio::test]

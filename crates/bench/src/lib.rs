@@ -3,6 +3,9 @@
 //! delay between chunks, an existence check per account, retries at a fixed base, no status
 //! polling), on the same organization, seed and per-account provisioning latencies.
 
+mod reconcile;
+pub use reconcile::{document as reconcile_document, run_reconcile};
+
 use sso_fanout_core::engine::EngineOptions;
 use sso_fanout_core::error::{FanoutError, Result};
 use sso_fanout_core::ids::{AccountId, PermissionSetArn, PrincipalId};
@@ -64,6 +67,14 @@ pub struct BenchRow {
     /// makes them (strategies with the shared quota).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dynamo_writes_per_change: Option<f64>,
+    /// `reconcile`: assignment changes (creates and deletes), deletes, and the most operations
+    /// one account needed (they run one after another).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deletes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub longest_chain: Option<usize>,
     /// `concurrent`: when each run started and reported, seconds from the first start.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<RunTiming>,
@@ -258,6 +269,9 @@ fn row(accounts: usize, options: &BenchOptions, strategy: &str, sim: &SimCloud, 
         rerun_api_calls: None,
         rerun_writes: None,
         dynamo_writes_per_change: None,
+        changes: None,
+        deletes: None,
+        longest_chain: None,
         runs: vec![],
     }
 }

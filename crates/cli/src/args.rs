@@ -3,7 +3,8 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
-use sso_fanout_core::request::RunRequest;
+use sso_fanout_core::request::RunInput;
+use sso_fanout_core::rules::RulesDocument;
 use sso_fanout_core::{FanoutError, Result};
 use std::path::PathBuf;
 
@@ -204,6 +205,8 @@ pub enum OutputFormat {
     Table,
     /// One JSON document on stdout, for scripts.
     Json,
+    /// `plan` only: the drift report as Markdown, for a CI job summary or a pull-request comment.
+    Markdown,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -218,6 +221,9 @@ pub enum Scenario {
     /// One run whose worker dies a third of the way through and is re-driven at once, without
     /// and with the shared quota ledger.
     Crash,
+    /// A 40-rule document applied with prune: several operations per account, one at a time
+    /// per account; the bound counts the longest per-account chain too.
+    Reconcile,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -239,6 +245,11 @@ pub struct RunArgs {
     /// List every target account (default: the first 40 in the table output).
     #[arg(long)]
     pub all: bool,
+    /// `plan` only: also save the plan as JSON to FILE, to apply exactly it later with
+    /// `run --plan FILE` (refused then if the live state has changed since).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
     /// With --sim: run on a virtual clock (finishes at once; timings are still simulated).
     #[arg(long, requires = "sim")]
     pub virtual_time: bool,
@@ -278,13 +289,37 @@ impl BudgetArgs {
 pub struct RequestArgs {
     /// The run request as JSON: a file, or `-` for stdin. Same document as the Step Functions
     /// input; excludes the request flags below.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["operation", "permission_set", "group", "user", "principal_id"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["operation", "permission_set", "group", "user", "principal_id", "rules", "reconcile"])]
     pub request: Option<PathBuf>,
+    /// A rules document (YAML or JSON; `-` for stdin): the desired state to plan (drift
+    /// report) or apply. See README "Desired state". Excludes the single-request flags.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["operation", "permission_set", "group", "user", "principal_id", "filter", "accounts", "ous", "tags", "exclude", "reconcile"])]
+    pub rules: Option<PathBuf>,
+    /// Plan or apply the document stored under NAME again (what a schedule sends:
+    /// `{"reconcile": NAME}`), with its stored --prune/--max-deletes unless given here.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["operation", "permission_set", "group", "user", "principal_id", "filter", "accounts", "ous", "tags", "exclude"])]
+    pub reconcile: Option<String>,
+    /// With --rules/--reconcile: also delete assignments inside the document's `managed` scope
+    /// that no rule declares (never on the management or protected accounts).
+    #[arg(long)]
+    pub prune: bool,
+    /// With --prune: refuse the whole run when it would delete more than N assignments
+    /// [default: 20].
+    #[arg(long, value_name = "N")]
+    pub max_deletes: Option<u32>,
+    /// `run` only: apply a plan saved by `plan --out FILE`, exactly as reviewed. Planned again
+    /// first; refused with nothing changed if the changes would now differ.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["request", "rules", "reconcile", "operation", "permission_set", "group", "user", "principal_id"])]
+    pub plan: Option<PathBuf>,
+    /// With --rules: the name the applied document is stored under, for `--reconcile NAME`
+    /// and schedules [default: default].
+    #[arg(long, value_name = "NAME")]
+    pub document_name: Option<String>,
     /// assign or revoke.
-    #[arg(long, value_enum, required_unless_present = "request")]
+    #[arg(long, value_enum, required_unless_present_any = ["request", "rules", "reconcile", "plan"])]
     pub operation: Option<OperationArg>,
     /// Permission set name (e.g. AdministratorAccess) or ARN.
-    #[arg(long, value_name = "NAME|ARN", required_unless_present = "request")]
+    #[arg(long, value_name = "NAME|ARN", required_unless_present_any = ["request", "rules", "reconcile", "plan"])]
     pub permission_set: Option<String>,
     /// Group display name in the Identity Store.
     #[arg(long, value_name = "NAME", group = "principal")]
@@ -455,18 +490,42 @@ pub struct BenchArgs {
 }
 
 impl RequestArgs {
-    /// The run request from `--request` or from the flags: either way the same JSON document,
-    /// parsed by the same code as the state machine's input (errors name the JSON field).
-    pub fn to_request(&self) -> Result<RunRequest> {
-        let mut document = match &self.request {
-            Some(path) => {
-                let text = read_request(path)?;
+    /// What to run, from `--rules`, `--reconcile`, `--request` or the flags: always the JSON
+    /// document the state machine takes, parsed by the same code (errors name the field).
+    pub fn to_input(&self) -> Result<RunInput> {
+        RunInput::from_value(self.to_document()?)
+    }
+
+    /// The state machine input these arguments describe.
+    pub fn to_document(&self) -> Result<Value> {
+        let mut document = match (&self.rules, &self.reconcile, &self.request) {
+            (Some(path), _, _) => {
+                // YAML or JSON; its errors carry line and column and name the rule.
+                let rules = RulesDocument::parse(&read_input(path, "--rules")?)?;
+                json!({ "rules": rules })
+            }
+            (_, Some(name), _) => json!({ "reconcile": name }),
+            (_, _, Some(path)) => {
+                let text = read_input(path, "--request")?;
                 // Parse the file alone first: its syntax errors then carry line and column.
-                RunRequest::from_json(&text)?;
+                RunInput::from_json(&text)?;
                 serde_json::from_str(&text).map_err(|e| FanoutError::invalid("--request", path.display(), format!("JSON ({e})")))?
             }
-            None => self.flags_document()?,
+            _ => self.flags_document()?,
         };
+        let rules_input = document.get("rules").is_some() || document.get("reconcile").is_some();
+        let rules_options = [
+            ("--prune", "prune", self.prune.then(|| Value::Bool(true))),
+            ("--max-deletes", "maxDeletes", self.max_deletes.map(Value::from)),
+            ("--document-name", "name", self.document_name.clone().map(Value::from)),
+        ];
+        for (flag, key, value) in rules_options {
+            let Some(value) = value else { continue };
+            if !rules_input {
+                return Err(FanoutError::invalid(flag, value, "a flag of rules runs: use it with --rules FILE or --reconcile NAME"));
+            }
+            document[key] = value;
+        }
         // Flags that only tune a run may accompany --request.
         if self.refresh_cache {
             document["refreshCache"] = true.into();
@@ -484,7 +543,7 @@ impl RequestArgs {
                 document["tuning"][key] = v.into();
             }
         }
-        RunRequest::from_value(document)
+        Ok(document)
     }
 
     /// The request document the flags describe.
@@ -534,7 +593,7 @@ fn parse_latency(text: &str) -> std::result::Result<sso_fanout_core::tiers::Late
     }
 }
 
-fn read_request(path: &PathBuf) -> Result<String> {
+fn read_input(path: &PathBuf, flag: &str) -> Result<String> {
     use std::io::Read;
     let mut text = String::new();
     let outcome = if path.as_os_str() == "-" {
@@ -542,6 +601,6 @@ fn read_request(path: &PathBuf) -> Result<String> {
     } else {
         std::fs::read_to_string(path).map(|t| text = t)
     };
-    outcome.map_err(|e| FanoutError::invalid("--request", path.display(), format!("a readable JSON file ({e})")))?;
+    outcome.map_err(|e| FanoutError::invalid(flag, path.display(), format!("a readable file ({e})")))?;
     Ok(text)
 }

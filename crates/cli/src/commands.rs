@@ -10,13 +10,13 @@ use crate::progress::{self, Planning};
 use sso_fanout_bench::{self as bench, BenchOptions};
 use sso_fanout_core::engine::EngineOptions;
 use sso_fanout_core::model::OrgSnapshot;
-use sso_fanout_core::pipeline::{execute, plan_run};
+use sso_fanout_core::pipeline::{execute, plan_input, plan_saved};
 use sso_fanout_core::clock::unix_now;
 use sso_fanout_core::contract::PlanPreview;
 use sso_fanout_core::plan::Plan;
 use sso_fanout_core::planner::{self, load_org, PlannerConfig};
 use sso_fanout_core::request::Tuning;
-use sso_fanout_core::Result;
+use sso_fanout_core::{FanoutError, Result};
 use tokio_util::sync::CancellationToken;
 
 pub async fn dispatch(command: Command, io: &mut Io) -> Result<u8> {
@@ -40,31 +40,65 @@ pub async fn dispatch(command: Command, io: &mut Io) -> Result<u8> {
 }
 
 /// Plans with a "planning" indicator on stderr (names, organization, existing assignments).
+/// With `--plan FILE` (run only), the saved plan, checked against the live state.
 async fn make_plan(backend: &Backend, args: &RunArgs, dry_run: bool, io: &Io) -> Result<Plan> {
-    let mut request = args.request.to_request()?;
-    request.dry_run |= dry_run;
     let config = args.budget.planner_config()?;
+    let saved = match &args.request.plan {
+        Some(path) if dry_run => return Err(FanoutError::invalid("--plan", path.display(), "a flag of `run`: `plan` makes plans (save one with --out FILE)")),
+        Some(path) => Some(read_saved_plan(path)?),
+        None => None,
+    };
+    let input = match &saved {
+        Some(_) => None,
+        None => Some(args.request.to_input()?),
+    };
     let planning = Planning::start(io, &backend.store_location);
-    let plan = plan_run(&backend.services, &request, &config).await;
+    let plan = match (saved, input) {
+        (Some(saved), _) => plan_saved(&backend.services, &saved, &config).await,
+        (None, Some(input)) => plan_input(&backend.services, &if dry_run { input.into_dry_run() } else { input }, &config).await,
+        (None, None) => unreachable!("either a saved plan or an input"),
+    };
     planning.finish();
     plan
+}
+
+fn read_saved_plan(path: &std::path::Path) -> Result<Plan> {
+    let text = std::fs::read_to_string(path).map_err(|e| FanoutError::invalid("--plan", path.display(), format!("a readable plan file ({e})")))?;
+    serde_json::from_str(&text).map_err(|e| FanoutError::invalid("--plan", path.display(), format!("a plan saved by `sso-fanout plan --out FILE` ({e})")))
 }
 
 fn print_plan(plan: &Plan, args: &RunArgs, io: &Io) {
     match args.output {
         OutputFormat::Json => io.json(&PlanPreview::of(plan)),
+        OutputFormat::Markdown if plan.desired.is_some() => io.out.write(&output::drift_markdown(plan)),
+        OutputFormat::Markdown => io.out.write(&format!("```\n{}\n{}```\n", output::plan_header(plan), output::plan_table(plan, args.all))),
         OutputFormat::Table => io.out.write(&format!("{}\n{}", output::plan_header(plan), output::plan_table(plan, args.all))),
     }
 }
 
+/// Exit 0, or for a rules document 0 when nothing differs and 2 when there is drift.
 async fn plan(args: RunArgs, io: &mut Io) -> Result<u8> {
     let backend = backend::connect(&args.backend).await?;
     let plan = make_plan(&backend, &args, true, io).await?;
+    if let Some(path) = &args.out {
+        let json = serde_json::to_string_pretty(&plan).map_err(|e| FanoutError::Internal(e.to_string()))?;
+        std::fs::write(path, json + "\n").map_err(|e| FanoutError::invalid("--out", path.display(), format!("a writable file ({e})")))?;
+        io.err.line(format!("plan saved to {}: apply exactly it with `sso-fanout run --plan {}`", path.display(), path.display()));
+    }
     print_plan(&plan, &args, io);
-    Ok(exit::OK)
+    Ok(match &plan.desired {
+        Some(d) if d.has_drift() => exit::DRIFT,
+        _ => exit::OK,
+    })
 }
 
 async fn run(args: RunArgs, io: &mut Io) -> Result<u8> {
+    if let Some(path) = &args.out {
+        return Err(FanoutError::invalid("--out", path.display(), "a flag of `plan` (save a plan there, then `run --plan FILE`)"));
+    }
+    if args.output == OutputFormat::Markdown {
+        return Err(FanoutError::invalid("--output", "markdown", "table or json for `run` (markdown is the drift report of `plan`)"));
+    }
     let backend = backend::connect(&args.backend).await?;
     let stop = interrupt_token(io);
     let plan = tokio::select! {
@@ -74,7 +108,7 @@ async fn run(args: RunArgs, io: &mut Io) -> Result<u8> {
             return Ok(exit::INTERRUPTED);
         }
     };
-    if plan.request.dry_run {
+    if plan.request.dry_run() {
         // `"dryRun": true` in the request: the plan is the whole answer, as in the state machine.
         print_plan(&plan, &args, io);
         return Ok(exit::OK);
@@ -89,7 +123,7 @@ async fn run(args: RunArgs, io: &mut Io) -> Result<u8> {
     let summary = summary?;
     match args.output {
         OutputFormat::Json => io.json(&summary),
-        OutputFormat::Table => {
+        OutputFormat::Table | OutputFormat::Markdown => {
             io.out.write(&output::summary(&summary));
             io.out.line(format!("  results kept in {}", backend.store_location));
         }
@@ -149,6 +183,7 @@ pub fn bench(args: BenchArgs, io: &Io) -> Result<u8> {
                         rows.push(bench::run_crash(n, bench::Strategy::Independent, &options)?);
                         rows.push(bench::run_crash(n, bench::Strategy::Shared, &options)?);
                     }
+                    Scenario::Reconcile => rows.push(bench::run_reconcile(n, &options)?),
                     Scenario::Single if args.only_sso_fanout => rows.push(bench::run_sso_fanout(n, &options)?),
                     Scenario::Single => rows.extend(bench::run_all(&[n], &options)?),
                 }
@@ -158,7 +193,7 @@ pub fn bench(args: BenchArgs, io: &Io) -> Result<u8> {
     match args.output {
         OutputFormat::Json => io.json(&rows),
         OutputFormat::Table if args.repeat > 1 => io.out.write(&output::bench_spread(&rows)),
-        OutputFormat::Table => io.out.write(&output::bench_table(&rows)),
+        OutputFormat::Table | OutputFormat::Markdown => io.out.write(&output::bench_table(&rows)),
     }
     Ok(exit::OK)
 }
@@ -170,7 +205,7 @@ async fn cache(refresh: bool, backend: &Backend, out: OutputFormat, io: &Io) -> 
     let Some(org) = snapshot else {
         match out {
             OutputFormat::Json => io.json(&serde_json::json!({"cached": false, "store": backend.store_location, "organizationId": scope.organization_id})),
-            OutputFormat::Table => io.out.line(format!(
+            OutputFormat::Table | OutputFormat::Markdown => io.out.line(format!(
                 "no account cache for organization {} in {} yet: `sso-fanout cache refresh` (or any plan/run) fills it",
                 scope.organization_id, backend.store_location
             )),
@@ -197,7 +232,7 @@ async fn cache(refresh: bool, backend: &Backend, out: OutputFormat, io: &Io) -> 
             "ageSeconds": age_s,
             "fresh": age_s <= max_age,
         })),
-        OutputFormat::Table => {
+        OutputFormat::Table | OutputFormat::Markdown => {
             let counts: Vec<String> = by_status.iter().map(|(k, v)| format!("{v} {k}")).collect();
             let freshness = if age_s <= max_age { "fresh" } else { "stale: the next plan re-reads Organizations" };
             io.out.write(&format!(
@@ -231,7 +266,7 @@ async fn org(args: OrgArgs, io: &Io) -> Result<u8> {
     let org = loaded?;
     match args.output {
         OutputFormat::Json => io.json(&output::org_document(&org, args.ous_only)),
-        OutputFormat::Table => io.out.write(&output::org_view(&org, args.ous_only)),
+        OutputFormat::Table | OutputFormat::Markdown => io.out.write(&output::org_view(&org, args.ous_only)),
     }
     Ok(exit::OK)
 }
@@ -242,7 +277,7 @@ async fn report(run_id: Option<String>, backend: &Backend, out: OutputFormat, io
         let runs = store.list_runs(20).await?;
         match out {
             OutputFormat::Json => io.json(&runs.iter().map(output::run_listing).collect::<Vec<_>>()),
-            OutputFormat::Table => io.out.write(&output::runs_table(&runs)),
+            OutputFormat::Table | OutputFormat::Markdown => io.out.write(&output::runs_table(&runs)),
         }
         return Ok(exit::OK);
     };
@@ -253,13 +288,13 @@ async fn report(run_id: Option<String>, backend: &Backend, out: OutputFormat, io
     let Some(summary) = record.summary else {
         match out {
             OutputFormat::Json => io.json(&serde_json::json!({"runId": run_id, "status": record.status})),
-            OutputFormat::Table => io.out.line(format!("{run_id} is {:?}: no summary yet", record.status)),
+            OutputFormat::Table | OutputFormat::Markdown => io.out.line(format!("{run_id} is {:?}: no summary yet", record.status)),
         }
         return Ok(exit::OK);
     };
     match out {
         OutputFormat::Json => io.json(&summary),
-        OutputFormat::Table => io.out.write(&output::summary(&summary)),
+        OutputFormat::Table | OutputFormat::Markdown => io.out.write(&output::summary(&summary)),
     }
     Ok(summary.exit_code() as u8)
 }

@@ -38,6 +38,8 @@ pub mod exit {
     pub const REJECTED: u8 = 1;
     /// Some accounts failed, timed out or never ran; the summary lists them.
     pub const INCOMPLETE: u8 = 2;
+    /// `plan` of a rules document: the live state differs from it.
+    pub const DRIFT: u8 = 2;
     /// Interrupted (Ctrl-C): the summary covers what was done; re-running resumes.
     pub const INTERRUPTED: u8 = 130;
 }
@@ -55,6 +57,10 @@ where
     };
     init_logging();
     let output = cli.command.output();
+    if output == OutputFormat::Markdown && !matches!(cli.command, Command::Plan(_)) {
+        io.err.line("error: --output markdown is the drift report of `plan` (a CI job summary); use table or json here");
+        return exit::REJECTED;
+    }
     let outcome = match cli.command {
         // The bench builds one paused runtime per simulated run itself.
         Command::Bench(args) => commands::bench(args, io),

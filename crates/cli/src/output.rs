@@ -44,21 +44,33 @@ pub fn plan_header(plan: &Plan) -> String {
     let p = &plan.principal;
     let creates = plan.batches.iter().flat_map(|b| &b.items).filter(|i| i.action == Action::Create).count();
     let deletes = plan.changes() - creates;
-    let _ = writeln!(
-        out,
-        "{} {} {} {} {}",
-        if plan.request.dry_run { "Plan" } else { "Run" },
-        plan.run_id,
-        plan.operation.as_str(),
-        plan.permission_set.name,
-        format_args!("{} {}", p.kind.as_str().to_lowercase(), p.name.as_deref().unwrap_or(&p.id)),
-    );
-    let _ = writeln!(
-        out,
-        "  targets   {} accounts: {creates} create, {deletes} delete, {} already as requested (skip)",
-        plan.target_count(),
-        plan.skipped.len()
-    );
+    let verb = if plan.request.dry_run() { "Plan" } else { "Run" };
+    match &plan.desired {
+        Some(d) => {
+            let _ = writeln!(out, "{verb} {} reconcile \"{}\": {} rules, {} (permission set, principal) pairs", plan.run_id, d.name, d.rules.len(), plan.all_pairs().len());
+            let _ = writeln!(
+                out,
+                "  changes   {creates} create, {deletes} delete; {} assignments already as declared",
+                plan.skipped.len()
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "{verb} {} {} {} {}",
+                plan.run_id,
+                plan.operation.as_str(),
+                plan.permission_set.name,
+                format_args!("{} {}", p.kind.as_str().to_lowercase(), p.name.as_deref().unwrap_or(&p.id)),
+            );
+            let _ = writeln!(
+                out,
+                "  targets   {} accounts: {creates} create, {deletes} delete, {} already as requested (skip)",
+                plan.target_count(),
+                plan.skipped.len()
+            );
+        }
+    }
     let t = &plan.tier;
     let _ = writeln!(
         out,
@@ -92,6 +104,9 @@ pub fn plan_header(plan: &Plan) -> String {
 
 pub fn plan_table(plan: &Plan, all: bool) -> String {
     const SHOWN: usize = 40;
+    if plan.desired.is_some() {
+        return drift_report(plan, all);
+    }
     let items = plan.items();
     let rows: Vec<Vec<String>> = items
         .iter()
@@ -102,6 +117,107 @@ pub fn plan_table(plan: &Plan, all: bool) -> String {
     if !all && items.len() > SHOWN {
         let _ = writeln!(out, "  ... and {} more (--all lists every account; --output json for scripts)", items.len() - SHOWN);
     }
+    out
+}
+
+/// A rules plan's drift report: per rule, then undeclared, then the changes in run order.
+pub fn drift_report(plan: &Plan, all: bool) -> String {
+    const SHOWN: usize = 40;
+    let Some(d) = &plan.desired else { return String::new() };
+    let rows: Vec<Vec<String>> = d
+        .rules
+        .iter()
+        .map(|r| vec![r.id.clone(), r.permission_set.clone(), r.principals.join(", "), r.accounts.to_string(), r.present.to_string(), r.missing.len().to_string()])
+        .collect();
+    let mut out = table(&["RULE", "PERMISSION SET", "PRINCIPALS", "ACCOUNTS", "PRESENT", "MISSING"], &rows);
+    let managed = if d.undeclared.is_empty() && d.protected.is_empty() { "none".to_string() } else { format!("{} (+{} on protected accounts, kept)", d.undeclared.len(), d.protected.len()) };
+    let _ = writeln!(out, "\n  undeclared inside `managed`: {managed}");
+    let p = &d.prune;
+    let prune = match (p.enabled, p.refused) {
+        (false, _) => format!("off (--prune deletes the undeclared; at most {} deletes)", p.max_deletes),
+        (true, true) => format!("REFUSED: {} deletes exceed maxDeletes {}; nothing will run", d.undeclared.len(), p.max_deletes),
+        (true, false) => format!("{} deletes (maxDeletes {})", p.deletes, p.max_deletes),
+    };
+    let _ = writeln!(out, "  prune: {prune}");
+    let c = &d.cost;
+    let _ = writeln!(
+        out,
+        "  read:  {} ListAccountAssignmentsForPrincipal calls for {} principals, {} name look-ups",
+        c.listing_calls, c.principals_listed, c.lookups
+    );
+    let verdict = if d.has_drift() { "drift: the live state differs from the document" } else { "no drift: the live state is as declared" };
+    let _ = writeln!(out, "  {verdict}\n");
+    let changes: Vec<&sso_fanout_core::plan::PlanItem> = plan.batches.iter().flat_map(|b| &b.items).collect();
+    if changes.is_empty() {
+        return out;
+    }
+    let rows: Vec<Vec<String>> = changes
+        .iter()
+        .take(if all { usize::MAX } else { SHOWN })
+        .map(|i| {
+            let (ps, principal) = plan.pair(i.pair);
+            vec![i.account_id.to_string(), i.account_name.clone(), i.action.as_str().to_string(), ps.name.clone(), sso_fanout_core::desired::describe(principal)]
+        })
+        .collect();
+    out.push_str(&table(&["ACCOUNT", "NAME", "ACTION", "PERMISSION SET", "PRINCIPAL"], &rows));
+    if !all && changes.len() > SHOWN {
+        let _ = writeln!(out, "  ... and {} more (--all lists every change; --output json for scripts)", changes.len() - SHOWN);
+    }
+    out
+}
+
+/// The drift report as Markdown, for a CI job summary or a pull-request comment.
+pub fn drift_markdown(plan: &Plan) -> String {
+    const SHOWN: usize = 50;
+    let mut out = String::new();
+    let Some(d) = &plan.desired else { return out };
+    let creates = plan.batches.iter().flat_map(|b| &b.items).filter(|i| i.action == Action::Create).count();
+    let deletes = plan.changes() - creates;
+    let verdict = if d.has_drift() { "Drift" } else { "No drift" };
+    let _ = writeln!(out, "### sso-fanout plan `{}`: {verdict}\n", d.name);
+    let _ = writeln!(
+        out,
+        "**{creates}** to create, **{deletes}** to delete, {} already as declared; estimate {} ({} in flight, {:.0} req/s).\n",
+        plan.skipped.len(),
+        secs(plan.estimate.seconds),
+        plan.tier.in_flight,
+        plan.tier.requests_per_second
+    );
+    let _ = writeln!(out, "| rule | permission set | principals | accounts | present | missing |");
+    let _ = writeln!(out, "|---|---|---|---:|---:|---:|");
+    for r in &d.rules {
+        let _ = writeln!(out, "| `{}` | {} | {} | {} | {} | {} |", r.id, r.permission_set, r.principals.join(", "), r.accounts, r.present, r.missing.len());
+    }
+    let p = &d.prune;
+    let _ = writeln!(
+        out,
+        "\nUndeclared inside `managed`: {} ({} on protected accounts, kept). Prune: {}.",
+        d.undeclared.len(),
+        d.protected.len(),
+        match (p.enabled, p.refused) {
+            (false, _) => format!("off (max {} deletes)", p.max_deletes),
+            (true, true) => format!("**refused**, {} deletes exceed maxDeletes {}", d.undeclared.len(), p.max_deletes),
+            (true, false) => format!("{} deletes (max {})", p.deletes, p.max_deletes),
+        }
+    );
+    let changes: Vec<&sso_fanout_core::plan::PlanItem> = plan.batches.iter().flat_map(|b| &b.items).collect();
+    if !changes.is_empty() {
+        let _ = writeln!(out, "\n<details><summary>{} changes</summary>\n", changes.len());
+        let _ = writeln!(out, "| account | name | action | permission set | principal |");
+        let _ = writeln!(out, "|---|---|---|---|---|");
+        for i in changes.iter().take(SHOWN) {
+            let (ps, principal) = plan.pair(i.pair);
+            let _ = writeln!(out, "| {} | {} | {} | {} | {} |", i.account_id, i.account_name, i.action.as_str(), ps.name, sso_fanout_core::desired::describe(principal));
+        }
+        if changes.len() > SHOWN {
+            let _ = writeln!(out, "\n... and {} more (`--output json` lists all)", changes.len() - SHOWN);
+        }
+        let _ = writeln!(out, "\n</details>");
+    }
+    for w in &plan.warnings {
+        let _ = writeln!(out, "\n> warning: {w}");
+    }
+    let _ = writeln!(out, "\n<sub>read: {} ListAccountAssignmentsForPrincipal calls for {} principals, {} name look-ups</sub>", d.cost.listing_calls, d.cost.principals_listed, d.cost.lookups);
     out
 }
 
@@ -134,10 +250,18 @@ pub fn summary(s: &RunSummary) -> String {
         let rows: Vec<Vec<String>> = s
             .failures
             .iter()
-            .map(|f| vec![f.account_id.to_string(), f.account_name.clone(), f.outcome.as_str().to_string(), f.reason.clone()])
+            .map(|f| match &f.assignment {
+                Some(a) => vec![f.account_id.to_string(), f.account_name.clone(), a.clone(), f.outcome.as_str().to_string(), f.reason.clone()],
+                None => vec![f.account_id.to_string(), f.account_name.clone(), f.outcome.as_str().to_string(), f.reason.clone()],
+            })
             .collect();
         let _ = writeln!(out);
-        out.push_str(&table(&["ACCOUNT", "NAME", "OUTCOME", "REASON"], &rows));
+        let headers: &[&str] = if s.failures.iter().any(|f| f.assignment.is_some()) {
+            &["ACCOUNT", "NAME", "ASSIGNMENT", "OUTCOME", "REASON"]
+        } else {
+            &["ACCOUNT", "NAME", "OUTCOME", "REASON"]
+        };
+        out.push_str(&table(headers, &rows));
         let _ = writeln!(out, "  Re-running the same request retries only these accounts.");
     }
     out

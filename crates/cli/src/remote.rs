@@ -35,10 +35,14 @@ fn arn_error(field: &str, arn: &str, e: FanoutError) -> FanoutError {
 }
 
 pub async fn start(args: StartArgs, io: &mut Io) -> Result<u8> {
-    let mut request = args.request.to_request()?;
-    request.dry_run |= args.dry_run;
+    let mut document = args.request.to_document()?;
+    if args.dry_run {
+        document["dryRun"] = true.into();
+    }
+    // Checked here as the planner will check it: a bad input never starts an execution.
+    sso_fanout_core::request::RunInput::from_value(document.clone())?;
     let client = sfn(&args.aws).await;
-    let input = serde_json::to_string(&request).expect("request serializes");
+    let input = document.to_string();
     let started = client
         .start_execution()
         .state_machine_arn(&args.state_machine)
@@ -51,7 +55,7 @@ pub async fn start(args: StartArgs, io: &mut Io) -> Result<u8> {
     if !args.wait {
         match args.output {
             OutputFormat::Json => io.json(&serde_json::json!({"executionArn": arn})),
-            OutputFormat::Table => io.out.line(format!("started {arn}\n  follow it: sso-fanout status --wait {arn}")),
+            OutputFormat::Table | OutputFormat::Markdown => io.out.line(format!("started {arn}\n  follow it: sso-fanout status --wait {arn}")),
         }
         return Ok(exit::OK);
     }
@@ -68,7 +72,7 @@ pub async fn status(args: StatusArgs, io: &mut Io) -> Result<u8> {
     if *d.status() == ExecutionStatus::Running {
         match args.output {
             OutputFormat::Json => io.json(&serde_json::json!({"executionArn": args.execution_arn, "status": "RUNNING"})),
-            OutputFormat::Table => io.out.line(format!("{} is RUNNING", args.execution_arn)),
+            OutputFormat::Table | OutputFormat::Markdown => io.out.line(format!("{} is RUNNING", args.execution_arn)),
         }
         return Ok(exit::OK);
     }
@@ -158,7 +162,7 @@ fn finish(d: &aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutpu
         }
         match out {
             OutputFormat::Json => io.json(&serde_json::json!({"executionArn": arn, "status": status, "error": error, "cause": cause})),
-            OutputFormat::Table => io.err.line(format!("execution {arn} {status}: {error}: {cause}")),
+            OutputFormat::Table | OutputFormat::Markdown => io.err.line(format!("execution {arn} {status}: {error}: {cause}")),
         }
         return Ok(exit::REJECTED);
     }
@@ -171,7 +175,7 @@ fn finish(d: &aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutpu
                     doc["executionArn"] = arn.into();
                     io.json(&doc);
                 }
-                OutputFormat::Table => {
+                OutputFormat::Table | OutputFormat::Markdown => {
                     io.out.write(&output::summary(&summary));
                     io.out.line(format!("  execution {arn}; per-account results: sso-fanout report {} --table <stack table>", summary.run_id));
                 }

@@ -4,7 +4,8 @@
 use sso_fanout_core::error::{FanoutError, Result};
 use sso_fanout_core::model::{AccountResult, OrgSnapshot, Scope};
 use sso_fanout_core::report::RunSummary;
-use sso_fanout_core::store::{supersedes, AccountCache, LatencyHistory, RunLog, RunRecord, RunStatus, LATENCY_SAMPLES_KEPT};
+use sso_fanout_core::desired::StoredDocument;
+use sso_fanout_core::store::{supersedes, AccountCache, DocumentStore, LatencyHistory, RunLog, RunRecord, RunStatus, LATENCY_SAMPLES_KEPT};
 use async_trait::async_trait;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
@@ -17,6 +18,8 @@ const RESULTS: TableDefinition<&str, &str> = TableDefinition::new("results");
 /// Key: (scope key, sequence number). (The unscoped table "latencies" of earlier versions is
 /// left unread: its samples may come from another organization or the simulator.)
 const LATENCIES: TableDefinition<(&str, u64), u64> = TableDefinition::new("scoped_latencies");
+/// Key: (scope key, document name); value: the `StoredDocument` JSON.
+const DOCUMENTS: TableDefinition<(&str, &str), &str> = TableDefinition::new("documents");
 
 
 /// The account cache's key in META: one snapshot per scope. (The unscoped key "org" of earlier
@@ -54,6 +57,7 @@ impl EmbeddedStore {
             tx.open_table(RUNS).map_err(store_err)?;
             tx.open_table(RESULTS).map_err(store_err)?;
             tx.open_table(LATENCIES).map_err(store_err)?;
+            tx.open_table(DOCUMENTS).map_err(store_err)?;
         }
         tx.commit().map_err(store_err)?;
         Ok(EmbeddedStore { db, path: path.to_path_buf() })
@@ -144,7 +148,7 @@ impl RunLog for EmbeddedStore {
     }
 
     async fn put_result(&self, result: &AccountResult) -> Result<()> {
-        let key = format!("{}/{}", result.run_id, result.account_id);
+        let key = format!("{}/{}", result.run_id, result.key());
         let json = to_json(result)?;
         self.write(|tx| {
             let mut t = tx.open_table(RESULTS).map_err(store_err)?;
@@ -205,6 +209,41 @@ impl LatencyHistory for EmbeddedStore {
     }
 }
 
+#[async_trait]
+impl DocumentStore for EmbeddedStore {
+    async fn put_document(&self, scope: &Scope, document: &StoredDocument) -> Result<()> {
+        let (key, json) = (scope.key(), to_json(document)?);
+        self.write(|tx| {
+            let mut t = tx.open_table(DOCUMENTS).map_err(store_err)?;
+            t.insert((key.as_str(), document.name.as_str()), json.as_str()).map_err(store_err)?;
+            Ok(())
+        })
+    }
+
+    async fn document(&self, scope: &Scope, name: &str) -> Result<Option<StoredDocument>> {
+        let key = scope.key();
+        self.read(|tx| {
+            let t = tx.open_table(DOCUMENTS).map_err(store_err)?;
+            t.get((key.as_str(), name)).map_err(store_err)?.map(|v| from_json(v.value())).transpose()
+        })
+    }
+
+    async fn documents(&self, scope: &Scope) -> Result<Vec<StoredDocument>> {
+        let key = scope.key();
+        self.read(|tx| {
+            let t = tx.open_table(DOCUMENTS).map_err(store_err)?;
+            let mut out = Vec::new();
+            for entry in t.iter().map_err(store_err)? {
+                let (k, v) = entry.map_err(store_err)?;
+                if k.value().0 == key {
+                    out.push(from_json(v.value())?);
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +262,7 @@ mod tests {
             account_id: "111111111111".parse().unwrap(),
             account_name: "a".into(),
             action: Action::Create,
+            pair: 0,
             outcome,
             request_id: None,
             reason: None,

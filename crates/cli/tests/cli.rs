@@ -500,3 +500,73 @@ fn the_crash_scenario_resumes_without_repeating_work() {
     assert_eq!(row["false_successes"], 0);
     assert_eq!(row["rerun_writes"], 0, "nothing done twice: {row}");
 }
+
+/// A rules document in a temporary file (YAML or JSON as written).
+fn rules_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("sso-fanout-cli-{}-{name}", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn plan_of_a_rules_document_exits_2_on_drift_with_the_report_in_table_json_and_markdown() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/rules-sim.yaml");
+    let (code, out, err) = cli(&["plan", "--sim", "29", "--rules", example]);
+    assert_eq!(code, 2, "drift exits 2: {err}");
+    for wanted in ["prod-admins", "dev-power-users", "MISSING", "undeclared inside `managed`", "ListAccountAssignmentsForPrincipal", "drift:"] {
+        assert!(out.contains(wanted), "{wanted:?} missing from:\n{out}");
+    }
+    let (code, out, _) = cli(&["plan", "--sim", "29", "--rules", example, "--output", "json"]);
+    assert_eq!(code, 2);
+    let plan = parse(&out);
+    let rules = plan["desired"]["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 4);
+    assert!(rules.iter().all(|r| r["missing"].is_array() && r["present"].is_number()), "{rules:?}");
+    assert!(plan["pairs"].as_array().unwrap().len() >= 5);
+    assert!(plan["accounts"].as_array().unwrap().iter().any(|a| a["pair"].as_u64().unwrap_or(0) > 0), "items name their pair");
+    let (code, out, _) = cli(&["plan", "--sim", "29", "--rules", example, "--output", "markdown"]);
+    assert_eq!(code, 2);
+    assert!(out.starts_with("### sso-fanout plan `default`: Drift"), "{out}");
+    assert!(out.contains("| `prod-admins` | AdministratorAccess |"), "{out}");
+}
+
+#[test]
+fn a_bad_rules_document_exits_1_naming_line_column_or_rule_and_changes_nothing() {
+    let broken = rules_file("broken.yaml", "version: 1\nrules:\n  - id: a\n    permissionSet: [unclosed\n");
+    let (code, _, err) = cli(&["run", "--sim", "29", "--virtual-time", "--rules", broken.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("line") && err.contains("column") && err.contains("nothing was changed"), "{err}");
+    let unknown_ou = rules_file(
+        "ou.yaml",
+        "version: 1\nrules:\n  - id: prod\n    permissionSet: AdministratorAccess\n    principals: [{type: GROUP, name: PlatformAdmins}]\n    targets: [{ous: [ou-sim0-zzzzzzzz]}]\n",
+    );
+    let (code, _, err) = cli(&["run", "--sim", "29", "--virtual-time", "--rules", unknown_ou.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("rules[0] (prod).targets[0].ous[0]") && err.contains("ou-sim0-zzzzzzzz"), "{err}");
+    let (code, _, err) = cli(&["plan", "--sim", "29", "--prune", "--operation", "assign", "--permission-set", "AdministratorAccess", "--group", "PlatformAdmins", "--filter", "*"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--prune") && err.contains("--rules"), "{err}");
+    let (code, _, err) = cli(&["run", "--sim", "29", "--rules", unknown_ou.to_str().unwrap(), "--output", "markdown"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("markdown"), "{err}");
+}
+
+#[test]
+fn a_saved_plan_runs_exactly_as_reviewed() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/rules-sim.yaml");
+    let saved = std::env::temp_dir().join(format!("sso-fanout-cli-{}-plan.json", std::process::id()));
+    let (code, _, err) = cli(&["plan", "--sim", "29", "--seed", "4", "--rules", example, "--out", saved.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("run --plan"), "{err}");
+    let reviewed: Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    // The simulator with the same size and seed is the same organization in the same state.
+    let (code, out, err) = cli(&["run", "--sim", "29", "--seed", "4", "--virtual-time", "--plan", saved.to_str().unwrap(), "--output", "json"]);
+    let summary = parse(&out);
+    let changes = reviewed["batches"].as_array().unwrap().iter().map(|b| b["items"].as_array().unwrap().len()).sum::<usize>();
+    assert_eq!(summary["results"].as_array().unwrap().iter().filter(|r| r["action"] != "skip").count(), changes, "{err}");
+    assert!(code == 0 || code == 2, "{err}");
+    // Another organization (seed) is refused, naming both, with nothing changed.
+    let (code, _, err) = cli(&["run", "--sim", "29", "--seed", "5", "--virtual-time", "--plan", saved.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("it was made for") && err.contains("nothing was changed"), "{err}");
+}

@@ -5,7 +5,8 @@
 //! Field names are the JSON the ASL (`statemachine/sso-fanout.asl.json`) refers to.
 
 use crate::model::{Action, Operation, PermissionSet, Principal};
-use crate::plan::{EngineSettings, Estimate, Plan, PlanItem, PlanQuota, QuotaShare, TierChoice};
+use crate::desired::DesiredPlan;
+use crate::plan::{EngineSettings, Estimate, Pair, Plan, PlanItem, PlanQuota, QuotaShare, TierChoice};
 use serde::{Deserialize, Serialize};
 
 /// A Map item: which batch of which run (ItemSelector passes `runId` and `batch`).
@@ -75,6 +76,12 @@ pub struct PlanPreview {
     pub estimate: Estimate,
     pub quota: PlanQuota,
     pub warnings: Vec<String>,
+    /// A rules plan's (permission set, principal) pairs, indexed by each account item's `pair`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pairs: Vec<Pair>,
+    /// A rules plan's drift report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<DesiredPlan>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,13 +112,15 @@ impl PlanPreview {
             estimate: plan.estimate.clone(),
             quota: plan.quota,
             warnings: plan.warnings.clone(),
+            pairs: plan.pairs.clone(),
+            desired: plan.desired.clone(),
         }
     }
 }
 
 impl PlannerOutput {
     pub fn of(plan: &Plan) -> PlannerOutput {
-        let dry_run = plan.request.dry_run;
+        let dry_run = plan.request.dry_run();
         PlannerOutput {
             run_id: plan.run_id.clone(),
             dry_run,

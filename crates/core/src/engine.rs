@@ -34,9 +34,8 @@ pub struct BatchContext {
     pub run_id: String,
     /// Latency samples are recorded for this scope only.
     pub scope: Scope,
-    pub operation: Operation,
-    pub permission_set_arn: PermissionSetArn,
-    pub principal: Principal,
+    /// The (permission set, principal) of each pair index a plan item names.
+    pub pairs: Vec<(PermissionSetArn, Principal)>,
     pub settings: EngineSettings,
     /// The provisioning latency the plan assumed: paces status polling.
     pub latency: LatencyModel,
@@ -47,21 +46,28 @@ impl BatchContext {
         BatchContext {
             run_id: plan.run_id.clone(),
             scope: plan.scope.clone(),
-            operation: plan.operation,
-            permission_set_arn: plan.permission_set.arn.clone(),
-            principal: plan.principal.clone(),
+            pairs: plan.all_pairs().into_iter().map(|(ps, p)| (ps.arn.clone(), p.clone())).collect(),
             settings: plan.settings,
             latency: plan.estimate.latency,
         }
     }
 
-    fn key(&self, account_id: &AccountId) -> AssignmentKey {
+    fn key(&self, item: &PlanItem) -> AssignmentKey {
+        let (permission_set_arn, principal) = &self.pairs[item.pair as usize];
         AssignmentKey {
-            account_id: account_id.clone(),
-            permission_set_arn: self.permission_set_arn.clone(),
-            principal_type: self.principal.kind,
-            principal_id: self.principal.id.clone(),
+            account_id: item.account_id.clone(),
+            permission_set_arn: permission_set_arn.clone(),
+            principal_type: principal.kind,
+            principal_id: principal.id.clone(),
         }
+    }
+}
+
+/// The operation that carries out a plan item's action.
+fn operation_of(action: Action) -> Operation {
+    match action {
+        Action::Delete => Operation::Revoke,
+        Action::Create | Action::Skip => Operation::Assign,
     }
 }
 
@@ -200,25 +206,36 @@ pub async fn run_batch(
     // Aborted when this function returns or its future is dropped (a cancelled or killed
     // worker), so a status poller never outlives its batch and keeps spending the quota.
     let poller = AbortOnDrop(tokio::spawn(poll_loop(shared.clone())));
-    let prior: HashMap<&str, &AccountResult> = prior.iter().map(|r| (r.account_id.as_str(), r)).collect();
+    let prior: HashMap<String, &AccountResult> = prior.iter().map(|r| (r.key(), r)).collect();
     let mut results = Vec::with_capacity(batch.items.len());
     let mut accounts = JoinSet::new();
-    for item in batch.items.clone() {
-        let earlier = prior.get(item.account_id.as_str()).copied();
-        if let Some(done) = earlier.filter(|r| r.outcome.is_final()) {
-            results.push(done.clone());
+    // One task per account runs that account's items one after another, in plan order
+    // (creates before deletes): Identity Center allows one operation per account at a time.
+    for chain in crate::planner::account_chains(&batch.items) {
+        let mut todo = Vec::with_capacity(chain.len());
+        for item in chain {
+            let earlier = prior.get(&result_key(&item.account_id, item.pair)).copied();
+            match earlier.filter(|r| r.outcome.is_final()) {
+                Some(done) => results.push(done.clone()),
+                None => todo.push((item, earlier.and_then(|r| r.request_id.clone()))),
+            }
+        }
+        if todo.is_empty() {
             continue;
         }
-        let pending = earlier.and_then(|r| r.request_id.clone());
         let shared = shared.clone();
         accounts.spawn(async move {
-            let result = shared.run_account(item, pending).await;
-            shared.record(&result).await;
-            result
+            let mut done = Vec::with_capacity(todo.len());
+            for (item, pending) in todo {
+                let result = shared.run_account(item, pending).await;
+                shared.record(&result).await;
+                done.push(result);
+            }
+            done
         });
     }
     while let Some(joined) = accounts.join_next().await {
-        results.push(joined.map_err(|e| FanoutError::Internal(format!("account task failed: {e}")))?);
+        results.extend(joined.map_err(|e| FanoutError::Internal(format!("account task failed: {e}")))?);
     }
     drop(poller);
     drop(maintenance);
@@ -241,7 +258,7 @@ pub async fn run_batch(
             results.len()
         )));
     }
-    results.sort_by(|a, b| a.account_name.cmp(&b.account_name));
+    results.sort_by(|a, b| a.account_name.cmp(&b.account_name).then(a.pair.cmp(&b.pair)));
     Ok(BatchReport { batch: batch.index, results, stats })
 }
 
@@ -335,6 +352,7 @@ impl Attempt {
             account_id: self.item.account_id,
             account_name: self.item.account_name,
             action: self.item.action,
+            pair: self.item.pair,
             outcome,
             request_id: self.request_id,
             reason,
@@ -419,8 +437,8 @@ impl Shared {
         }
         attempt.started = Instant::now();
         let deadline = (attempt.started + self.account_timeout).min(self.hard_deadline);
-        let key = self.ctx.key(&attempt.item.account_id);
-        let op = self.ctx.operation;
+        let key = self.ctx.key(&attempt.item);
+        let op = operation_of(attempt.item.action);
         if let Some(id) = pending {
             // An earlier worker had this operation accepted: ask AWS how it ended before
             // sending anything new (a second create would only conflict or repeat it).
@@ -494,7 +512,7 @@ impl Shared {
             OpState::InProgress => {
                 // The poller holds the slot from here: it frees it as soon as AWS no longer
                 // lists the operation as in progress, also after this account timed out.
-                let rx = self.poller.register(status.request_id.clone(), accepted, permit);
+                let rx = self.poller.register(operation_of(attempt.item.action), status.request_id.clone(), accepted, permit);
                 let interrupted = async {
                     self.options.stop.cancelled().await;
                     sleep(INTERRUPT_GRACE).await;
@@ -553,6 +571,7 @@ impl Shared {
             account_id: attempt.item.account_id.clone(),
             account_name: attempt.item.account_name.clone(),
             action: attempt.item.action,
+            pair: attempt.item.pair,
             outcome: Outcome::TimedOut,
             request_id: Some(request_id.to_string()),
             reason: Some(format!("accepted by AWS (request {request_id}), IN_PROGRESS when its worker stopped; re-run or check its status")),
@@ -597,6 +616,8 @@ struct Poller {
 }
 
 struct Waiter {
+    /// Create (Assign) or delete (Revoke): which listing and describe call see it.
+    op: Operation,
     tx: oneshot::Sender<OpStatus>,
     /// The operation's slot, until AWS stops listing it as in progress.
     slot: Option<Slot>,
@@ -616,10 +637,10 @@ const LISTING_INTERVAL_MAX: Duration = Duration::from_millis(500);
 const DESCRIBE_MAX: Duration = Duration::from_secs(5);
 
 impl Poller {
-    fn register(&self, request_id: String, accepted: Instant, slot: Slot) -> oneshot::Receiver<OpStatus> {
+    fn register(&self, op: Operation, request_id: String, accepted: Instant, slot: Slot) -> oneshot::Receiver<OpStatus> {
         let (tx, rx) = oneshot::channel();
         let next_check = self.describe_only.load(Ordering::Relaxed).then(|| accepted + DESCRIBE_FIRST);
-        let waiter = Waiter { tx, slot: Some(slot), accepted, next_check, describing: false, interval: DESCRIBE_FIRST };
+        let waiter = Waiter { op, tx, slot: Some(slot), accepted, next_check, describing: false, interval: DESCRIBE_FIRST };
         self.pending.lock().expect("poller").insert(request_id, waiter);
         self.wake.notify_one();
         rx
@@ -633,11 +654,16 @@ impl Poller {
         self.pending.lock().expect("poller").len()
     }
 
-    /// Operations accepted before the listing began and absent from it have finished.
-    fn finished_per_listing(&self, in_progress: &BTreeSet<String>, listed_at: Instant) {
+    /// The operation types with operations pending (what the listings must cover).
+    fn pending_ops(&self) -> BTreeSet<Operation> {
+        self.pending.lock().expect("poller").values().map(|w| w.op).collect()
+    }
+
+    /// Operations of type `op` accepted before the listing began and absent from it have finished.
+    fn finished_per_listing(&self, op: Operation, in_progress: &BTreeSet<String>, listed_at: Instant) {
         let mut pending = self.pending.lock().expect("poller");
         for (id, w) in pending.iter_mut() {
-            if w.accepted < listed_at && !in_progress.contains(id) && !w.describing {
+            if w.op == op && w.accepted < listed_at && !in_progress.contains(id) && !w.describing {
                 w.next_check = Some(listed_at);
                 w.slot = None; // finished at AWS: the next account may start while we describe
             }
@@ -652,14 +678,14 @@ impl Poller {
         }
     }
 
-    fn due(&self, now: Instant) -> Vec<String> {
+    fn due(&self, now: Instant) -> Vec<(Operation, String)> {
         let mut pending = self.pending.lock().expect("poller");
         let mut due = Vec::new();
         for (id, w) in pending.iter_mut() {
             if !w.describing && w.next_check.is_some_and(|t| t <= now) {
                 w.next_check = None;
                 w.describing = true; // rescheduled by `after_describe`
-                due.push(id.clone());
+                due.push((w.op, id.clone()));
             }
         }
         due
@@ -690,8 +716,38 @@ impl Poller {
     }
 }
 
+/// One in-progress listing of `op` (or a fresh enough one another batch of this process made):
+/// pending operations it no longer shows have finished. Returns when the listing began.
+async fn list_in_progress(shared: &Arc<Shared>, op: Operation, last_listing: Option<Instant>, interval: Duration) -> Instant {
+    let board = shared.options.listings.fresh(op, last_listing, Instant::now() - interval);
+    let listed_at = board.as_ref().map_or_else(Instant::now, |(at, _)| *at);
+    let listed = match board {
+        // Another batch of this process just listed the instance's operations.
+        Some((_, in_progress)) => Ok(in_progress),
+        None => shared.call(shared.ops.in_progress_operations(op)).await.map(|set| {
+            let set = Arc::new(set);
+            shared.options.listings.publish(op, listed_at, set.clone());
+            set
+        }),
+    };
+    match listed {
+        Ok(in_progress) => {
+            shared.poller.listing_failures.store(0, Ordering::Relaxed);
+            shared.poller.finished_per_listing(op, &in_progress, listed_at);
+        }
+        Err(e) => {
+            // Unsupported at once, or three failures in a row: describe each operation instead.
+            let failures = shared.poller.listing_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if matches!(e, FanoutError::Unsupported { .. }) || failures >= 3 {
+                tracing::info!(run_id = %shared.ctx.run_id, error = %e, "status listing unavailable; describing each operation");
+                shared.poller.switch_to_describe();
+            }
+        }
+    }
+    listed_at
+}
+
 async fn poll_loop(shared: Arc<Shared>) {
-    let op = shared.ctx.operation;
     // The listing goes out on a cadence set by how soon an operation is likely to end: about
     // twice per expected completion (pending operations / mean latency), never more often than
     // `poll_interval` per holder sharing the instance's rate. Slow provisioning or few pending
@@ -720,34 +776,15 @@ async fn poll_loop(shared: Arc<Shared>) {
                 }
             }
             let interval = by_completions.min(LISTING_INTERVAL_MAX).max(shared.poll_interval * sharing);
-            let board = shared.options.listings.fresh(op, last_listing, Instant::now() - interval);
-            let listed_at = board.as_ref().map_or_else(Instant::now, |(at, _)| *at);
-            last_listing = Some(listed_at);
-            let listed = match board {
-                // Another batch of this process just listed the instance's operations.
-                Some((_, in_progress)) => Ok(in_progress),
-                None => shared.call(shared.ops.in_progress_operations(op)).await.map(|set| {
-                    let set = Arc::new(set);
-                    shared.options.listings.publish(op, listed_at, set.clone());
-                    set
-                }),
-            };
-            match listed {
-                Ok(in_progress) => {
-                    shared.poller.listing_failures.store(0, Ordering::Relaxed);
-                    shared.poller.finished_per_listing(&in_progress, listed_at);
-                }
-                Err(e) => {
-                    // Unsupported at once, or three failures in a row: describe each operation instead.
-                    let failures = shared.poller.listing_failures.fetch_add(1, Ordering::Relaxed) + 1;
-                    if matches!(e, FanoutError::Unsupported { .. }) || failures >= 3 {
-                        tracing::info!(run_id = %shared.ctx.run_id, error = %e, "status listing unavailable; describing each operation");
-                        shared.poller.switch_to_describe();
-                    }
-                }
+            // One listing per operation type pending (creates and deletes are listed apart).
+            let mut listed_at = None;
+            for op in shared.poller.pending_ops() {
+                let at = list_in_progress(&shared, op, last_listing, interval).await;
+                listed_at = Some(listed_at.map_or(at, |t: Instant| t.min(at)));
             }
+            last_listing = listed_at.or(last_listing);
         }
-        for id in shared.poller.due(Instant::now()) {
+        for (op, id) in shared.poller.due(Instant::now()) {
             let shared = shared.clone();
             describes.spawn(async move {
                 let outcome = shared.call(shared.ops.operation_status(op, &id)).await;

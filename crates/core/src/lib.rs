@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod contract;
+pub mod desired;
 pub mod engine;
 pub mod error;
 pub mod ids;
@@ -20,6 +21,7 @@ pub mod ports;
 pub mod report;
 pub mod request;
 pub mod retry;
+pub mod rules;
 pub mod store;
 pub mod targeting;
 pub mod tiers;

@@ -4,7 +4,7 @@ use crate::ids::{AccountId, PermissionSetArn, PrincipalId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Operation {
     Assign,
@@ -248,6 +248,9 @@ pub struct AccountResult {
     pub account_id: AccountId,
     pub account_name: String,
     pub action: Action,
+    /// The plan's pair (`Plan::pair`) the result is for: 0 in a single-pair run.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pair: u32,
     pub outcome: Outcome,
     #[serde(default)]
     pub request_id: Option<String>,
@@ -260,6 +263,23 @@ pub struct AccountResult {
     /// From acceptance of the successful request to SUCCEEDED/FAILED, when known.
     #[serde(default)]
     pub provisioning_ms: Option<u64>,
+}
+
+impl AccountResult {
+    /// What a result is stored under within its run (see `result_key`).
+    pub fn key(&self) -> String {
+        result_key(&self.account_id, self.pair)
+    }
+}
+
+/// A result's key within its run: the account id, plus `#<pair>` for a rules plan's further
+/// pairs, so one account can hold several results and a single-pair run's keys stay as they were.
+pub fn result_key(account_id: &AccountId, pair: u32) -> String {
+    if pair == 0 { account_id.to_string() } else { format!("{account_id}#{pair}") }
+}
+
+pub(crate) fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What the plan does in one account.

@@ -4,12 +4,13 @@
 use crate::engine::{run_batch, BatchContext, BatchReport, EngineEvent, EngineOptions};
 use crate::error::{FanoutError, Result};
 use crate::model::AccountResult;
-use crate::plan::Plan;
+use crate::plan::{Plan, PlanRequest};
 use crate::planner::{make_plan, PlannerConfig};
 use crate::quota::Ledger;
 use crate::ports::{AssignmentOps, Directory, OrgDirectory};
 use crate::report::{summarize, BatchFailure, RunOutcome, RunSummary};
-use crate::request::RunRequest;
+use crate::desired::{check_saved_plan, make_rules_plan, RulesRequest, StoredDocument};
+use crate::request::{RunInput, RunRequest};
 use crate::store::{RunLog, RunRecord, RunStatus, RunStore};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
@@ -54,6 +55,96 @@ pub async fn plan_run(services: &Services, request: &RunRequest, config: &Planne
         services.store.put_run(&RunRecord { plan: plan.clone(), status: RunStatus::Planned, summary: None }).await?;
     }
     Ok(plan)
+}
+
+/// Step 1 for any input: a single request, a rules document (stored under its name once the
+/// run is planned for real), or a reconcile of a stored document.
+pub async fn plan_input(services: &Services, input: &RunInput, config: &PlannerConfig) -> Result<Plan> {
+    match input {
+        RunInput::Single(request) => plan_run(services, request, config).await,
+        RunInput::Rules(request) => {
+            let plan = plan_rules(services, request, config).await?;
+            if !request.dry_run {
+                store_document(services, request, &plan).await?;
+            }
+            Ok(plan)
+        }
+        RunInput::Reconcile(reconcile) => {
+            let (_, scope) = crate::planner::scope(services.org.as_ref(), services.directory.as_ref()).await?;
+            let Some(stored) = services.store.document(&scope, &reconcile.reconcile).await? else {
+                let names: Vec<String> = services.store.documents(&scope).await?.into_iter().map(|d| d.name).collect();
+                let known = if names.is_empty() { "none yet".to_string() } else { names.join(", ") };
+                return Err(FanoutError::not_found(
+                    "stored document",
+                    &reconcile.reconcile,
+                    format!("apply a document under this name first (`sso-fanout run --rules FILE --name NAME`); stored here: {known}"),
+                ));
+            };
+            plan_rules(services, &reconcile.apply_to(stored.request), config).await
+        }
+    }
+}
+
+/// Keeps the applied document under its name (without a one-off `accounts` restriction).
+async fn store_document(services: &Services, request: &RulesRequest, plan: &Plan) -> Result<()> {
+    let mut kept = request.clone();
+    kept.accounts.clear();
+    kept.dry_run = false;
+    let document = StoredDocument { name: request.name.clone(), request: kept, run_id: plan.run_id.clone(), stored_at: plan.created_at };
+    services.store.put_document(&plan.scope, &document).await
+}
+
+/// Step 1 for a plan saved by `plan --out`: planned again from its own request; applied exactly
+/// as saved (a new run id, stored) only if the changes are still the same, else refused.
+pub async fn plan_saved(services: &Services, saved: &Plan, config: &PlannerConfig) -> Result<Plan> {
+    let input = match &saved.request {
+        PlanRequest::Single(r) => RunInput::Single(r.clone()),
+        PlanRequest::Rules(r) => RunInput::Rules(r.clone()),
+    }
+    .into_dry_run();
+    let live = plan_input(services, &input, config).await?;
+    check_saved_plan(saved, &live)?;
+    let mut plan = saved.clone();
+    plan.run_id = crate::clock::new_run_id();
+    plan.created_at = crate::clock::unix_now();
+    match &mut plan.request {
+        PlanRequest::Single(r) => r.dry_run = false,
+        PlanRequest::Rules(r) => r.dry_run = false,
+    }
+    refuse_refused_prune(&plan)?;
+    services.store.put_run(&RunRecord { plan: plan.clone(), status: RunStatus::Planned, summary: None }).await?;
+    if let PlanRequest::Rules(request) = &plan.request {
+        store_document(services, request, &plan).await?;
+    }
+    Ok(plan)
+}
+
+/// Plans a rules request; stores the run unless it is a dry run, and refuses a prune past its
+/// `maxDeletes` before anything runs.
+async fn plan_rules(services: &Services, request: &RulesRequest, config: &PlannerConfig) -> Result<Plan> {
+    let store = services.store.as_ref();
+    let plan = make_rules_plan(request, config, services.org.as_ref(), services.directory.as_ref(), store, store, services.quota.as_ref()).await?;
+    if !request.dry_run {
+        refuse_refused_prune(&plan)?;
+        services.store.put_run(&RunRecord { plan: plan.clone(), status: RunStatus::Planned, summary: None }).await?;
+    }
+    Ok(plan)
+}
+
+/// A plan whose prune is past `maxDeletes` never runs (not even its creates).
+pub fn refuse_refused_prune(plan: &Plan) -> Result<()> {
+    match plan.desired.as_ref().map(|d| &d.prune) {
+        Some(prune) if prune.refused => Err(FanoutError::invalid(
+            "maxDeletes",
+            prune.max_deletes,
+            format!(
+                "at least the {} deletes this prune would make ({} undeclared assignments inside `managed`); nothing was changed: check the document, or raise maxDeletes (--max-deletes) if they are meant to go",
+                plan.desired.as_ref().map_or(0, |d| d.undeclared.len()),
+                plan.desired.as_ref().map_or(0, |d| d.undeclared.len())
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Step 2 (worker): run one stored batch.

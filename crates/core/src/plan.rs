@@ -13,6 +13,17 @@ pub struct PlanItem {
     pub account_id: AccountId,
     pub account_name: String,
     pub action: Action,
+    /// Which of the plan's pairs (`Plan::pair`) the item changes: always 0 in a single-pair plan.
+    #[serde(default, skip_serializing_if = "crate::model::is_zero")]
+    pub pair: u32,
+}
+
+/// One (permission set, principal) pair a plan changes assignments of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pair {
+    pub permission_set: PermissionSet,
+    pub principal: Principal,
 }
 
 /// What one batch may spend of the account-wide quota at most. Batches that run side by side
@@ -62,13 +73,31 @@ pub struct Estimate {
     pub latency: LatencyModel,
 }
 
+/// What a plan was made from: a single-pair request, or a rules document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PlanRequest {
+    Rules(crate::desired::RulesRequest),
+    Single(RunRequest),
+}
+
+impl PlanRequest {
+    pub fn dry_run(&self) -> bool {
+        match self {
+            PlanRequest::Rules(r) => r.dry_run,
+            PlanRequest::Single(r) => r.dry_run,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
     pub run_id: String,
     /// Unix seconds.
     pub created_at: u64,
-    pub request: RunRequest,
+    pub request: PlanRequest,
+    /// The single request's operation (a rules plan: `assign`; its items' actions say more).
     pub operation: Operation,
     pub instance: Instance,
     /// The organization, instance and region the plan was made against.
@@ -90,6 +119,13 @@ pub struct Plan {
     pub quota: PlanQuota,
     /// Clamped tuning, ignored accounts and the like: shown to the user, never silent.
     pub warnings: Vec<String>,
+    /// A rules plan's pairs, indexed by `PlanItem::pair`. Empty in a single-pair plan, whose one
+    /// pair is `permission_set` + `principal` (in a rules plan those repeat `pairs[0]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pairs: Vec<Pair>,
+    /// A rules plan's drift report and prune decisions (None: a single-pair plan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<crate::desired::DesiredPlan>,
 }
 
 /// Identity Center's published limits (`maxOutstanding`, `requestsPerSecond`) and, under
@@ -118,12 +154,26 @@ impl Plan {
         all
     }
 
-    pub fn assignment_key(&self, account_id: &AccountId) -> AssignmentKey {
+    /// The (permission set, principal) of pair `index` (see `PlanItem::pair`).
+    pub fn pair(&self, index: u32) -> (&PermissionSet, &Principal) {
+        match self.pairs.get(index as usize) {
+            Some(p) => (&p.permission_set, &p.principal),
+            None => (&self.permission_set, &self.principal),
+        }
+    }
+
+    /// Every pair the plan may change, in index order.
+    pub fn all_pairs(&self) -> Vec<(&PermissionSet, &Principal)> {
+        (0..self.pairs.len().max(1) as u32).map(|i| self.pair(i)).collect()
+    }
+
+    pub fn assignment_key(&self, item: &PlanItem) -> AssignmentKey {
+        let (permission_set, principal) = self.pair(item.pair);
         AssignmentKey {
-            account_id: account_id.clone(),
-            permission_set_arn: self.permission_set.arn.clone(),
-            principal_type: self.principal.kind,
-            principal_id: self.principal.id.clone(),
+            account_id: item.account_id.clone(),
+            permission_set_arn: permission_set.arn.clone(),
+            principal_type: principal.kind,
+            principal_id: principal.id.clone(),
         }
     }
 }

@@ -76,11 +76,7 @@ pub async fn make_plan(
     history: &dyn LatencyHistory,
     quota: Option<&Ledger>,
 ) -> Result<Plan> {
-    let (instance, scope) = scope(org, ic).await?;
-    if let Some(ledger) = quota {
-        // Running workers spend the same request rate: the look-ups take their turn.
-        ic.gate_lookups(ledger.rate(&scope, config.budget));
-    }
+    let (instance, scope) = gated_scope(org, ic, quota, config).await?;
     // Independent look-ups run together.
     let (permission_set, principal, snapshot) = tokio::try_join!(
         retrying(|| ic.resolve_permission_set(&request.permission_set)),
@@ -94,29 +90,35 @@ pub async fn make_plan(
     let latency = LatencyModel::from_samples(&history.latency_samples(&scope, LATENCY_SAMPLES_KEPT).await?).unwrap_or_default();
 
     let targets: Vec<(AccountId, String)> = selection.targets.iter().map(|a| (a.id.clone(), a.name.clone())).collect();
-    let mut warnings = Vec::new();
-    if !selection.inactive.is_empty() {
-        const NAMED: usize = 5;
-        let named: Vec<String> = selection.inactive.iter().take(NAMED).map(|a| format!("{} ({}, {:?})", a.id, a.name, a.status)).collect();
-        let more = selection.inactive.len().saturating_sub(NAMED);
-        warnings.push(format!(
-            "{} selected account(s) are not ACTIVE and are left out: {}{}",
-            selection.inactive.len(),
-            named.join(", "),
-            if more > 0 { format!(" and {more} more") } else { String::new() }
-        ));
-    }
+    let warnings: Vec<String> = inactive_warning(&selection.inactive).into_iter().collect();
     let decision = decide(request.operation, &targets, &existing, snapshot.accounts.len(), request, config, latency);
+    let pair = Pair { permission_set, principal };
+    Ok(assemble(PlanRequest::Single(request.clone()), request.operation, (instance, scope), pair, vec![], None, decision, config, warnings))
+}
+
+/// The plan from what the planner found and decided (`warnings` come before the decision's).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn assemble(
+    request: PlanRequest,
+    operation: Operation,
+    (instance, scope): (Instance, Scope),
+    first: Pair,
+    pairs: Vec<Pair>,
+    desired: Option<crate::desired::DesiredPlan>,
+    decision: Decision,
+    config: &PlannerConfig,
+    mut warnings: Vec<String>,
+) -> Plan {
     warnings.extend(decision.warnings);
-    Ok(Plan {
+    Plan {
         run_id: new_run_id(),
         created_at: unix_now(),
-        request: request.clone(),
-        operation: request.operation,
+        request,
+        operation,
         instance,
         scope,
-        permission_set,
-        principal,
+        permission_set: first.permission_set,
+        principal: first.principal,
         skipped: decision.skipped,
         batches: decision.batches,
         map_concurrency: decision.map_concurrency,
@@ -126,7 +128,35 @@ pub async fn make_plan(
         estimate: decision.estimate,
         quota: PlanQuota { limits: config.limits, budget: config.budget },
         warnings,
-    })
+        pairs,
+        desired,
+    }
+}
+
+/// `scope`, and from then on the look-ups spend the instance's shared request rate (running
+/// workers spend the same rate: the look-ups take their turn).
+pub(crate) async fn gated_scope(org: &dyn OrgDirectory, ic: &dyn Directory, quota: Option<&Ledger>, config: &PlannerConfig) -> Result<(Instance, Scope)> {
+    let (instance, scope) = scope(org, ic).await?;
+    if let Some(ledger) = quota {
+        ic.gate_lookups(ledger.rate(&scope, config.budget));
+    }
+    Ok((instance, scope))
+}
+
+/// Selected accounts that are not ACTIVE, named (the first few): they are left out, never silently.
+pub(crate) fn inactive_warning(inactive: &[&Account]) -> Option<String> {
+    const NAMED: usize = 5;
+    if inactive.is_empty() {
+        return None;
+    }
+    let named: Vec<String> = inactive.iter().take(NAMED).map(|a| format!("{} ({}, {:?})", a.id, a.name, a.status)).collect();
+    let more = inactive.len().saturating_sub(NAMED);
+    Some(format!(
+        "{} selected account(s) are not ACTIVE and are left out: {}{}",
+        inactive.len(),
+        named.join(", "),
+        if more > 0 { format!(" and {more} more") } else { String::new() }
+    ))
 }
 
 /// The Identity Center instance and the scope (organization, instance, region) this caller
@@ -211,7 +241,7 @@ pub struct Decision {
     pub warnings: Vec<String>,
 }
 
-/// Pure planning: diff, tier, clamps, batches and estimate.
+/// Pure planning of a single-pair request: diff, then `size_plan`.
 pub fn decide(
     operation: Operation,
     targets: &[(AccountId, String)],
@@ -221,10 +251,6 @@ pub fn decide(
     config: &PlannerConfig,
     latency: LatencyModel,
 ) -> Decision {
-    let budget = &config.budget;
-    let tuning = request.tuning.clone().unwrap_or_default();
-    let mut warnings = Vec::new();
-
     let mut changes = Vec::new();
     let mut skipped = Vec::new();
     for (id, name) in targets {
@@ -234,9 +260,26 @@ pub fn decide(
             (Operation::Revoke, true) => Action::Delete,
             _ => Action::Skip,
         };
-        let item = PlanItem { account_id: id.clone(), account_name: name.clone(), action };
+        let item = PlanItem { account_id: id.clone(), account_name: name.clone(), action, pair: 0 };
         if action == Action::Skip { skipped.push(item) } else { changes.push(item) }
     }
+    size_plan(changes, skipped, operation, org_accounts, request.tuning.as_ref(), config, latency)
+}
+
+/// Tier, clamps, batches and estimate for `changes`. Items of one account stay together, in
+/// order, in one batch (the engine runs them one after another).
+pub fn size_plan(
+    changes: Vec<PlanItem>,
+    skipped: Vec<PlanItem>,
+    operation: Operation,
+    org_accounts: usize,
+    tuning: Option<&crate::request::Tuning>,
+    config: &PlannerConfig,
+    latency: LatencyModel,
+) -> Decision {
+    let budget = &config.budget;
+    let tuning = tuning.cloned().unwrap_or_default();
+    let mut warnings = Vec::new();
 
     // Concurrency: the tier's (or the user's) wish, clamped to the outstanding-operation quota.
     let tier = config.tiers.pick(org_accounts);
@@ -304,10 +347,11 @@ pub fn decide(
     let batch_count = changes.len().div_ceil(batch_size as usize).max(1);
     let batch_size = changes.len().div_ceil(batch_count).max(1);
     let share = QuotaShare { in_flight, requests_per_second: rate };
-    let batches: Vec<Batch> = changes
-        .chunks(batch_size)
+    let longest_chain = account_chains(&changes).iter().map(Vec::len).max().unwrap_or(0);
+    let batches: Vec<Batch> = chunk_by_account(changes, batch_size)
+        .into_iter()
         .enumerate()
-        .map(|(i, items)| Batch { index: i as u32, share, items: items.to_vec() })
+        .map(|(i, items)| Batch { index: i as u32, share, items })
         .collect();
     let map_concurrency = map_concurrency.min(batches.len().max(1) as u32);
 
@@ -318,6 +362,8 @@ pub fn decide(
     } else {
         estimate_seconds(&batches, &latency)
     };
+    // One account's operations run one after another: its chain is a bound of its own.
+    let seconds = seconds.max(longest_chain as f64 * (latency.mean_s() + CALL_OVERHEAD_S));
     let tier_choice = TierChoice {
         name: tier.name.clone(),
         org_accounts,
@@ -337,6 +383,32 @@ pub fn decide(
         settings: EngineSettings { account_timeout_s, max_retries, time_budget_s },
         warnings,
     }
+}
+
+/// Items grouped by account, each group in its given order, groups in order of first appearance.
+pub fn account_chains(items: &[PlanItem]) -> Vec<Vec<PlanItem>> {
+    let mut chains: Vec<Vec<PlanItem>> = Vec::new();
+    let mut index: std::collections::HashMap<&AccountId, usize> = std::collections::HashMap::new();
+    for item in items {
+        let at = *index.entry(&item.account_id).or_insert_with(|| {
+            chains.push(Vec::new());
+            chains.len() - 1
+        });
+        chains[at].push(item.clone());
+    }
+    chains
+}
+
+/// Consecutive batches of about `size` items that never split one account's chain.
+fn chunk_by_account(items: Vec<PlanItem>, size: usize) -> Vec<Vec<PlanItem>> {
+    let mut batches: Vec<Vec<PlanItem>> = Vec::new();
+    for chain in account_chains(&items) {
+        match batches.last_mut() {
+            Some(last) if last.len() < size => last.extend(chain),
+            _ => batches.push(chain),
+        }
+    }
+    batches
 }
 
 /// Batches that run at once with the shared quota (the Map state's MaxConcurrency). Two are

@@ -52,6 +52,19 @@ pub trait Directory: Send + Sync {
         permission_set_arn: &PermissionSetArn,
         candidates: &[AccountId],
     ) -> Result<BTreeSet<AccountId>>;
+
+    /// Every assignment `principal` holds on the instance (every account, every permission set):
+    /// one paginated ListAccountAssignmentsForPrincipal; `pages` is the number of calls it took.
+    /// No per-account fallback: where the listing is unavailable this is an error saying so.
+    async fn principal_assignments(&self, principal: &Principal) -> Result<PrincipalAssignments>;
+}
+
+/// What [`Directory::principal_assignments`] found: every (account, permission set) the
+/// principal holds, and how many listing pages (requests) it took.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PrincipalAssignments {
+    pub assignments: BTreeSet<(AccountId, PermissionSetArn)>,
+    pub pages: u32,
 }
 
 /// The asynchronous assignment operations the engine starts and watches. Every call spends

@@ -2,7 +2,7 @@
 //! the plan and the stored results, so the CLI and the reporter Lambda produce the same thing.
 
 use crate::ids::AccountId;
-use crate::model::{AccountResult, Action, Outcome};
+use crate::model::{result_key, AccountResult, Action, Outcome};
 use crate::plan::Plan;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -67,6 +67,9 @@ pub struct Failure {
     pub reason: String,
     #[serde(default)]
     pub request_id: Option<String>,
+    /// A rules run's (permission set, principal) of this result: `ReadOnlyAccess to GROUP Auditors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment: Option<String>,
 }
 
 /// One target account in the summary: what the plan did there and how it ended.
@@ -81,6 +84,9 @@ pub struct AccountReport {
     pub request_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A rules run's (permission set, principal) of this result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment: Option<String>,
 }
 
 /// A batch whose worker failed for good (from the state machine's Catch).
@@ -146,14 +152,16 @@ impl RunSummary {
 
 pub fn summarize(plan: &Plan, results: &[AccountResult], failed_batches: Vec<BatchFailure>, duration_seconds: Option<f64>) -> RunSummary {
     // One result per account: the stored ones win over the plan's skips.
-    let mut by_account: BTreeMap<&str, &AccountResult> = BTreeMap::new();
-    for r in results {
-        by_account.insert(r.account_id.as_str(), r);
-    }
+    let by_key: BTreeMap<String, &AccountResult> = results.iter().map(|r| (r.key(), r)).collect();
     let mut counts = Counts { total: plan.target_count(), ..Default::default() };
     let mut reports = Vec::with_capacity(counts.total);
+    let rules = plan.desired.is_some();
     for item in plan.items() {
-        let report = match by_account.get(item.account_id.as_str()) {
+        let assignment = rules.then(|| {
+            let (ps, principal) = plan.pair(item.pair);
+            format!("{} to {}", ps.name, crate::desired::describe(principal))
+        });
+        let report = match by_key.get(&result_key(&item.account_id, item.pair)) {
             Some(r) => AccountReport {
                 account_id: r.account_id.clone(),
                 account_name: r.account_name.clone(),
@@ -161,6 +169,7 @@ pub fn summarize(plan: &Plan, results: &[AccountResult], failed_batches: Vec<Bat
                 outcome: r.outcome.into(),
                 request_id: r.request_id.clone(),
                 reason: r.reason.clone(),
+                assignment,
             },
             None if item.action == Action::Skip => AccountReport {
                 account_id: item.account_id.clone(),
@@ -169,6 +178,7 @@ pub fn summarize(plan: &Plan, results: &[AccountResult], failed_batches: Vec<Bat
                 outcome: AccountOutcome::Skipped,
                 request_id: None,
                 reason: Some("already as requested".into()),
+                assignment,
             },
             None => {
                 let batch = plan.batches.iter().find(|b| b.items.iter().any(|i| i.account_id == item.account_id));
@@ -183,6 +193,7 @@ pub fn summarize(plan: &Plan, results: &[AccountResult], failed_batches: Vec<Bat
                     outcome: AccountOutcome::Missing,
                     request_id: None,
                     reason: Some(reason),
+                    assignment,
                 }
             }
         };
@@ -204,14 +215,18 @@ pub fn summarize(plan: &Plan, results: &[AccountResult], failed_batches: Vec<Bat
             outcome: r.outcome,
             reason: r.reason.clone().unwrap_or_default(),
             request_id: r.request_id.clone(),
+            assignment: r.assignment.clone(),
         })
         .collect();
     let ok = counts.failed == 0 && counts.timed_out == 0 && counts.missing == 0 && failed_batches.is_empty();
     RunSummary {
         run_id: plan.run_id.clone(),
-        operation: plan.operation.as_str().into(),
-        permission_set: plan.permission_set.name.clone(),
-        principal: format!("{} {}", plan.principal.kind.as_str(), plan.principal.name.as_deref().unwrap_or(&plan.principal.id)),
+        operation: if rules { "reconcile".into() } else { plan.operation.as_str().into() },
+        permission_set: if rules { format!("{} pairs", plan.all_pairs().len()) } else { plan.permission_set.name.clone() },
+        principal: match &plan.desired {
+            Some(d) => format!("document {}", d.name),
+            None => crate::desired::describe(&plan.principal),
+        },
         outcome: if ok { RunOutcome::Succeeded } else { RunOutcome::Incomplete },
         counts,
         failures,

@@ -200,6 +200,54 @@ impl RunRequest {
     }
 }
 
+/// What a run starts from (the CLI's request file, the state machine's input): the single-pair
+/// request, `{"rules": ...}` (a rules document), or `{"reconcile": "name"}` (a stored one).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunInput {
+    Single(RunRequest),
+    Rules(crate::desired::RulesRequest),
+    Reconcile(crate::desired::ReconcileRequest),
+}
+
+impl RunInput {
+    /// Tells the three apart by their one required key (`rules`, `reconcile`, else the single
+    /// request), then parses that shape, so errors name the fields of the shape meant.
+    pub fn from_value(value: serde_json::Value) -> Result<RunInput> {
+        if value.get("rules").is_some() {
+            return crate::desired::RulesRequest::from_value(value).map(RunInput::Rules);
+        }
+        if value.get("reconcile").is_some() {
+            let request: crate::desired::ReconcileRequest = serde_path_to_error::deserialize(value).map_err(json_error)?;
+            crate::desired::check_name(&request.reconcile)?;
+            return Ok(RunInput::Reconcile(request));
+        }
+        RunRequest::from_value(value).map(RunInput::Single)
+    }
+
+    pub fn from_json(text: &str) -> Result<RunInput> {
+        let value: serde_json::Value = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text)).map_err(json_error)?;
+        RunInput::from_value(value)
+    }
+
+    pub fn dry_run(&self) -> bool {
+        match self {
+            RunInput::Single(r) => r.dry_run,
+            RunInput::Rules(r) => r.dry_run,
+            RunInput::Reconcile(r) => r.dry_run,
+        }
+    }
+
+    /// The same input as a dry run (`plan`): planned and shown, nothing stored or changed.
+    pub fn into_dry_run(mut self) -> RunInput {
+        match &mut self {
+            RunInput::Single(r) => r.dry_run = true,
+            RunInput::Rules(r) => r.dry_run = true,
+            RunInput::Reconcile(r) => r.dry_run = true,
+        }
+        self
+    }
+}
+
 /// `targets.filter`: a wildcard on the account name, or `tag:Key=Value`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

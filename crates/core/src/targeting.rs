@@ -9,12 +9,17 @@
 //!
 //! `filter` is a case-sensitive wildcard on the account name (`*` any run, `?` one character),
 //! or `tag:Key=Value` (the seed's form; the same as `tags: {Key: Value}`).
+//!
+//! The tests on one account (name, OU membership, tags: `Criteria`), the split into targets,
+//! inactive and excluded accounts (`split`) and the OU id check (`check_ou`) are shared
+//! with the selectors of a rules document (`rules`): both select by exactly the same code.
 
 use crate::error::{FanoutError, Result};
+use crate::ids::{AccountId, OuId};
 use crate::model::{Account, AccountStatus, OrgSnapshot};
-use crate::ids::AccountId;
-use crate::request::Targets;
-use std::collections::BTreeSet;
+use crate::request::{NameFilter, Targets};
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Why an account was considered but is not a target (shown by `plan --verbose`).
 #[derive(Debug, Clone, PartialEq)]
@@ -31,59 +36,92 @@ pub struct Selection<'a> {
     pub excluded: usize,
 }
 
-/// Checks that every OU id of `targets` is a root or an OU of `org`: an id the organization does
-/// not have is refused by name, never read as "everything" or "nothing".
-pub fn check_ous(org: &OrgSnapshot, targets: &Targets) -> Result<()> {
-    for (i, ou) in targets.ous.iter().enumerate() {
-        if org.is_root(ou) || org.ou(ou).is_some() {
-            continue;
-        }
-        let kind = if ou.starts_with("r-") { "root" } else { "OU" };
-        return Err(FanoutError::invalid(
-            format!("targets.ous[{i}]"),
-            ou,
-            format!(
-                "an OU or root id of organization {}: {kind} {ou} is not in it (root {}, {} OUs; `sso-fanout org` lists them)",
-                org.organization_id,
-                org.roots.join(", "),
-                org.ous.len()
-            ),
-        ));
-    }
-    Ok(())
+/// The tests one selector makes of an account, other than by id: every test given must pass
+/// (AND); within one test any listed value may match (OR); a test with nothing listed is not
+/// made. The one definition of name, OU and tag matching, for `Targets` and rules' selectors.
+pub(crate) struct Criteria<'s, N> {
+    /// Wildcards on the account name (`NameFilter`s, or what borrows as one).
+    pub names: &'s [N],
+    /// OU or root ids (checked against the organization first: `check_ou`).
+    pub ous: &'s [OuId],
+    /// `true`: an OU selects every account below it; `false`: only its direct children.
+    pub recursive: bool,
+    /// Tags the account must all carry, with these values.
+    pub tags: &'s BTreeMap<String, String>,
 }
 
-pub fn select<'a>(org: &'a OrgSnapshot, targets: &Targets) -> Result<Selection<'a>> {
-    check_ous(org, targets)?;
-    let filter = targets.filter.as_ref();
-    let listed: BTreeSet<&str> = targets.accounts.iter().map(AccountId::as_str).collect();
-    let excluded: BTreeSet<&str> = targets.exclude.iter().map(AccountId::as_str).collect();
-    let has_selector = filter.is_some() || !targets.ous.is_empty() || !targets.tags.is_empty();
+impl<N: Borrow<NameFilter>> Criteria<'_, N> {
+    /// Whether no test is given (such criteria would select every account).
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty() && self.ous.is_empty() && self.tags.is_empty()
+    }
 
-    let by_selectors = |a: &Account| {
-        has_selector
-            && a.id != org.management_account_id
-            && filter.as_ref().is_none_or(|f| f.matches(a))
-            && (targets.ous.is_empty() || targets.ous.iter().any(|ou| org.is_root(ou) || a.ou_path.iter().any(|p| p == ou.as_str())))
-            && targets.tags.iter().all(|(k, v)| a.tags.get(k) == Some(v))
-    };
+    pub fn matches(&self, org: &OrgSnapshot, account: &Account) -> bool {
+        (self.names.is_empty() || self.names.iter().any(|n| n.borrow().matches(account)))
+            && (self.ous.is_empty() || self.ous.iter().any(|ou| in_ou(org, account, ou, self.recursive)))
+            && self.tags.iter().all(|(k, v)| account.tags.get(k) == Some(v))
+    }
+}
 
+/// Whether `account` is in `ou` (an OU or root id of `org`): anywhere below it when
+/// `recursive`, else directly in it (for a root: directly under the root, empty `ou_path`).
+fn in_ou(org: &OrgSnapshot, account: &Account, ou: &OuId, recursive: bool) -> bool {
+    match (org.is_root(ou), recursive) {
+        (true, true) => true,
+        (true, false) => account.ou_path.is_empty(),
+        (false, true) => account.ou_path.iter().any(|p| p == ou.as_str()),
+        (false, false) => account.ou_path.last().is_some_and(|p| p == ou.as_str()),
+    }
+}
+
+/// Checks that `ou` is a root or an OU of `org`: an id the organization does not have is
+/// refused by name, never read as "everything" or "nothing". `field` names where it is written.
+pub(crate) fn check_ou(org: &OrgSnapshot, ou: &OuId, field: impl Into<String>) -> Result<()> {
+    if org.is_root(ou) || org.ou(ou).is_some() {
+        return Ok(());
+    }
+    let kind = if ou.is_root() { "root" } else { "OU" };
+    Err(FanoutError::invalid(
+        field,
+        ou,
+        format!(
+            "an OU or root id of organization {}: {kind} {ou} is not in it (root {}, {} OUs; `sso-fanout org` lists them)",
+            org.organization_id,
+            org.roots.join(", "),
+            org.ous.len()
+        ),
+    ))
+}
+
+/// Checks that every OU id of `targets` is a root or an OU of `org` (see `check_ou`).
+pub fn check_ous(org: &OrgSnapshot, targets: &Targets) -> Result<()> {
+    targets.ous.iter().enumerate().try_for_each(|(i, ou)| check_ou(org, ou, format!("targets.ous[{i}]")))
+}
+
+/// The accounts of `org` that `chosen` selects, minus those `excluded` removes (counted), split
+/// into ACTIVE targets and the rest, in the organization's order. `unknown_*` are left empty.
+pub(crate) fn split<'a>(org: &'a OrgSnapshot, chosen: impl Fn(&Account) -> bool, excluded: impl Fn(&Account) -> bool) -> Selection<'a> {
     let mut selection = Selection { targets: vec![], inactive: vec![], unknown_ids: vec![], unknown_excluded: vec![], excluded: 0 };
-    for account in &org.accounts {
-        let chosen = listed.contains(account.id.as_str()) || by_selectors(account);
-        if !chosen {
-            continue;
-        }
-        if excluded.contains(account.id.as_str()) {
+    for account in org.accounts.iter().filter(|a| chosen(a)) {
+        if excluded(account) {
             selection.excluded += 1;
-            continue;
-        }
-        if account.status == AccountStatus::Active {
+        } else if account.status == AccountStatus::Active {
             selection.targets.push(account);
         } else {
             selection.inactive.push(account);
         }
     }
+    selection
+}
+
+pub fn select<'a>(org: &'a OrgSnapshot, targets: &Targets) -> Result<Selection<'a>> {
+    check_ous(org, targets)?;
+    let listed: BTreeSet<&str> = targets.accounts.iter().map(AccountId::as_str).collect();
+    let excluded: BTreeSet<&str> = targets.exclude.iter().map(AccountId::as_str).collect();
+    let criteria = Criteria { names: targets.filter.as_slice(), ous: &targets.ous, recursive: true, tags: &targets.tags };
+    let by_selectors = |a: &Account| !criteria.is_empty() && a.id != org.management_account_id && criteria.matches(org, a);
+
+    let mut selection = split(org, |a| listed.contains(a.id.as_str()) || by_selectors(a), |a| excluded.contains(a.id.as_str()));
     let known: BTreeSet<&str> = org.accounts.iter().map(|a| a.id.as_str()).collect();
     selection.unknown_ids = listed.iter().filter(|id| !known.contains(*id)).map(|s| s.to_string()).collect();
     selection.unknown_excluded = excluded.iter().filter(|id| !known.contains(*id)).map(|s| s.to_string()).collect();
@@ -91,7 +129,7 @@ pub fn select<'a>(org: &'a OrgSnapshot, targets: &Targets) -> Result<Selection<'
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::request::NameFilter;
     use serde_json::json;
@@ -101,7 +139,8 @@ mod tests {
         serde_json::from_value(v).expect("valid targets")
     }
 
-    fn acct(id: &str, name: &str, status: AccountStatus, ous: &[&str], tags: &[(&str, &str)]) -> Account {
+    /// A test account (also for `rules`' tests).
+    pub(crate) fn acct(id: &str, name: &str, status: AccountStatus, ous: &[&str], tags: &[(&str, &str)]) -> Account {
         Account {
             id: id.parse().unwrap(),
             name: name.into(),

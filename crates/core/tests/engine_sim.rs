@@ -196,8 +196,9 @@ async fn conflicting_operation_from_another_tool_is_retried() {
     let req = request(Operation::Assign, "*");
     let plan = plan_run(&env.services, &req, &PlannerConfig::default()).await.unwrap();
     // Another tool starts an operation on the first target just before us.
-    let victim = plan.batches[0].items[0].account_id.clone();
-    let mut other = plan.assignment_key(&victim);
+    let victim_item = plan.batches[0].items[0].clone();
+    let victim = victim_item.account_id.clone();
+    let mut other = plan.assignment_key(&victim_item);
     other.permission_set_arn = env.sim.resolve_permission_set_quiet("ReadOnlyAccess").unwrap();
     env.sim.create_assignment(&other).await.unwrap();
     let summary = execute(&env.services, &plan, EngineOptions { jitter_seed: 1, ..Default::default() }, None).await.unwrap();

@@ -142,6 +142,7 @@ fn accepted_result(run_id: &str, account_id: AccountId, request_id: &str) -> Acc
         account_name: account_id.to_string(),
         account_id,
         action: Action::Create,
+        pair: 0,
         outcome: Outcome::TimedOut,
         request_id: Some(request_id.into()),
         reason: None,

@@ -17,7 +17,7 @@ use sso_fanout_core::request::{PermissionSetRef, PrincipalRef};
 
 /// (account, permission set, principal): one assignment as the simulated instance holds it.
 type Assignment = (AccountId, PermissionSetArn, PrincipalId);
-use sso_fanout_core::ports::{AssignmentOps, Directory, OrgDirectory, RequestGate};
+use sso_fanout_core::ports::{AssignmentOps, Directory, OrgDirectory, PrincipalAssignments, RequestGate};
 use sso_fanout_core::tiers::{AwsLimits, LatencyModel};
 use async_trait::async_trait;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
@@ -67,6 +67,10 @@ pub struct SimConfig {
     pub org_page_size: usize,
     /// Whether `ListAccountAssignmentCreationStatus`-style listing works (moto lacks it).
     pub supports_status_listing: bool,
+    /// Serve every permission set and group of `org` (8 and 10) instead of the original 3 and 3.
+    /// Resolving a permission set by name lists and describes every one, so the larger
+    /// directory costs more calls per plan; the published figures use the original one.
+    pub extended_directory: bool,
 }
 
 impl SimConfig {
@@ -84,6 +88,7 @@ impl SimConfig {
             org_requests_per_second: 20.0,
             org_page_size: 20,
             supports_status_listing: true,
+            extended_directory: false,
         }
     }
 
@@ -190,8 +195,7 @@ pub struct SimCloud {
 impl SimCloud {
     pub fn new(config: SimConfig) -> SimCloud {
         let org = org::generate(&org::OrgSpec { accounts: config.accounts, seed: config.seed, suspended_fraction: config.suspended_fraction });
-        let permission_sets = org::permission_sets();
-        let principals = org::principals();
+        let (permission_sets, principals) = org::directory(config.extended_directory);
         let mut rng = SmallRng::seed_from_u64(config.seed);
         let mut assignments = HashSet::new();
         for a in org.accounts.iter().filter(|a| a.id != org.management_account_id) {
@@ -456,6 +460,10 @@ fn mix(seed: u64, account: &str, salt: u64) -> u64 {
     h
 }
 
+/// Assignments per page of the assignment listings (ListAccountAssignmentsForPrincipal's
+/// largest `MaxResults`).
+const LIST_PAGE_SIZE: usize = 100;
+
 /// The simulator's region name: its scope never equals a real one.
 pub const SIM_REGION: &str = "sim";
 
@@ -552,11 +560,26 @@ impl Directory for SimCloud {
                 .collect()
         };
         // ListAccountAssignmentsForPrincipal returns up to 100 per page.
-        let pages = found.len().div_ceil(100).max(1);
+        let pages = found.len().div_ceil(LIST_PAGE_SIZE).max(1);
         for _ in 0..pages {
             self.lookup_call("ListAccountAssignmentsForPrincipal", |_, _| Ok(())).await?;
         }
         Ok(found)
+    }
+
+    async fn principal_assignments(&self, principal: &Principal) -> Result<PrincipalAssignments> {
+        // What the instance holds when the first page's request arrives; one more request per
+        // further 100 assignments.
+        let assignments: BTreeSet<(AccountId, PermissionSetArn)> = self
+            .lookup_call("ListAccountAssignmentsForPrincipal", |s, _| {
+                Ok(s.assignments.iter().filter(|(_, _, p)| p == &principal.id).map(|(a, ps, _)| (a.clone(), ps.clone())).collect())
+            })
+            .await?;
+        let pages = assignments.len().div_ceil(LIST_PAGE_SIZE).max(1);
+        for _ in 1..pages {
+            self.lookup_call("ListAccountAssignmentsForPrincipal", |_, _| Ok(())).await?;
+        }
+        Ok(PrincipalAssignments { assignments, pages: pages as u32 })
     }
 }
 
@@ -704,6 +727,42 @@ impl SimCloud {
         SimCloud::the_instance()
     }
 
+    /// Creates an assignment out of band, as someone in the console would: at once, no call
+    /// spent or counted, no operation recorded. `Ok(false)` if it was already held. Unknown
+    /// account, permission set or principal: `NotFound`.
+    pub fn put_assignment_out_of_band(
+        &self,
+        account_id: &AccountId,
+        permission_set_arn: &PermissionSetArn,
+        principal_id: &PrincipalId,
+    ) -> Result<bool> {
+        if !self.org.accounts.iter().any(|a| &a.id == account_id) {
+            return Err(FanoutError::not_found("account", account_id.as_str(), "not in the simulated organization"));
+        }
+        if !self.permission_sets.iter().any(|p| &p.arn == permission_set_arn) {
+            return Err(FanoutError::not_found("permission set", permission_set_arn.as_str(), "not on the simulated instance"));
+        }
+        if !self.principals.iter().any(|p| &p.id == principal_id) {
+            return Err(FanoutError::not_found("principal", principal_id.as_str(), "not in the simulated identity store"));
+        }
+        let mut s = self.state.lock().expect("sim");
+        self.settle(&mut s, Instant::now());
+        Ok(s.assignments.insert((account_id.clone(), permission_set_arn.clone(), principal_id.clone())))
+    }
+
+    /// Deletes an assignment out of band, as someone in the console would: at once, no call
+    /// spent or counted, no operation recorded. `false` if it was not held.
+    pub fn remove_assignment_out_of_band(
+        &self,
+        account_id: &AccountId,
+        permission_set_arn: &PermissionSetArn,
+        principal_id: &PrincipalId,
+    ) -> bool {
+        let mut s = self.state.lock().expect("sim");
+        self.settle(&mut s, Instant::now());
+        s.assignments.remove(&(account_id.clone(), permission_set_arn.clone(), principal_id.clone()))
+    }
+
     /// Every assignment held now (no call spent): (account, permission set ARN, principal id).
     pub fn assignments_now(&self) -> Vec<(AccountId, PermissionSetArn, PrincipalId)> {
         let mut s = self.state.lock().expect("sim");
@@ -718,6 +777,83 @@ impl SimCloud {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    /// A `RequestGate` that admits at once and counts.
+    #[derive(Default)]
+    struct CountingGate(std::sync::atomic::AtomicU32);
+
+    #[async_trait]
+    impl RequestGate for CountingGate {
+        async fn admit(&self) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Every (account, permission set) of the principal, whatever the permission set; one
+    /// counted, gated ListAccountAssignmentsForPrincipal per 100 assignments (at least one).
+    #[tokio::test(start_paused = true)]
+    async fn principal_assignments_lists_every_permission_set_one_call_per_100() {
+        let sim = SimCloud::new(SimConfig { call_latency_ms: (0, 0), ..SimConfig::clean(150, 1) });
+        let gate = Arc::new(CountingGate::default());
+        sim.gate_lookups(gate.clone());
+        let (admins, developers) = (sim.principals()[0].clone(), sim.principals()[1].clone());
+        let (admin_ps, ro_ps) = (sim.permission_sets()[0].arn.clone(), sim.permission_sets()[1].arn.clone());
+        let members: Vec<AccountId> =
+            sim.org().accounts.iter().filter(|a| a.id != sim.org().management_account_id).map(|a| a.id.clone()).collect();
+        let mut expected = BTreeSet::new();
+        for (i, account) in members.iter().enumerate() {
+            assert!(sim.put_assignment_out_of_band(account, &admin_ps, &admins.id).unwrap());
+            expected.insert((account.clone(), admin_ps.clone()));
+            if i % 5 == 0 {
+                assert!(sim.put_assignment_out_of_band(account, &ro_ps, &admins.id).unwrap());
+                expected.insert((account.clone(), ro_ps.clone()));
+            }
+        }
+        assert_eq!(expected.len(), 180);
+        // Another principal's assignment is not listed.
+        sim.put_assignment_out_of_band(&members[0], &admin_ps, &developers.id).unwrap();
+
+        let found = sim.principal_assignments(&admins).await.unwrap();
+        assert_eq!(found, PrincipalAssignments { assignments: expected, pages: 2 });
+        assert_eq!(sim.counters().calls["ListAccountAssignmentsForPrincipal"], 2);
+        assert_eq!(gate.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+        // Nothing held: one page, empty.
+        let alice = sim.principals().iter().find(|p| p.name.as_deref() == Some("alice")).unwrap().clone();
+        assert_eq!(sim.principal_assignments(&alice).await.unwrap(), PrincipalAssignments { assignments: BTreeSet::new(), pages: 1 });
+        assert_eq!(sim.counters().calls["ListAccountAssignmentsForPrincipal"], 3);
+    }
+
+    /// Out-of-band changes (the console): at once, no call spent, seen by the next listing.
+    #[tokio::test(start_paused = true)]
+    async fn assignments_change_out_of_band_without_a_call() {
+        let sim = SimCloud::new(SimConfig { call_latency_ms: (0, 0), ..SimConfig::clean(5, 1) });
+        let (group, ps) = (sim.principals()[0].id.clone(), sim.permission_sets()[2].arn.clone());
+        let account = sim.org().accounts[1].id.clone();
+        assert!(!sim.has_assignment(&account, &ps, &group));
+        assert!(sim.put_assignment_out_of_band(&account, &ps, &group).unwrap());
+        assert!(!sim.put_assignment_out_of_band(&account, &ps, &group).unwrap(), "already held");
+        assert!(sim.has_assignment(&account, &ps, &group));
+        assert_eq!(sim.assignments_now(), vec![(account.clone(), ps.clone(), group.clone())]);
+        assert!(sim.remove_assignment_out_of_band(&account, &ps, &group));
+        assert!(!sim.remove_assignment_out_of_band(&account, &ps, &group), "already gone");
+        assert!(sim.assignments_now().is_empty());
+        assert_eq!(sim.counters().sso_admin_calls(), 0);
+        assert!(sim.operations().is_empty());
+
+        let unknown_account: AccountId = "999999999999".parse().unwrap();
+        let e = sim.put_assignment_out_of_band(&unknown_account, &ps, &group).unwrap_err();
+        assert!(matches!(&e, FanoutError::NotFound { what, .. } if what == "account"), "{e:?}");
+        let unknown_ps: PermissionSetArn = "arn:aws:sso:::permissionSet/ssoins-7223000000000001/ps-00000000000000ff".parse().unwrap();
+        let e = sim.put_assignment_out_of_band(&account, &unknown_ps, &group).unwrap_err();
+        assert!(matches!(&e, FanoutError::NotFound { what, .. } if what == "permission set"), "{e:?}");
+
+        // A revoke of an assignment deleted out of band is NotFound, as on AWS.
+        sim.put_assignment_out_of_band(&account, &ps, &group).unwrap();
+        sim.remove_assignment_out_of_band(&account, &ps, &group);
+        let key = AssignmentKey { account_id: account, permission_set_arn: ps, principal_type: PrincipalType::Group, principal_id: group };
+        assert!(matches!(sim.delete_assignment(&key).await.unwrap_err(), FanoutError::NotFound { .. }));
+    }
 
     /// The sliding-window audit catches what a token bucket lets through: 20 calls at once
     /// (the bucket is full) and 10 more within the same second (refilled tokens) are 30

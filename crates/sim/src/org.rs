@@ -22,9 +22,32 @@ pub const OUS: &[(&str, &str, &str)] = &[
     ("ou-sim0-shared00", ROOT_ID, "Shared"),
 ];
 
-pub const GROUPS: &[&str] = &["PlatformAdmins", "Developers", "Auditors"];
+/// Groups, then users, in `principals()`'s order. The first three groups and the users are the
+/// original ones (tests and benches rely on their names, ids and order); later ones are appended.
+pub const GROUPS: &[&str] = &[
+    "PlatformAdmins",
+    "Developers",
+    "Auditors",
+    "SecurityTeam",
+    "NetworkTeam",
+    "DataEngineers",
+    "Support",
+    "FinOps",
+    "OnCall",
+    "Contractors",
+];
 pub const USERS: &[&str] = &["alice", "bob"];
-pub const PERMISSION_SETS: &[&str] = &["AdministratorAccess", "ReadOnlyAccess", "PowerUserAccess"];
+/// The first three are the original ones (same names, ARNs and order); later ones are appended.
+pub const PERMISSION_SETS: &[&str] = &[
+    "AdministratorAccess",
+    "ReadOnlyAccess",
+    "PowerUserAccess",
+    "BillingAccess",
+    "SecurityAudit",
+    "NetworkAdmin",
+    "DatabaseAdmin",
+    "SupportUser",
+];
 
 #[derive(Debug, Clone)]
 pub struct OrgSpec {
@@ -101,8 +124,34 @@ pub fn generate(spec: &OrgSpec) -> OrgSnapshot {
 /// `o-sim` + 7 hex digits of (size, seed): each simulated organization is an organization of
 /// its own, so a cache or latency history kept for one is never used for another.
 pub fn organization_id(spec: &OrgSpec) -> String {
-    let mixed = (spec.accounts as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ spec.seed.rotate_left(29);
-    format!("o-sim{:07x}", (mixed ^ (mixed >> 32)) & 0x0fff_ffff)
+    // splitmix64 of (size, seed): every bit of both reaches the 28 bits kept (seeds 1-7 of one
+    // size once all gave the same id).
+    let mut z = (spec.accounts as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ spec.seed.wrapping_add(0x632b_e59b_d9b4_e019);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    format!("o-sim{:07x}", z & 0x0fff_ffff)
+}
+
+/// Permission sets and groups of the simulator's original small directory (what `--sim N`
+/// serves unless `SimConfig::extended_directory`): the first entries of the lists above.
+pub const ORIGINAL_PERMISSION_SETS: usize = 3;
+pub const ORIGINAL_GROUPS: usize = 3;
+
+/// The directory a simulated instance serves: the original one, or every permission set and
+/// group above (multi-rule documents, the `reconcile` bench).
+pub fn directory(extended: bool) -> (Vec<PermissionSet>, Vec<Principal>) {
+    let mut sets = permission_sets();
+    let mut principals = principals();
+    if !extended {
+        sets.truncate(ORIGINAL_PERMISSION_SETS);
+        let mut groups = 0;
+        principals.retain(|p| p.kind == PrincipalType::User || {
+            groups += 1;
+            groups <= ORIGINAL_GROUPS
+        });
+    }
+    (sets, principals)
 }
 
 pub fn permission_sets() -> Vec<PermissionSet> {
@@ -124,4 +173,45 @@ pub fn principals() -> Vec<Principal> {
         .map(|(i, g)| Principal { kind: PrincipalType::Group, id: uuid(i + 1), name: Some(g.to_string()) })
         .chain(USERS.iter().enumerate().map(|(i, u)| Principal { kind: PrincipalType::User, id: uuid(100 + i), name: Some(u.to_string()) }))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// Names, ids and order of the original permission sets and principals never change (tests
+    /// and benches rely on them); added ones come after them, every id unique.
+    #[test]
+    fn the_original_names_and_ids_stay_and_added_ones_come_after() {
+        let sets = permission_sets();
+        let original_sets: Vec<(&str, &str)> = sets.iter().take(3).map(|p| (p.name.as_str(), p.arn.as_str())).collect();
+        assert_eq!(
+            original_sets,
+            vec![
+                ("AdministratorAccess", "arn:aws:sso:::permissionSet/ssoins-7223000000000001/ps-00000000000000a0"),
+                ("ReadOnlyAccess", "arn:aws:sso:::permissionSet/ssoins-7223000000000001/ps-00000000000000a1"),
+                ("PowerUserAccess", "arn:aws:sso:::permissionSet/ssoins-7223000000000001/ps-00000000000000a2"),
+            ]
+        );
+        assert_eq!(sets.len(), 8);
+        let principals = principals();
+        let named = |name: &str| principals.iter().find(|p| p.name.as_deref() == Some(name)).unwrap();
+        assert_eq!(principals[0].name.as_deref(), Some("PlatformAdmins"));
+        for (name, kind, id) in [
+            ("PlatformAdmins", PrincipalType::Group, "90670001-0000-4000-8000-000000000001"),
+            ("Developers", PrincipalType::Group, "90670002-0000-4000-8000-000000000002"),
+            ("Auditors", PrincipalType::Group, "90670003-0000-4000-8000-000000000003"),
+            ("alice", PrincipalType::User, "90670064-0000-4000-8000-000000000064"),
+            ("bob", PrincipalType::User, "90670065-0000-4000-8000-000000000065"),
+        ] {
+            assert_eq!((named(name).kind, named(name).id.as_str()), (kind, id), "{name}");
+        }
+        let groups: Vec<&str> = principals.iter().filter(|p| p.kind == PrincipalType::Group).filter_map(|p| p.name.as_deref()).collect();
+        assert_eq!(groups.len(), 10);
+        assert_eq!(groups[..3], ["PlatformAdmins", "Developers", "Auditors"]);
+        assert_eq!(sets.iter().map(|p| p.arn.clone()).collect::<BTreeSet<_>>().len(), sets.len());
+        assert_eq!(sets.iter().map(|p| p.name.clone()).collect::<BTreeSet<_>>().len(), sets.len());
+        assert_eq!(principals.iter().map(|p| p.id.clone()).collect::<BTreeSet<_>>().len(), principals.len());
+    }
 }

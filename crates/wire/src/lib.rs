@@ -16,7 +16,10 @@
 //!
 //! `GET /_sim/stats` answers the counters as JSON (see [`Emulator::stats`]);
 //! `GET /_sim/assignments` lists the assignments held now (no quota spent); `GET /_sim/requests`
-//! every request received with its arrival time.
+//! every request received with its arrival time. `POST /_sim/assignments` / `DELETE
+//! /_sim/assignments` with `{"AccountId", "PermissionSetArn", "PrincipalId"}` create / delete
+//! one assignment out of band, as someone in the console would (at once, no quota spent; see
+//! [`Emulator::change_out_of_band`]).
 
 mod services;
 
@@ -214,6 +217,31 @@ impl Emulator {
         json!({ "AccountAssignments": all })
     }
 
+    /// `POST` (`add`) / `DELETE /_sim/assignments`: creates or deletes the assignment `input`
+    /// names (`AccountId`, `PermissionSetArn`, `PrincipalId`) out of band, at once, without
+    /// spending the quota. Answers `{"changed": bool}` (false: it already was / was not held).
+    pub fn change_out_of_band(&self, add: bool, input: &Value) -> Result<Value, WireError> {
+        fn field<T: sso_fanout_core::ids::Identifier>(input: &Value, name: &str) -> Result<T, WireError> {
+            let text = input
+                .get(name)
+                .and_then(Value::as_str)
+                .ok_or_else(|| WireError::validation(format!("{name} is required")))?;
+            T::parse_id(text).map_err(|e| WireError::validation(format!("{name}: {e}")))
+        }
+        let account = field(input, "AccountId")?;
+        let permission_set = field(input, "PermissionSetArn")?;
+        let principal = field(input, "PrincipalId")?;
+        let changed = if add {
+            self.sim
+                .put_assignment_out_of_band(&account, &permission_set, &principal)
+                .map_err(WireError::from)?
+        } else {
+            self.sim
+                .remove_assignment_out_of_band(&account, &permission_set, &principal)
+        };
+        Ok(json!({ "changed": changed }))
+    }
+
     /// Answers one AWS JSON 1.1 request (`target` = the `X-Amz-Target` header).
     pub async fn call(&self, target: &str, input: &Value) -> Result<Value, WireError> {
         let (service, operation) = target.split_once('.').unwrap_or((target, ""));
@@ -247,6 +275,8 @@ impl Emulator {
                 ),
             });
         }
+        let out_of_band = parts.uri.path() == "/_sim/assignments"
+            && (parts.method == Method::POST || parts.method == Method::DELETE);
         let target = parts
             .headers
             .get("x-amz-target")
@@ -277,6 +307,18 @@ impl Emulator {
                 }
             }
         };
+        if out_of_band {
+            return Ok(
+                match self.change_out_of_band(parts.method == Method::POST, &input) {
+                    Ok(v) => reply(200, "application/json", &v),
+                    Err(e) => reply(
+                        e.status,
+                        "application/json",
+                        &json!({"__type": e.code, "message": e.message}),
+                    ),
+                },
+            );
+        }
         let answer = self.call(&target, &input).await;
         let (lo, hi) = self.call_latency_ms;
         if hi > 0 {

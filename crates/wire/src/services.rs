@@ -377,19 +377,25 @@ fn sso_admin_body(
         "ListAccountAssignmentsForPrincipal" => {
             let principal = string(input, "PrincipalId")?;
             let kind = principal_type(string(input, "PrincipalType")?)?;
+            // Without a Filter: every account and every permission set of the principal.
             let only_account = input.pointer("/Filter/AccountId").and_then(Value::as_str);
             let items = adm
                 .assignments()
                 .iter()
-                .filter(|(a, _, who)| who.as_str() == principal && only_account.is_none_or(|o| o == a.as_str()))
+                .filter(|(a, _, who)| {
+                    who.as_str() == principal
+                        && kind_of(emu, who) == kind.as_str()
+                        && only_account.is_none_or(|o| o == a.as_str())
+                })
                 .map(|(a, p, who)| json!({"AccountId": a.as_str(), "PermissionSetArn": p.as_str(), "PrincipalId": who.as_str(), "PrincipalType": kind.as_str()}))
                 .collect();
+            // MaxResults is 1-100 in the service model.
             paged(
                 "AccountAssignments",
                 items,
                 input,
                 100,
-                1000,
+                100,
                 "ValidationException",
             )
         }

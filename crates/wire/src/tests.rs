@@ -23,6 +23,11 @@ async fn http(addr: SocketAddr, method: &str, target: Option<&str>, body: &str) 
     } else {
         req
     };
+    exchange(&mut s, &req).await
+}
+
+/// Sends one raw request, reads the whole answer: (status, JSON body or Null).
+async fn exchange(s: &mut tokio::net::TcpStream, req: &str) -> (u16, Value) {
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
@@ -173,5 +178,121 @@ async fn organizations_and_identity_store_paginate() {
         .await
         .unwrap_err();
     assert_eq!(err.code, "ParentNotFoundException");
+    server.stop().await;
+}
+
+/// Without a Filter, ListAccountAssignmentsForPrincipal answers every account and every
+/// permission set of the principal, 100 per page with NextToken (MaxResults at most 100).
+#[tokio::test]
+async fn assignments_for_principal_list_every_permission_set_with_next_token() {
+    let server = Server::start(quick(120), 0).await.unwrap();
+    let e = server.emulator();
+    let sim = e.sim();
+    let arn = sim.instance_info().instance_arn;
+    let group = sim.principals()[0].id.clone();
+    let (admin, read_only) = (
+        sim.permission_sets()[0].arn.clone(),
+        sim.permission_sets()[1].arn.clone(),
+    );
+    let mut expected = std::collections::BTreeSet::new();
+    for (i, account) in sim.org().accounts.iter().skip(1).enumerate() {
+        sim.put_assignment_out_of_band(&account.id, &admin, &group)
+            .unwrap();
+        expected.insert((account.id.as_str().to_string(), admin.as_str().to_string()));
+        if i % 4 == 0 {
+            sim.put_assignment_out_of_band(&account.id, &read_only, &group)
+                .unwrap();
+            expected.insert((
+                account.id.as_str().to_string(),
+                read_only.as_str().to_string(),
+            ));
+        }
+    }
+    assert_eq!(expected.len(), 150);
+    // Another principal's assignment is not listed.
+    sim.put_assignment_out_of_band(&sim.org().accounts[1].id, &admin, &sim.principals()[1].id)
+        .unwrap();
+
+    let target = "SWBExternalService.ListAccountAssignmentsForPrincipal";
+    let ask = |token: Option<String>| {
+        let mut input = json!({"InstanceArn": arn, "PrincipalId": group.as_str(), "PrincipalType": "GROUP", "MaxResults": 1000});
+        if let Some(t) = token {
+            input["NextToken"] = json!(t);
+        }
+        input
+    };
+    let mut listed = std::collections::BTreeSet::new();
+    let mut pages = vec![];
+    let mut token = None;
+    loop {
+        let page = e.call(target, &ask(token)).await.unwrap();
+        let items = page["AccountAssignments"].as_array().unwrap();
+        pages.push(items.len());
+        for a in items {
+            assert_eq!((a["PrincipalId"].as_str(), a["PrincipalType"].as_str()), (Some(group.as_str()), Some("GROUP")));
+            listed.insert((
+                a["AccountId"].as_str().unwrap().to_string(),
+                a["PermissionSetArn"].as_str().unwrap().to_string(),
+            ));
+        }
+        match page["NextToken"].as_str() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, vec![100, 50]);
+    assert_eq!(listed, expected);
+
+    // With the account filter: that account's permission sets only.
+    let one = sim.org().accounts[1].id.as_str().to_string();
+    let filtered = e
+        .call(target, &json!({"InstanceArn": arn, "PrincipalId": group.as_str(), "PrincipalType": "GROUP", "Filter": {"AccountId": one}}))
+        .await
+        .unwrap();
+    assert_eq!(filtered["AccountAssignments"].as_array().unwrap().len(), 2, "{filtered}");
+    // The group's id asked as a USER: nothing.
+    let as_user = e
+        .call(target, &json!({"InstanceArn": arn, "PrincipalId": group.as_str(), "PrincipalType": "USER"}))
+        .await
+        .unwrap();
+    assert_eq!(as_user["AccountAssignments"], json!([]));
+    assert_eq!(e.stats()["calls"]["ListAccountAssignmentsForPrincipal"], 4);
+    server.stop().await;
+}
+
+/// One raw HTTP/1.1 request to a `/_sim/` path; (status, body).
+async fn sim_http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    exchange(&mut s, &req).await
+}
+
+/// `POST` / `DELETE /_sim/assignments`: out-of-band changes over HTTP, no quota spent.
+#[tokio::test]
+async fn assignments_change_out_of_band_over_http() {
+    let server = Server::start(quick(3), 0).await.unwrap();
+    let a = server.addr;
+    let sim = server.emulator().sim();
+    let (account, ps, group) = (
+        sim.org().accounts[1].id.clone(),
+        sim.permission_sets()[2].arn.clone(),
+        sim.principals()[0].id.clone(),
+    );
+    let body = json!({"AccountId": account.as_str(), "PermissionSetArn": ps.as_str(), "PrincipalId": group.as_str()}).to_string();
+    assert_eq!(sim_http(a, "POST", "/_sim/assignments", &body).await, (200, json!({"changed": true})));
+    assert_eq!(sim_http(a, "POST", "/_sim/assignments", &body).await, (200, json!({"changed": false})));
+    assert!(sim.has_assignment(&account, &ps, &group));
+    let (st, listed) = sim_http(a, "GET", "/_sim/assignments", "").await;
+    assert_eq!(st, 200);
+    assert_eq!(listed["AccountAssignments"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(sim_http(a, "DELETE", "/_sim/assignments", &body).await, (200, json!({"changed": true})));
+    assert_eq!(sim_http(a, "DELETE", "/_sim/assignments", &body).await, (200, json!({"changed": false})));
+    assert!(sim.assignments_now().is_empty());
+    let unknown = json!({"AccountId": "999999999999", "PermissionSetArn": ps.as_str(), "PrincipalId": group.as_str()}).to_string();
+    let (st, err) = sim_http(a, "POST", "/_sim/assignments", &unknown).await;
+    assert_eq!((st, err["__type"].as_str()), (400, Some("ResourceNotFoundException")), "{err}");
+    let (st, err) = sim_http(a, "POST", "/_sim/assignments", "{}").await;
+    assert_eq!((st, err["__type"].as_str()), (400, Some("ValidationException")), "{err}");
+    assert_eq!(sim.counters().sso_admin_calls(), 0);
     server.stop().await;
 }

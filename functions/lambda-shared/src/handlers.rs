@@ -5,18 +5,19 @@ use serde_json::Value;
 use sso_fanout_core::contract::{BatchOutcome, BatchRef, PlannerOutput, ReporterInput, WorkerOutput};
 use sso_fanout_core::engine::EngineOptions;
 use sso_fanout_core::model::Outcome;
-use sso_fanout_core::pipeline::{plan_run, report_run, run_stored_batch, Services};
+use sso_fanout_core::pipeline::{plan_input, report_run, run_stored_batch, Services};
 use sso_fanout_core::planner::PlannerConfig;
 use sso_fanout_core::report::{BatchFailure, RunSummary};
-use sso_fanout_core::request::RunRequest;
+use sso_fanout_core::request::RunInput;
 use sso_fanout_core::{FanoutError, Result};
 
-/// Planner: the execution input is the run request.
+/// Planner: the execution input is the run request, a rules document (`{"rules": ...}`) or a
+/// reconcile of a stored one (`{"reconcile": "name"}`).
 pub async fn plan(services: &Services, config: &PlannerConfig, event: Value) -> Result<PlannerOutput> {
-    let request = RunRequest::from_value(event)?;
-    let plan = plan_run(services, &request, config).await?;
+    let input = RunInput::from_value(event)?;
+    let plan = plan_input(services, &input, config).await?;
     tracing::info!(run_id = %plan.run_id, changes = plan.changes(), skipped = plan.skipped.len(),
-        batches = plan.batches.len(), estimate_s = plan.estimate.seconds, dry_run = request.dry_run, "planned");
+        batches = plan.batches.len(), estimate_s = plan.estimate.seconds, dry_run = input.dry_run(), "planned");
     Ok(PlannerOutput::of(&plan))
 }
 

@@ -1,8 +1,8 @@
 //! In-memory store for tests and simulator runs.
 
-use super::{supersedes, AccountCache, LatencyHistory, RunLog, RunRecord, RunStatus};
+use super::{supersedes, AccountCache, DocumentStore, LatencyHistory, RunLog, RunRecord, RunStatus};
+use crate::desired::StoredDocument;
 use crate::error::{FanoutError, Result};
-use crate::ids::AccountId;
 use crate::model::{AccountResult, OrgSnapshot, Scope};
 use crate::report::RunSummary;
 use async_trait::async_trait;
@@ -18,8 +18,10 @@ pub struct MemoryStore {
 struct Inner {
     orgs: BTreeMap<String, OrgSnapshot>,
     runs: BTreeMap<String, RunRecord>,
-    results: BTreeMap<(String, AccountId), AccountResult>,
+    results: BTreeMap<(String, String), AccountResult>,
     latencies: BTreeMap<String, Vec<u64>>,
+    /// By (scope key, name).
+    documents: BTreeMap<(String, String), StoredDocument>,
 }
 
 impl MemoryStore {
@@ -71,7 +73,7 @@ impl RunLog for MemoryStore {
 
     async fn put_result(&self, result: &AccountResult) -> Result<()> {
         let mut inner = self.inner.lock().expect("store");
-        let key = (result.run_id.clone(), result.account_id.clone());
+        let key = (result.run_id.clone(), result.key());
         if inner.results.get(&key).is_none_or(|old| supersedes(result, old)) {
             inner.results.insert(key, result.clone());
         }
@@ -95,5 +97,22 @@ impl LatencyHistory for MemoryStore {
     async fn add_latency_samples(&self, scope: &Scope, samples: &[u64]) -> Result<()> {
         self.inner.lock().expect("store").latencies.entry(scope.key()).or_default().extend_from_slice(samples);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl DocumentStore for MemoryStore {
+    async fn put_document(&self, scope: &Scope, document: &StoredDocument) -> Result<()> {
+        self.inner.lock().expect("store").documents.insert((scope.key(), document.name.clone()), document.clone());
+        Ok(())
+    }
+
+    async fn document(&self, scope: &Scope, name: &str) -> Result<Option<StoredDocument>> {
+        Ok(self.inner.lock().expect("store").documents.get(&(scope.key(), name.to_string())).cloned())
+    }
+
+    async fn documents(&self, scope: &Scope) -> Result<Vec<StoredDocument>> {
+        let key = scope.key();
+        Ok(self.inner.lock().expect("store").documents.iter().filter(|((s, _), _)| *s == key).map(|(_, d)| d.clone()).collect())
     }
 }

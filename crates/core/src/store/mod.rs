@@ -11,6 +11,7 @@ pub use memory::MemoryStore;
 pub use memory_ledger::{Applied, LedgerState, MemoryLedger};
 
 use crate::error::Result;
+use crate::desired::StoredDocument;
 use crate::model::{AccountResult, OrgSnapshot, Scope};
 use crate::plan::Plan;
 use crate::report::RunSummary;
@@ -72,10 +73,21 @@ pub trait LatencyHistory: Send + Sync {
     async fn add_latency_samples(&self, scope: &Scope, samples: &[u64]) -> Result<()>;
 }
 
-/// Everything a store keeps; what backends build (each step takes only the part it uses).
-pub trait RunStore: AccountCache + RunLog + LatencyHistory {}
+/// Rules documents stored under a name per scope (what `{"reconcile": name}` applies again).
+/// A document applied in one organization is never reconciled in another.
+#[async_trait]
+pub trait DocumentStore: Send + Sync {
+    /// Stores `document` under its name, replacing the one stored before.
+    async fn put_document(&self, scope: &Scope, document: &StoredDocument) -> Result<()>;
+    async fn document(&self, scope: &Scope, name: &str) -> Result<Option<StoredDocument>>;
+    /// Every stored document of `scope`, by name.
+    async fn documents(&self, scope: &Scope) -> Result<Vec<StoredDocument>>;
+}
 
-impl<T: AccountCache + RunLog + LatencyHistory + ?Sized> RunStore for T {}
+/// Everything a store keeps; what backends build (each step takes only the part it uses).
+pub trait RunStore: AccountCache + RunLog + LatencyHistory + DocumentStore {}
+
+impl<T: AccountCache + RunLog + LatencyHistory + DocumentStore + ?Sized> RunStore for T {}
 
 /// Provisioning latencies kept per scope: what the planner learns its latency model from.
 pub const LATENCY_SAMPLES_KEPT: usize = 500;

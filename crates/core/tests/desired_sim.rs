@@ -1,0 +1,295 @@
+//! Desired state on the simulated Identity Center (paused clock): a rules document planned,
+//! applied, planned again; out-of-band changes found and reconciled; prune only inside
+//! `managed`, never past `maxDeletes`; saved plans; stored documents; one operation per account.
+
+use sso_fanout_core::desired::{RulesRequest, DEFAULT_MAX_DELETES};
+use sso_fanout_core::engine::EngineOptions;
+use sso_fanout_core::error::FanoutError;
+use sso_fanout_core::ids::{AccountId, PermissionSetArn, PrincipalId};
+use sso_fanout_core::model::{Action, Operation};
+use sso_fanout_core::pipeline::{execute, plan_input, plan_saved, Services};
+use sso_fanout_core::plan::Plan;
+use sso_fanout_core::planner::PlannerConfig;
+use sso_fanout_core::report::RunOutcome;
+use sso_fanout_core::request::RunInput;
+use sso_fanout_core::rules::RulesDocument;
+use sso_fanout_core::store::{DocumentStore, MemoryStore};
+use sso_fanout_sim::{SimCloud, SimConfig};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+struct Env {
+    sim: Arc<SimCloud>,
+    store: Arc<MemoryStore>,
+    services: Services,
+}
+
+fn env(accounts: usize, seed: u64) -> Env {
+    let sim = Arc::new(SimCloud::new(SimConfig { extended_directory: true, ..SimConfig::clean(accounts, seed) }));
+    let store = Arc::new(MemoryStore::new());
+    let services = Services::new(sim.clone(), sim.clone(), store.clone());
+    Env { sim, store, services }
+}
+
+/// Prod admins (OU-recursive, one excluded), dev power users (OU AND tag, two principals),
+/// sandbox read-only (names); `managed` covers all three permission sets for these principals.
+fn document() -> RulesDocument {
+    RulesDocument::parse(
+        r#"
+version: 1
+rules:
+  - id: prod-admins
+    permissionSet: AdministratorAccess
+    principals: [{type: GROUP, name: PlatformAdmins}]
+    targets: [{ous: [ou-sim0-prod0000]}]
+    exclude: [{accounts: ["200000000001"]}]
+  - id: dev-power
+    permissionSet: PowerUserAccess
+    principals: [{type: GROUP, name: Developers}, {type: USER, name: alice}]
+    targets: [{ous: [ou-sim0-dev00000], tags: {team: platform}}]
+  - id: sandbox-read
+    permissionSet: ReadOnlyAccess
+    principals: [{type: GROUP, name: Auditors}]
+    targets: [{names: ["user*-sandbox"]}]
+managed:
+  permissionSets: [AdministratorAccess, PowerUserAccess, ReadOnlyAccess]
+  principals: [{type: GROUP, name: PlatformAdmins}, {type: GROUP, name: Developers}, {type: GROUP, name: Auditors}, {type: USER, name: alice}]
+protectedAccounts: ["200000000002"]
+"#,
+    )
+    .expect("valid document")
+}
+
+fn rules(prune: bool) -> RulesRequest {
+    let mut r = RulesRequest::new(document());
+    r.prune = prune;
+    r
+}
+
+async fn plan(env: &Env, request: &RulesRequest) -> Plan {
+    plan_input(&env.services, &RunInput::Rules(request.clone()).into_dry_run(), &PlannerConfig::in_process()).await.expect("plan")
+}
+
+async fn apply(env: &Env, input: RunInput) -> (Plan, RunOutcome) {
+    let plan = plan_input(&env.services, &input, &PlannerConfig::in_process()).await.expect("plan");
+    let summary = execute(&env.services, &plan, EngineOptions { jitter_seed: 3, ..Default::default() }, None).await.expect("execute");
+    (plan, summary.outcome)
+}
+
+fn arn(sim: &SimCloud, name: &str) -> PermissionSetArn {
+    sim.resolve_permission_set_quiet(name).unwrap()
+}
+
+fn principal(name: &str) -> PrincipalId {
+    sso_fanout_sim::org::principals().into_iter().find(|p| p.name.as_deref() == Some(name)).unwrap().id
+}
+
+fn account(n: u64) -> AccountId {
+    format!("{:012}", 200_000_000_000u64 + n).parse().unwrap()
+}
+
+fn writes(sim: &SimCloud) -> u64 {
+    let c = sim.counters();
+    c.calls.get("CreateAccountAssignment").copied().unwrap_or(0) + c.calls.get("DeleteAccountAssignment").copied().unwrap_or(0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn plan_apply_plan_again_finds_no_drift_and_reads_with_one_listing_per_principal() {
+    let env = env(30, 7);
+    let first = plan(&env, &rules(false)).await;
+    let desired = first.desired.as_ref().unwrap();
+    assert!(desired.has_drift());
+    let by_rule: BTreeMap<&str, usize> = desired.rules.iter().map(|r| (r.id.as_str(), r.missing.len())).collect();
+    // Prod: 12 accounts (ids 1-4, 11-14, 21-24) minus the excluded one; dev platform: 3 per ten x 2 principals.
+    assert_eq!(by_rule["prod-admins"], 11, "{by_rule:?}");
+    assert_eq!(by_rule["dev-power"], 9 * 2, "{by_rule:?}");
+    assert_eq!(by_rule["sandbox-read"], 6, "{by_rule:?}");
+    assert_eq!(writes(&env.sim), 0, "a plan writes nothing");
+    // Four principals are listed, each with one call (few assignments yet).
+    assert_eq!((desired.cost.principals_listed, desired.cost.listing_calls), (4, 4));
+
+    let (applied, outcome) = apply(&env, RunInput::Rules(rules(false))).await;
+    assert_eq!(outcome, RunOutcome::Succeeded);
+    assert_eq!(applied.changes(), 11 + 18 + 6);
+    for item in applied.batches.iter().flat_map(|b| &b.items) {
+        let key = applied.assignment_key(item);
+        assert!(env.sim.has_assignment(&key.account_id, &key.permission_set_arn, &key.principal_id), "{key:?}");
+    }
+    let counters = env.sim.counters();
+    assert_eq!(counters.violations(), 0, "{counters:?}");
+    assert_eq!(counters.conflict_violations, 0, "one operation per account at a time");
+
+    let before = env.sim.counters().calls;
+    let again = plan(&env, &rules(false)).await;
+    assert!(!again.desired.as_ref().unwrap().has_drift(), "{:?}", again.desired);
+    assert_eq!(again.changes(), 0);
+    assert_eq!(again.skipped.len(), 35, "every declared assignment is present");
+    // The state is read with one listing per principal, never per account.
+    let after = env.sim.counters().calls;
+    let spent = |api: &str| after.get(api).copied().unwrap_or(0) - before.get(api).copied().unwrap_or(0);
+    assert_eq!(spent("ListAccountAssignmentsForPrincipal"), 4);
+    assert_eq!(spent("ListAccountAssignments"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_out_of_band_delete_is_drift_and_a_reconcile_of_the_stored_document_restores_it() {
+    let env = env(30, 11);
+    apply(&env, RunInput::Rules(rules(false))).await;
+    let (ps, group) = (arn(&env.sim, "AdministratorAccess"), principal("PlatformAdmins"));
+    assert!(env.sim.remove_assignment_out_of_band(&account(3), &ps, &group));
+    let drift = plan(&env, &rules(false)).await;
+    let missing = &drift.desired.as_ref().unwrap().rules[0].missing;
+    assert_eq!(missing.iter().map(|m| m.account_id.clone()).collect::<Vec<_>>(), vec![account(3)]);
+
+    // A schedule sends {"reconcile": "default"}: the stored document is applied again.
+    let reconcile = RunInput::from_value(serde_json::json!({"reconcile": "default"})).unwrap();
+    let (plan, outcome) = apply(&env, reconcile).await;
+    assert_eq!((plan.changes(), outcome), (1, RunOutcome::Succeeded));
+    assert!(env.sim.has_assignment(&account(3), &ps, &group));
+    let stored = env.store.documents(&plan.scope).await.unwrap();
+    assert_eq!(stored.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["default"]);
+
+    let unknown = RunInput::from_value(serde_json::json!({"reconcile": "baseline"})).unwrap();
+    let e = plan_input(&env.services, &unknown, &PlannerConfig::in_process()).await.unwrap_err();
+    assert!(matches!(e, FanoutError::NotFound { .. }) && e.to_string().contains("baseline") && e.to_string().contains("default"), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn prune_deletes_only_undeclared_assignments_inside_managed_and_never_protected_or_management() {
+    let env = env(30, 5);
+    apply(&env, RunInput::Rules(rules(false))).await;
+    let (admin, read_only, billing) = (arn(&env.sim, "AdministratorAccess"), arn(&env.sim, "ReadOnlyAccess"), arn(&env.sim, "BillingAccess"));
+    let (admins, auditors, finops) = (principal("PlatformAdmins"), principal("Auditors"), principal("FinOps"));
+    let management: AccountId = sso_fanout_sim::org::MANAGEMENT_ACCOUNT_ID.parse().unwrap();
+    let undeclared = [(account(1), admin.clone(), admins.clone()), (account(10), read_only.clone(), auditors.clone())];
+    let outside = [(account(5), billing.clone(), admins.clone()), (account(6), admin.clone(), finops.clone())];
+    let kept = [(account(2), read_only.clone(), auditors.clone()), (management.clone(), admin.clone(), admins.clone())];
+    for (a, ps, p) in undeclared.iter().chain(&outside).chain(&kept) {
+        assert!(env.sim.put_assignment_out_of_band(a, ps, p).unwrap());
+    }
+
+    let report = plan(&env, &rules(false)).await;
+    let d = report.desired.as_ref().unwrap();
+    let listed: BTreeSet<AccountId> = d.undeclared.iter().map(|e| e.account_id.clone()).collect();
+    assert_eq!(listed, BTreeSet::from([account(1), account(10)]));
+    assert_eq!(d.protected.len(), 2, "protected and management undeclared are reported, kept");
+    assert_eq!(report.changes(), 0, "no prune unless asked");
+
+    let (pruned, outcome) = apply(&env, RunInput::Rules(rules(true))).await;
+    assert_eq!(outcome, RunOutcome::Succeeded);
+    assert!(pruned.batches.iter().flat_map(|b| &b.items).all(|i| i.action == Action::Delete));
+    assert_eq!(pruned.changes(), 2);
+    for (a, ps, p) in &undeclared {
+        assert!(!env.sim.has_assignment(a, ps, p), "pruned {a}");
+    }
+    for (a, ps, p) in outside.iter().chain(&kept) {
+        assert!(env.sim.has_assignment(a, ps, p), "outside `managed` or protected: kept in {a}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_prune_past_max_deletes_is_refused_with_nothing_changed() {
+    let env = env(30, 8);
+    apply(&env, RunInput::Rules(rules(false))).await;
+    let (ps, group) = (arn(&env.sim, "ReadOnlyAccess"), principal("Developers"));
+    // Accounts 1-22: 21 deletes, as account 2 is protected.
+    for n in 1..=(DEFAULT_MAX_DELETES as u64 + 2) {
+        env.sim.put_assignment_out_of_band(&account(n), &ps, &group).unwrap();
+    }
+    let before = writes(&env.sim);
+    let e = plan_input(&env.services, &RunInput::Rules(rules(true)), &PlannerConfig::in_process()).await.unwrap_err();
+    assert!(e.to_string().contains("maxDeletes") && e.to_string().contains("21"), "{e}");
+    assert_eq!(writes(&env.sim), before, "refused before any write");
+    assert!(env.store.documents(&env.sim.scope()).await.unwrap().iter().all(|d| !d.request.prune), "the refused document is not stored");
+
+    // The plan shows the refusal; a higher limit lets it run.
+    let shown = plan(&env, &rules(true)).await;
+    assert!(shown.desired.as_ref().unwrap().prune.refused && shown.changes() == 0);
+    let mut allowed = rules(true);
+    allowed.max_deletes = Some(25);
+    let (plan, outcome) = apply(&env, RunInput::Rules(allowed)).await;
+    assert_eq!((plan.changes(), outcome), (21, RunOutcome::Succeeded));
+}
+
+#[tokio::test(start_paused = true)]
+async fn creates_run_before_deletes_and_one_account_never_has_two_operations_at_once() {
+    let env = env(30, 13);
+    // Account 3 moves from "needs admin" to also holding undeclared access: a create and a
+    // delete in one account.
+    let (read_only, auditors) = (arn(&env.sim, "ReadOnlyAccess"), principal("Auditors"));
+    env.sim.put_assignment_out_of_band(&account(3), &read_only, &auditors).unwrap();
+    let (plan, outcome) = apply(&env, RunInput::Rules(rules(true))).await;
+    assert_eq!(outcome, RunOutcome::Succeeded);
+    let chain: Vec<Action> = plan.batches.iter().flat_map(|b| &b.items).filter(|i| i.account_id == account(3)).map(|i| i.action).collect();
+    assert_eq!(chain, [Action::Create, Action::Delete]);
+    let mut by_account: BTreeMap<AccountId, Vec<(f64, f64, Operation)>> = BTreeMap::new();
+    for op in env.sim.operations() {
+        by_account.entry(op.account_id.clone()).or_default().push((op.accepted_s, op.done_s, op.operation));
+    }
+    for (account, mut ops) in by_account {
+        ops.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for pair in ops.windows(2) {
+            assert!(pair[1].0 >= pair[0].1, "{account}: an operation started before the previous one ended: {ops:?}");
+        }
+    }
+    let ops3: Vec<Operation> = env.sim.operations().into_iter().filter(|o| o.account_id == account(3)).map(|o| o.operation).collect();
+    assert_eq!(ops3, [Operation::Assign, Operation::Revoke], "the create first");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_saved_plan_applies_exactly_what_was_reviewed_or_is_refused_when_the_state_moved() {
+    let env = env(30, 17);
+    let reviewed = plan(&env, &rules(false)).await;
+    let saved: Plan = serde_json::from_str(&serde_json::to_string(&reviewed).unwrap()).unwrap();
+    assert_eq!(saved, reviewed, "a plan file reads back as written");
+
+    // Someone assigns one of the declared assignments in the console meanwhile.
+    let (ps, group) = (arn(&env.sim, "AdministratorAccess"), principal("PlatformAdmins"));
+    env.sim.put_assignment_out_of_band(&account(4), &ps, &group).unwrap();
+    let e = plan_saved(&env.services, &saved, &PlannerConfig::in_process()).await.unwrap_err();
+    assert!(e.to_string().contains("1 of its changes are no longer needed"), "{e}");
+    assert_eq!(writes(&env.sim), 0);
+
+    env.sim.remove_assignment_out_of_band(&account(4), &ps, &group);
+    let plan = plan_saved(&env.services, &saved, &PlannerConfig::in_process()).await.unwrap();
+    assert_ne!(plan.run_id, saved.run_id);
+    assert_eq!(sso_fanout_core::desired::change_set(&plan), sso_fanout_core::desired::change_set(&saved));
+    let summary = execute(&env.services, &plan, EngineOptions::default(), None).await.unwrap();
+    assert_eq!(summary.outcome, RunOutcome::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reconcile_restricted_to_one_account_touches_only_it_and_unknown_ids_are_refused() {
+    let env = env(30, 19);
+    apply(&env, RunInput::Rules(rules(false))).await;
+    let (ps, group) = (arn(&env.sim, "AdministratorAccess"), principal("PlatformAdmins"));
+    env.sim.remove_assignment_out_of_band(&account(3), &ps, &group);
+    env.sim.remove_assignment_out_of_band(&account(4), &ps, &group);
+    let only = RunInput::from_value(serde_json::json!({"reconcile": "default", "accounts": ["200000000004"]})).unwrap();
+    let (plan, _) = apply(&env, only).await;
+    assert_eq!(plan.changes(), 1);
+    assert!(env.sim.has_assignment(&account(4), &ps, &group));
+    assert!(!env.sim.has_assignment(&account(3), &ps, &group), "outside the restriction: left for the next full reconcile");
+
+    let unknown = RunInput::from_value(serde_json::json!({"reconcile": "default", "accounts": ["299999999999"]})).unwrap();
+    let e = plan_input(&env.services, &unknown, &PlannerConfig::in_process()).await.unwrap_err();
+    assert!(e.to_string().contains("accounts[0]") && e.to_string().contains("299999999999"), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_names_are_refused_naming_the_rule_before_any_write() {
+    let env = env(30, 23);
+    let mut doc = serde_json::to_value(document()).unwrap();
+    doc["rules"][1]["principals"][1]["name"] = "alicia".into();
+    let input = RunInput::from_value(serde_json::json!({"rules": doc})).unwrap();
+    let e = plan_input(&env.services, &input, &PlannerConfig::in_process()).await.unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("rules[1] (dev-power).principals[1]") && text.contains("alicia"), "{text}");
+    let mut doc = serde_json::to_value(document()).unwrap();
+    doc["managed"]["permissionSets"][0] = "AdminAccess".into();
+    let input = RunInput::from_value(serde_json::json!({"rules": doc})).unwrap();
+    let e = plan_input(&env.services, &input, &PlannerConfig::in_process()).await.unwrap_err();
+    assert!(e.to_string().contains("managed.permissionSets[0]"), "{e}");
+    assert_eq!(writes(&env.sim), 0);
+    assert!(env.store.documents(&env.sim.scope()).await.unwrap().is_empty());
+}
