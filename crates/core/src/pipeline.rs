@@ -77,7 +77,7 @@ pub async fn plan_input(services: &Services, input: &RunInput, config: &PlannerC
                 return Err(FanoutError::not_found(
                     "stored document",
                     &reconcile.reconcile,
-                    format!("apply a document under this name first (`sso-fanout run --rules FILE --name NAME`); stored here: {known}"),
+                    format!("apply a document under this name first (`sso-fanout run --rules FILE --document-name NAME`); stored here: {known}"),
                 ));
             };
             plan_rules(services, &reconcile.apply_to(stored.request), config).await
