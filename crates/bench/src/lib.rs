@@ -3,8 +3,8 @@
 //! delay between chunks, an existence check per account, retries at a fixed base, no status
 //! polling), on the same organization, seed and per-account provisioning latencies.
 
-mod reconcile;
-pub use reconcile::{document as reconcile_document, run_reconcile};
+pub mod reconcile;
+pub use reconcile::run_reconcile;
 
 use sso_fanout_core::engine::EngineOptions;
 use sso_fanout_core::error::{FanoutError, Result};

@@ -82,6 +82,16 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
+    /// Rules documents stored by applied rules runs (what `--reconcile NAME` and the stack's
+    /// schedule apply again), for this organization and instance; with NAME, that document.
+    Documents {
+        /// A stored document's name; without it, the stored documents are listed.
+        name: Option<String>,
+        #[command(flatten)]
+        backend: BackendArgs,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -174,7 +184,7 @@ impl Command {
             Command::Bench(b) => b.output,
             Command::Cache { action: CacheAction::Status(c) | CacheAction::Refresh(c) } => c.output,
             Command::Org(o) => o.output,
-            Command::Report { output, .. } => *output,
+            Command::Report { output, .. } | Command::Documents { output, .. } => *output,
             Command::Sim { .. } => OutputFormat::Table,
             Command::Start(a) => a.output,
             Command::Status(a) => a.output,
@@ -188,7 +198,7 @@ impl Command {
             Command::Bench(_) => true,
             Command::Cache { action: CacheAction::Status(c) | CacheAction::Refresh(c) } => c.backend.sim.is_some(),
             Command::Org(o) => o.backend.sim.is_some(),
-            Command::Report { backend, .. } => backend.sim.is_some(),
+            Command::Report { backend, .. } | Command::Documents { backend, .. } => backend.sim.is_some(),
             Command::Start(_) | Command::Status(_) | Command::Sim { .. } => false,
         }
     }

@@ -36,6 +36,7 @@ pub async fn dispatch(command: Command, io: &mut Io) -> Result<u8> {
         Command::Status(args) => crate::remote::status(args, io).await,
         Command::Sim { action: crate::args::SimAction::Serve(args) } => sim_serve(args, io).await,
         Command::Report { run_id, backend, output } => report(run_id, &backend::connect(&backend).await?, output, io).await,
+        Command::Documents { name, backend, output } => documents(name, &backend::connect(&backend).await?, output, io).await,
     }
 }
 
@@ -297,6 +298,26 @@ async fn report(run_id: Option<String>, backend: &Backend, out: OutputFormat, io
         OutputFormat::Table | OutputFormat::Markdown => io.out.write(&output::summary(&summary)),
     }
     Ok(summary.exit_code() as u8)
+}
+
+/// The stored rules documents of this scope, or one of them (its request as JSON: the document
+/// with its name, prune and maxDeletes, ready for `--request`).
+async fn documents(name: Option<String>, backend: &Backend, out: OutputFormat, io: &Io) -> Result<u8> {
+    let (_, scope) = planner::scope(backend.services.org.as_ref(), backend.services.directory.as_ref()).await?;
+    let store = backend.services.store.as_ref();
+    let Some(name) = name else {
+        let documents = store.documents(&scope).await?;
+        match out {
+            OutputFormat::Json => io.json(&documents.iter().map(output::document_listing).collect::<Vec<_>>()),
+            OutputFormat::Table | OutputFormat::Markdown => io.out.write(&output::documents_table(&documents, &backend.store_location, &scope)),
+        }
+        return Ok(exit::OK);
+    };
+    let document = store.document(&scope, &name).await?.ok_or_else(|| {
+        FanoutError::not_found("stored document", &name, format!("`sso-fanout documents` lists those stored in {} for organization {}", backend.store_location, scope.organization_id))
+    })?;
+    io.json(&document.request);
+    Ok(exit::OK)
 }
 
 /// `sim serve`: the simulated organization as an AWS endpoint on 127.0.0.1 until SIGINT/SIGTERM.

@@ -120,6 +120,36 @@ pub fn plan_table(plan: &Plan, all: bool) -> String {
     out
 }
 
+/// One stored document in `documents --output json`.
+pub fn document_listing(d: &sso_fanout_core::desired::StoredDocument) -> serde_json::Value {
+    serde_json::json!({
+        "name": d.name,
+        "storedAt": d.stored_at,
+        "runId": d.run_id,
+        "rules": d.request.rules.rules.len(),
+        "prune": d.request.prune,
+        "maxDeletes": d.request.max_deletes(),
+    })
+}
+
+/// The stored documents of one scope as a table.
+pub fn documents_table(documents: &[sso_fanout_core::desired::StoredDocument], store: &str, scope: &sso_fanout_core::model::Scope) -> String {
+    if documents.is_empty() {
+        return format!(
+            "no rules document stored in {store} for organization {} yet: `sso-fanout run --rules FILE --document-name NAME` stores one\n",
+            scope.organization_id
+        );
+    }
+    let rows: Vec<Vec<String>> = documents
+        .iter()
+        .map(|d| {
+            let prune = if d.request.prune { format!("yes (max {})", d.request.max_deletes()) } else { "no".into() };
+            vec![d.name.clone(), compact_utc(d.stored_at), d.request.rules.rules.len().to_string(), prune, d.run_id.clone()]
+        })
+        .collect();
+    table(&["NAME", "STORED", "RULES", "PRUNE", "APPLIED BY RUN"], &rows)
+}
+
 /// A rules plan's drift report: per rule, then undeclared, then the changes in run order.
 pub fn drift_report(plan: &Plan, all: bool) -> String {
     const SHOWN: usize = 40;
@@ -300,6 +330,19 @@ pub fn bench_table(rows: &[BenchRow]) -> String {
     for r in rows.iter().filter(|r| !r.runs.is_empty()) {
         let runs: Vec<String> = r.runs.iter().map(|t| format!("{} {:.0}-{:.1} s", t.permission_set, t.started_s, t.finished_s)).collect();
         let _ = writeln!(out, "  {} x{} runs on one instance: {}", r.accounts, r.runs.len(), runs.join(", "));
+    }
+    for r in rows.iter() {
+        if let (Some(changes), Some(deletes), Some(chain)) = (r.changes, r.deletes, r.longest_chain) {
+            let _ = writeln!(
+                out,
+                "  {} accounts, {} rules: {changes} changes ({deletes} deletes by prune), {:.1} per account, longest chain {chain} (the bound counts it); re-plan: {} sso-admin calls, {} changes left",
+                r.accounts,
+                sso_fanout_bench::reconcile::RULES,
+                changes as f64 / r.accounts as f64,
+                r.rerun_api_calls.unwrap_or(0),
+                r.rerun_writes.unwrap_or(0)
+            );
+        }
     }
     out.push_str(
         "\n  makespan: until every assignment actually finished; reported: until the tool returned;\n  ratio = makespan / bound (docs/design.md lower bound); greedy: ideal list scheduling of the same\n  latencies with no overhead (the best any scheduler blind to latencies does on average);\n  FALSE_OK: reported successful, not SUCCEEDED; VIOLATIONS: requests over a quota, the rate read as a\n  strict one-second sliding window; LATENCY: simulated provisioning median/p99 s (--latency);\n  LEDGER_WRITES/CHANGE: shared-quota item writes per change, as the DynamoDB ledger makes them.\n",

@@ -570,3 +570,30 @@ fn a_saved_plan_runs_exactly_as_reviewed() {
     assert_eq!(code, 1);
     assert!(err.contains("it was made for") && err.contains("nothing was changed"), "{err}");
 }
+
+#[test]
+fn an_applied_document_is_stored_by_name_and_listed() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/rules-sim.yaml");
+    let store = std::env::temp_dir().join(format!("sso-fanout-cli-{}-documents.redb", std::process::id()));
+    let store = store.to_str().unwrap();
+    let (code, out, _) = cli(&["documents", "--sim", "29", "--seed", "6", "--store", store]);
+    assert_eq!(code, 0);
+    assert!(out.contains("no rules document stored"), "{out}");
+    let (code, _, err) = cli(&["run", "--sim", "29", "--seed", "6", "--virtual-time", "--store", store, "--rules", example, "--document-name", "baseline", "--prune"]);
+    assert!(code == 0 || code == 2, "{err}");
+    let (code, out, _) = cli(&["documents", "--sim", "29", "--seed", "6", "--store", store, "--output", "json"]);
+    assert_eq!(code, 0);
+    let listed = parse(&out);
+    assert_eq!(listed[0]["name"], "baseline");
+    assert_eq!((listed[0]["rules"].as_u64(), listed[0]["prune"].as_bool()), (Some(4), Some(true)));
+    let (code, out, _) = cli(&["documents", "baseline", "--sim", "29", "--seed", "6", "--store", store]);
+    assert_eq!(code, 0);
+    let request = parse(&out);
+    assert_eq!(request["rules"]["rules"][0]["id"], "prod-admins");
+    // The stored request is a valid input again (what `--request` and the state machine take).
+    assert!(sso_fanout_core::request::RunInput::from_value(request).is_ok());
+    let (code, _, err) = cli(&["documents", "nightly", "--sim", "29", "--seed", "6", "--store", store]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nightly") && err.contains("sso-fanout documents"), "{err}");
+    let _ = std::fs::remove_file(store);
+}

@@ -275,11 +275,45 @@ pub async fn make_rules_plan(
     let (instance, run_scope) = gated_scope(org, ic, quota, config).await?;
     // A prune decides what to delete from a complete, current listing of the organization.
     let refresh = request.refresh_cache || request.prune;
-    let snapshot = load_org(org, cache, &run_scope, refresh, config.account_cache_max_age_s).await?;
+    // Organizations and Identity Center are read side by side (neither needs the other).
+    let (snapshot, read) = tokio::try_join!(load_org(org, cache, &run_scope, refresh, config.account_cache_max_age_s), read_identity_center(doc, ic))?;
     check_known_accounts(&snapshot, &request.accounts)?;
     let selections = rules::select_rules(doc, &snapshot)?;
+    let IdentityCenterState { permission_sets, principals, actual, cost } = read;
+    let latency = LatencyModel::from_samples(&history.latency_samples(&run_scope, LATENCY_SAMPLES_KEPT).await?).unwrap_or_default();
 
-    // Every distinct name or id once; an unknown one is refused naming the rule that used it.
+    let inputs = ReconcileInputs { doc, request, org: &snapshot, selections: &selections, permission_sets: &permission_sets, principals: &principals, actual: &actual };
+    let outcome = reconcile(&inputs);
+    let mut warnings: Vec<String> = inactive_warning(&selections.iter().flat_map(|s| s.inactive.iter().copied()).collect::<Vec<_>>()).into_iter().collect();
+    warnings.extend(outcome.warnings);
+    let decision = size_plan(outcome.changes, outcome.present, Operation::Assign, snapshot.accounts.len(), request.tuning.as_ref(), config, latency);
+    let mut desired = outcome.desired;
+    desired.cost = cost;
+    let first = outcome.pairs.first().cloned().expect("a document declares at least one pair");
+    Ok(assemble(
+        PlanRequest::Rules(request.clone()),
+        Operation::Assign,
+        (instance, run_scope),
+        first,
+        outcome.pairs,
+        Some(desired),
+        decision,
+        config,
+        warnings,
+    ))
+}
+
+/// What Identity Center says of a document's names and of its principals' assignments.
+struct IdentityCenterState {
+    permission_sets: BTreeMap<String, PermissionSet>,
+    principals: BTreeMap<String, Principal>,
+    actual: BTreeSet<Triple>,
+    cost: ReadCost,
+}
+
+/// Resolves every distinct name or id once (an unknown one is refused naming the rule that used
+/// it), then lists each principal's assignments: one paginated call per principal.
+async fn read_identity_center(doc: &RulesDocument, ic: &dyn Directory) -> Result<IdentityCenterState> {
     let mut cost = ReadCost::default();
     let mut permission_sets: BTreeMap<String, PermissionSet> = BTreeMap::new();
     let mut principals: BTreeMap<String, Principal> = BTreeMap::new();
@@ -305,27 +339,7 @@ pub async fn make_rules_plan(
         cost.listing_calls += found.pages;
         actual.extend(found.assignments.into_iter().map(|(account, ps)| (account, ps, principal.id.clone())));
     }
-    let latency = LatencyModel::from_samples(&history.latency_samples(&run_scope, LATENCY_SAMPLES_KEPT).await?).unwrap_or_default();
-
-    let inputs = ReconcileInputs { doc, request, org: &snapshot, selections: &selections, permission_sets: &permission_sets, principals: &principals, actual: &actual };
-    let outcome = reconcile(&inputs);
-    let mut warnings: Vec<String> = inactive_warning(&selections.iter().flat_map(|s| s.inactive.iter().copied()).collect::<Vec<_>>()).into_iter().collect();
-    warnings.extend(outcome.warnings);
-    let decision = size_plan(outcome.changes, outcome.present, Operation::Assign, snapshot.accounts.len(), request.tuning.as_ref(), config, latency);
-    let mut desired = outcome.desired;
-    desired.cost = cost;
-    let first = outcome.pairs.first().cloned().expect("a document declares at least one pair");
-    Ok(assemble(
-        PlanRequest::Rules(request.clone()),
-        Operation::Assign,
-        (instance, run_scope),
-        first,
-        outcome.pairs,
-        Some(desired),
-        decision,
-        config,
-        warnings,
-    ))
+    Ok(IdentityCenterState { permission_sets, principals, actual, cost })
 }
 
 /// `accounts` of a rules request must be accounts of the organization: an unknown id is refused
