@@ -48,6 +48,9 @@ impl Faults {
     }
 }
 
+/// Attempts of one look-up when the simulated instance answers 5xx (the SDK's standard mode).
+const LOOKUP_ATTEMPTS: u32 = 3;
+
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     pub seed: u64,
@@ -364,15 +367,25 @@ impl SimCloud {
     }
 
     /// A look-up's sso-admin request: through the lookup gate, if one is set.
-    async fn lookup_call<T>(&self, api: &'static str, body: impl FnOnce(&mut State, Instant) -> Result<T>) -> Result<T> {
+    async fn lookup_call<T>(&self, api: &'static str, body: impl Fn(&mut State, Instant) -> Result<T>) -> Result<T> {
         let gate = self.lookup_gate.lock().expect("gate").clone();
-        if let Some(gate) = gate {
-            gate.admit().await;
+        // As the AWS adapter's SDK does for look-ups (standard retry mode): up to three attempts
+        // on a 5xx, each a request of its own.
+        for attempt in 1..=LOOKUP_ATTEMPTS {
+            if let Some(gate) = &gate {
+                gate.admit().await;
+            }
+            match self.sso_call(api, &body).await {
+                Err(FanoutError::Transient { .. }) if attempt < LOOKUP_ATTEMPTS => sleep(Duration::from_millis(50 * attempt as u64)).await,
+                other => return other,
+            }
         }
-        self.sso_call(api, body).await
+        unreachable!("the last attempt returns")
     }
 
     /// One sso-admin request: travel, quota checks and `body` at the server, travel back.
+    ///
+    /// (`body` runs once, when the request reaches the server.)
     async fn sso_call<T>(&self, api: &'static str, body: impl FnOnce(&mut State, Instant) -> Result<T>) -> Result<T> {
         sleep(self.half_call()).await;
         let result = {
