@@ -71,6 +71,10 @@ impl Tally {
 pub fn watch_run(plan: &Plan, counters: Arc<EngineCounters>, io: &Io) -> (mpsc::UnboundedSender<EngineEvent>, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let total = plan.changes() as u64;
+    // A rules run names the (permission set, principal) of a failure, not only its account.
+    let pairs: Option<Vec<String>> = plan.desired.is_some().then(|| {
+        plan.all_pairs().iter().map(|(ps, p)| format!(" {} to {}", ps.name, sso_fanout_core::desired::describe(p))).collect()
+    });
     let estimate_s = plan.estimate.seconds;
     let slots = plan.tier.in_flight;
     let err = io.err.clone();
@@ -98,7 +102,8 @@ pub fn watch_run(plan: &Plan, counters: Arc<EngineCounters>, io: &Io) -> (mpsc::
                         // Accounts an interrupt left unstarted are counted, not listed one by one.
                         let unstarted = r.reason.as_deref().is_some_and(|x| x.starts_with("not started"));
                         if !matches!(r.outcome, Outcome::Succeeded | Outcome::Skipped) && !unstarted {
-                            let line = format!("  {} {} ({}): {}", r.outcome.as_str(), r.account_id, r.account_name, r.reason.as_deref().unwrap_or(""));
+                            let what = pairs.as_ref().and_then(|p| p.get(r.pair as usize)).map(String::as_str).unwrap_or("");
+                            let line = format!("  {} {} ({}){what}: {}", r.outcome.as_str(), r.account_id, r.account_name, r.reason.as_deref().unwrap_or(""));
                             match &bar {
                                 Some(bar) => bar.println(line),
                                 None => err.line(line),
