@@ -25,13 +25,20 @@ Examples:
   # The organization as the planner sees it: OU ids for --ou, tags for --tag
   sso-fanout org --sim 29
 
+  # Desired state: a rules document (YAML or JSON; README \"Desired state\")
+  sso-fanout plan --sim 29 --rules examples/rules-sim.yaml              # drift report
+  sso-fanout plan --rules access.yaml --output markdown --out plan.json  # for a CI summary
+  sso-fanout run --plan plan.json                                        # exactly what was reviewed
+  sso-fanout run --rules access.yaml --prune --max-deletes 10 --document-name baseline
+  sso-fanout run --reconcile baseline                                    # the stored document again
+
   # Compare with the seed's strategies on the simulator
   sso-fanout bench --accounts 29,500,5000 --seed 7
 
 Exit codes: 0 every account succeeded or was already as requested; 2 some accounts failed or
 timed out (the summary lists them); 1 the request was rejected (bad input, usage error) or the
 run could not start, and nothing was changed; 130 interrupted (Ctrl-C): the summary covers what
-was done, and re-running the same request resumes.";
+was done, and re-running the same request resumes. `plan --rules`: 0 no drift, 2 drift, 1 error.";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -318,8 +325,9 @@ pub struct RequestArgs {
     #[arg(long, value_name = "N")]
     pub max_deletes: Option<u32>,
     /// `run` only: apply a plan saved by `plan --out FILE`, exactly as reviewed. Planned again
-    /// first; refused with nothing changed if the changes would now differ.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["request", "rules", "reconcile", "operation", "permission_set", "group", "user", "principal_id"])]
+    /// first; refused with nothing changed if the changes would now differ. Prune and its limit
+    /// are part of the plan: give them to `plan`.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["request", "rules", "reconcile", "operation", "permission_set", "group", "user", "principal_id", "prune", "max_deletes", "document_name", "filter", "accounts", "ous", "tags", "exclude"])]
     pub plan: Option<PathBuf>,
     /// With --rules: the name the applied document is stored under, for `--reconcile NAME`
     /// and schedules [default: default].
