@@ -6,6 +6,9 @@
 //! and seeded (tests/moto/seed.py) for each test. Tests of one binary share one server and run
 //! one at a time (a process-wide lock), so each sees a fresh moto state. A server given by
 //! `MOTO_PORT` is reset by every test: do not share it between test processes running at once.
+//!
+//! [`local_cloud::LocalCloud`]: the real state machine on moto with the built functions
+//! (tests/local-cloud), one per test process, and [`local_cloud::execute`] to run it.
 
 pub mod moto {
     use serde_json::Value;
@@ -274,5 +277,233 @@ pub mod binaries {
             dir
         })
         .clone()
+    }
+}
+
+/// The local cloud (tests/local-cloud: moto in Step Functions execution mode running our built
+/// function binaries) for the end-to-end tests of the real state machine, and executions on it.
+pub mod local_cloud {
+    use serde_json::{json, Value};
+    use sso_fanout_aws::AwsClients;
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    pub const REGION: &str = "us-east-1";
+    /// How long one execution may run before the test gives up on it.
+    pub const EXECUTION_DEADLINE: Duration = Duration::from_secs(120);
+
+    /// The local cloud of this test process; stopped when dropped, also when a test panics (the
+    /// state directory with the logs is then kept and its path printed).
+    pub struct LocalCloud {
+        dir: PathBuf,
+        /// up.sh's env.json: endpoint, table, state machine ARNs, `seed` (every seeded id).
+        pub env: Value,
+    }
+
+    impl LocalCloud {
+        /// Starts one (tests/local-cloud/up.sh) in `.local-cloud/<label>-<pid>`, with the
+        /// binaries of `bin_dir`, the state machine's Retry waits scaled down, and `extra_env`
+        /// for up.sh (e.g. `LOCAL_CLOUD_FAIL_BATCH`).
+        pub fn up(label: &str, bin_dir: &Path, extra_env: &[(&str, &str)]) -> LocalCloud {
+            let dir = crate::moto::repo_root().join(".local-cloud").join(format!("{label}-{}", std::process::id()));
+            let started = Instant::now();
+            // The guard exists before up.sh runs, so a half-started cloud is stopped too.
+            let mut cloud = LocalCloud { dir: dir.clone(), env: Value::Null };
+            let mut up = Command::new("bash");
+            up.arg(crate::moto::repo_root().join("tests/local-cloud/up.sh"))
+                .env("LOCAL_CLOUD_DIR", &dir)
+                .env("LOCAL_CLOUD_BIN_DIR", bin_dir)
+                .env("LOCAL_CLOUD_RETRY_SCALE", "0.01")
+                .env("LOCAL_CLOUD_PARENT_PID", std::process::id().to_string())
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env("AWS_REGION", REGION)
+                .env("AWS_DEFAULT_REGION", REGION)
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env_remove("AWS_PROFILE")
+                .stdin(Stdio::null());
+            for (key, value) in extra_env {
+                up.env(key, value);
+            }
+            let out = up.output().expect("run tests/local-cloud/up.sh");
+            assert!(out.status.success(), "tests/local-cloud/up.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+            let text = std::fs::read_to_string(dir.join("env.json")).expect("up.sh writes env.json");
+            cloud.env = serde_json::from_str(&text).expect("env.json is JSON");
+            let endpoint = cloud.endpoint();
+            assert!(endpoint.starts_with("http://127.0.0.1:"), "not a local endpoint: {endpoint}");
+            eprintln!("local cloud on {endpoint} in {:.1?}", started.elapsed());
+            cloud
+        }
+
+        /// The state directory (logs, env.json); removed when the cloud stops after a pass.
+        pub fn dir(&self) -> &Path {
+            &self.dir
+        }
+
+        pub fn endpoint(&self) -> String {
+            self.str_at("/endpoint")
+        }
+
+        pub fn str_at(&self, pointer: &str) -> String {
+            self.env.pointer(pointer).and_then(Value::as_str).unwrap_or_else(|| panic!("env.json has no {pointer}")).to_string()
+        }
+
+        /// The seeded member accounts (seed.py's format: id, name, status, ouNames, tags).
+        pub fn accounts(&self) -> Vec<Value> {
+            self.env["seed"]["accounts"].as_array().cloned().unwrap_or_default()
+        }
+
+        /// Ids of the seeded member accounts that are ACTIVE and whose name starts with `prefix`.
+        pub fn active_ids(&self, prefix: &str) -> BTreeSet<String> {
+            self.accounts()
+                .iter()
+                .filter(|a| a["status"] == "ACTIVE" && a["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+                .map(|a| a["id"].as_str().unwrap().to_string())
+                .collect()
+        }
+
+        pub fn account_id(&self, name: &str) -> String {
+            let a = self.accounts().into_iter().find(|a| a["name"] == name).unwrap_or_else(|| panic!("no account {name}"));
+            a["id"].as_str().unwrap().to_string()
+        }
+
+        /// The `sso-fanout` binary pointed at this cloud's moto by `AWS_ENDPOINT_URL` alone, with
+        /// dummy credentials and nothing else from the caller's environment.
+        pub fn cli(&self) -> Command {
+            let mut cmd = Command::new(crate::binaries::dir().join("sso-fanout"));
+            cmd.env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("AWS_ENDPOINT_URL", self.endpoint())
+                .env("AWS_REGION", REGION)
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .stdin(Stdio::null());
+            cmd
+        }
+
+        pub fn tail(&self, file: &str, lines: usize) -> String {
+            let text = std::fs::read_to_string(self.dir.join(file)).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+    }
+
+    impl Drop for LocalCloud {
+        fn drop(&mut self) {
+            let failing = std::thread::panicking();
+            if failing {
+                eprintln!("--- last lines of {}/functions.log ---\n{}", self.dir.display(), self.tail("functions.log", 60));
+                eprintln!("--- last lines of {}/moto.log ---\n{}", self.dir.display(), self.tail("moto.log", 30));
+            }
+            let mut down = Command::new("bash");
+            down.arg(crate::moto::repo_root().join("tests/local-cloud/down.sh")).env("LOCAL_CLOUD_DIR", &self.dir).stdin(Stdio::null());
+            if !failing {
+                down.arg("--purge");
+            }
+            match down.output() {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => eprintln!("tests/local-cloud/down.sh failed: {}", String::from_utf8_lossy(&out.stderr)),
+                Err(e) => eprintln!("cannot run tests/local-cloud/down.sh: {e}"),
+            }
+            if failing {
+                eprintln!("local cloud stopped; logs kept in {}", self.dir.display());
+            }
+        }
+    }
+
+    /// A finished execution: its status, output or error, and its history (flattened).
+    pub struct Execution {
+        pub arn: String,
+        pub status: String,
+        pub output: Value,
+        pub error: String,
+        pub cause: String,
+        pub history: Vec<Value>,
+    }
+
+    impl Execution {
+        /// History events of `kind` (e.g. "TaskFailed") as JSON-ish values.
+        pub fn events(&self, kind: &str) -> Vec<&Value> {
+            self.history.iter().filter(|e| e["type"] == kind).collect()
+        }
+
+        /// The planner's output, from the Plan state's exit.
+        pub fn plan_output(&self) -> Value {
+            self.history
+                .iter()
+                .find(|e| e["type"] == "TaskStateExited" && e["name"] == "Plan")
+                .map(|e| serde_json::from_str(e["output"].as_str().unwrap_or("null")).expect("Plan output is JSON"))
+                .unwrap_or_else(|| panic!("{}: no Plan state exit in the history", self.arn))
+        }
+    }
+
+    /// Starts an execution of `state_machine` with `input` and waits for it to end.
+    pub async fn execute(clients: &AwsClients, state_machine: &str, name: Option<&str>, input: &Value) -> Execution {
+        let started = Instant::now();
+        let arn = clients
+            .sfn
+            .start_execution()
+            .state_machine_arn(state_machine)
+            .set_name(name.map(str::to_string))
+            .input(input.to_string())
+            .send()
+            .await
+            .expect("StartExecution")
+            .execution_arn()
+            .to_string();
+        let described = loop {
+            let d = clients.sfn.describe_execution().execution_arn(&arn).send().await.expect("DescribeExecution");
+            if d.status().as_str() != "RUNNING" {
+                break d;
+            }
+            assert!(started.elapsed() < EXECUTION_DEADLINE, "{arn} still RUNNING after {EXECUTION_DEADLINE:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let mut history = Vec::new();
+        let mut token = None;
+        loop {
+            let page = clients
+                .sfn
+                .get_execution_history()
+                .execution_arn(&arn)
+                .max_results(1000)
+                .set_next_token(token)
+                .send()
+                .await
+                .expect("GetExecutionHistory");
+            for e in page.events() {
+                // The few fields the assertions use, flattened.
+                let mut v = json!({"type": e.r#type().as_str(), "id": e.id()});
+                if let Some(d) = e.task_failed_event_details() {
+                    v["error"] = json!(d.error());
+                    v["cause"] = json!(d.cause());
+                }
+                if let Some(d) = e.state_exited_event_details() {
+                    v["name"] = json!(d.name());
+                    v["output"] = json!(d.output());
+                }
+                if let Some(d) = e.state_entered_event_details() {
+                    v["name"] = json!(d.name());
+                }
+                history.push(v);
+            }
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        let execution = Execution {
+            status: described.status().as_str().to_string(),
+            output: described.output().map(|o| serde_json::from_str(o).expect("output is JSON")).unwrap_or(Value::Null),
+            error: described.error().unwrap_or_default().to_string(),
+            cause: described.cause().unwrap_or_default().to_string(),
+            history,
+            arn,
+        };
+        eprintln!("{} -> {} {} in {:.1?}", name.unwrap_or("(unnamed)"), execution.status, execution.error, started.elapsed());
+        execution
     }
 }

@@ -15,138 +15,12 @@ use serde_json::{json, Value};
 use sso_fanout_aws::{AwsClients, DynamoStore};
 use sso_fanout_core::model::Outcome;
 use sso_fanout_core::store::{RunLog, RunStatus};
+use sso_fanout_tests::local_cloud::{self, Execution, LocalCloud, REGION};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-const REGION: &str = "us-east-1";
 /// The shim fails batch 0 of the faults state machine twice (then runs it) and batch 1 always.
 const FAIL_BATCHES: &str = "0:2,1";
-const EXECUTION_DEADLINE: Duration = Duration::from_secs(120);
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
-}
-
-/// The local cloud of this test process; stopped when dropped, also when a test panics (the
-/// state directory with the logs is then kept and its path printed).
-struct LocalCloud {
-    dir: PathBuf,
-    env: Value,
-}
-
-impl LocalCloud {
-    fn up(bin_dir: &Path) -> LocalCloud {
-        let dir = repo_root().join(".local-cloud").join(format!("e2e-{}", std::process::id()));
-        let started = Instant::now();
-        // The guard exists before up.sh runs, so a half-started cloud is stopped too.
-        let mut cloud = LocalCloud { dir: dir.clone(), env: Value::Null };
-        let out = Command::new("bash")
-            .arg(repo_root().join("tests/local-cloud/up.sh"))
-            .env("LOCAL_CLOUD_DIR", &dir)
-            .env("LOCAL_CLOUD_BIN_DIR", bin_dir)
-            .env("LOCAL_CLOUD_RETRY_SCALE", "0.01")
-            .env("LOCAL_CLOUD_FAIL_BATCH", FAIL_BATCHES)
-            .env("LOCAL_CLOUD_PARENT_PID", std::process::id().to_string())
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_REGION", REGION)
-            .env("AWS_DEFAULT_REGION", REGION)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env_remove("AWS_PROFILE")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run tests/local-cloud/up.sh");
-        assert!(out.status.success(), "tests/local-cloud/up.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        let text = std::fs::read_to_string(dir.join("env.json")).expect("up.sh writes env.json");
-        cloud.env = serde_json::from_str(&text).expect("env.json is JSON");
-        let endpoint = cloud.endpoint();
-        assert!(endpoint.starts_with("http://127.0.0.1:"), "not a local endpoint: {endpoint}");
-        eprintln!("local cloud on {endpoint} in {:.1?}", started.elapsed());
-        cloud
-    }
-
-    fn endpoint(&self) -> String {
-        self.str_at("/endpoint")
-    }
-
-    fn str_at(&self, pointer: &str) -> String {
-        self.env.pointer(pointer).and_then(Value::as_str).unwrap_or_else(|| panic!("env.json has no {pointer}")).to_string()
-    }
-
-    fn accounts(&self) -> Vec<Value> {
-        self.env["seed"]["accounts"].as_array().cloned().unwrap_or_default()
-    }
-
-    /// Ids of the seeded member accounts that are ACTIVE and whose name starts with `prefix`.
-    fn active_ids(&self, prefix: &str) -> BTreeSet<String> {
-        self.accounts()
-            .iter()
-            .filter(|a| a["status"] == "ACTIVE" && a["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
-            .map(|a| a["id"].as_str().unwrap().to_string())
-            .collect()
-    }
-
-    fn account_id(&self, name: &str) -> String {
-        let a = self.accounts().into_iter().find(|a| a["name"] == name).unwrap_or_else(|| panic!("no account {name}"));
-        a["id"].as_str().unwrap().to_string()
-    }
-
-    fn tail(&self, file: &str, lines: usize) -> String {
-        let text = std::fs::read_to_string(self.dir.join(file)).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-}
-
-impl Drop for LocalCloud {
-    fn drop(&mut self) {
-        let failing = std::thread::panicking();
-        if failing {
-            eprintln!("--- last lines of {}/functions.log ---\n{}", self.dir.display(), self.tail("functions.log", 60));
-            eprintln!("--- last lines of {}/moto.log ---\n{}", self.dir.display(), self.tail("moto.log", 30));
-        }
-        let mut down = Command::new("bash");
-        down.arg(repo_root().join("tests/local-cloud/down.sh")).env("LOCAL_CLOUD_DIR", &self.dir).stdin(Stdio::null());
-        if !failing {
-            down.arg("--purge");
-        }
-        match down.output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!("tests/local-cloud/down.sh failed: {}", String::from_utf8_lossy(&out.stderr)),
-            Err(e) => eprintln!("cannot run tests/local-cloud/down.sh: {e}"),
-        }
-        if failing {
-            eprintln!("local cloud stopped; logs kept in {}", self.dir.display());
-        }
-    }
-}
-
-struct Execution {
-    arn: String,
-    status: String,
-    output: Value,
-    error: String,
-    cause: String,
-    history: Vec<Value>,
-}
-
-impl Execution {
-    /// History events of `kind` (e.g. "TaskFailed") as JSON-ish values.
-    fn events(&self, kind: &str) -> Vec<&Value> {
-        self.history.iter().filter(|e| e["type"] == kind).collect()
-    }
-
-    /// The planner's output, from the Plan state's exit.
-    fn plan_output(&self) -> Value {
-        self.history
-            .iter()
-            .find(|e| e["type"] == "TaskStateExited" && e["name"] == "Plan")
-            .map(|e| serde_json::from_str(e["output"].as_str().unwrap_or("null")).expect("Plan output is JSON"))
-            .unwrap_or_else(|| panic!("{}: no Plan state exit in the history", self.arn))
-    }
-}
 
 struct Harness {
     cloud: LocalCloud,
@@ -156,71 +30,7 @@ struct Harness {
 
 impl Harness {
     async fn execute(&self, state_machine: &str, name: Option<&str>, input: &Value) -> Execution {
-        let started = Instant::now();
-        let arn = self
-            .clients
-            .sfn
-            .start_execution()
-            .state_machine_arn(state_machine)
-            .set_name(name.map(str::to_string))
-            .input(input.to_string())
-            .send()
-            .await
-            .expect("StartExecution")
-            .execution_arn()
-            .to_string();
-        let described = loop {
-            let d = self.clients.sfn.describe_execution().execution_arn(&arn).send().await.expect("DescribeExecution");
-            if d.status().as_str() != "RUNNING" {
-                break d;
-            }
-            assert!(started.elapsed() < EXECUTION_DEADLINE, "{arn} still RUNNING after {EXECUTION_DEADLINE:?}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        let mut history = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .clients
-                .sfn
-                .get_execution_history()
-                .execution_arn(&arn)
-                .max_results(1000)
-                .set_next_token(token)
-                .send()
-                .await
-                .expect("GetExecutionHistory");
-            for e in page.events() {
-                // The few fields the assertions use, flattened.
-                let mut v = json!({"type": e.r#type().as_str(), "id": e.id()});
-                if let Some(d) = e.task_failed_event_details() {
-                    v["error"] = json!(d.error());
-                    v["cause"] = json!(d.cause());
-                }
-                if let Some(d) = e.state_exited_event_details() {
-                    v["name"] = json!(d.name());
-                    v["output"] = json!(d.output());
-                }
-                if let Some(d) = e.state_entered_event_details() {
-                    v["name"] = json!(d.name());
-                }
-                history.push(v);
-            }
-            token = page.next_token().map(str::to_string);
-            if token.is_none() {
-                break;
-            }
-        }
-        let execution = Execution {
-            status: described.status().as_str().to_string(),
-            output: described.output().map(|o| serde_json::from_str(o).expect("output is JSON")).unwrap_or(Value::Null),
-            error: described.error().unwrap_or_default().to_string(),
-            cause: described.cause().unwrap_or_default().to_string(),
-            history,
-            arn,
-        };
-        eprintln!("{} -> {} {} in {:.1?}", name.unwrap_or("(unnamed)"), execution.status, execution.error, started.elapsed());
-        execution
+        local_cloud::execute(&self.clients, state_machine, name, input).await
     }
 
     /// Principal ids holding `permission_set` in `account`, as sso-admin lists them (moto stores
@@ -286,7 +96,7 @@ fn request(operation: &str, permission_set: &str, group: &str, targets: Value, t
 fn real_state_machine_end_to_end() {
     let started = Instant::now();
     let bin_dir = sso_fanout_tests::binaries::dir();
-    let cloud = LocalCloud::up(&bin_dir);
+    let cloud = LocalCloud::up("e2e", &bin_dir, &[("LOCAL_CLOUD_FAIL_BATCH", FAIL_BATCHES)]);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async move {
         let clients = AwsClients::local(&cloud.endpoint(), REGION).await;
@@ -439,17 +249,11 @@ async fn scenarios(h: &Harness) {
 
     // 8. The CLI starts and follows an execution as a CI job would (stderr is a log, not a
     //    terminal): exit 0, the summary as JSON with the execution's ARN, progress on stderr.
-    let out = Command::new(sso_fanout_tests::binaries::dir().join("sso-fanout"))
+    let out = h
+        .cloud
+        .cli()
         .args(["start", "--state-machine", &machine, "--wait", "--output", "json"])
         .args(["--operation", "assign", "--permission-set", "ReadOnlyAccess", "--group", "Developers", "--filter", "fleet-*"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("AWS_ENDPOINT_URL", h.cloud.endpoint())
-        .env("AWS_REGION", REGION)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null())
         .output()
         .expect("sso-fanout start runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
