@@ -6,7 +6,7 @@ CLI := $(CARGO) run --quiet -p sso-fanout-cli --
 # toolchain that can target aarch64; this repository's CI builds x86_64).
 ARCH ?= x86_64
 
-.PHONY: help demo test test-rust lint bench package deploy clean
+.PHONY: help demo test test-rust lint bench bench-reconcile package deploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -25,6 +25,10 @@ lint: ## cfn-lint and a checkov security scan of the SAM template, asl-validator
 
 bench: ## sso-fanout vs the seed's strategies on 29, 500 and 5,000 simulated accounts
 	$(CLI) bench --accounts 29,500,5000 --seed 7
+
+bench-reconcile: ## A 40-rule desired-state document reconciled with prune on 500 simulated accounts (seed 7, then seeds 1-10)
+	$(CLI) bench --scenario reconcile --accounts 500 --seed 7
+	$(CLI) bench --scenario reconcile --accounts 500 --seed 1 --repeat 10
 
 bench-wire: ## sso-fanout vs the seed's own tool (awsideman from PyPI) on the wire emulator, 29 and 200 accounts
 	$(CARGO) build --quiet -p sso-fanout-cli
