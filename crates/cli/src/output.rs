@@ -157,15 +157,15 @@ pub fn drift_report(plan: &Plan, all: bool) -> String {
     let rows: Vec<Vec<String>> = d
         .rules
         .iter()
-        .map(|r| vec![r.id.clone(), r.permission_set.clone(), r.principals.join(", "), r.accounts.to_string(), r.present.to_string(), r.missing.len().to_string()])
+        .map(|r| vec![r.id.clone(), r.permission_set.clone(), r.principals.join(", "), r.accounts.to_string(), r.present.to_string(), r.missing_count.to_string()])
         .collect();
     let mut out = table(&["RULE", "PERMISSION SET", "PRINCIPALS", "ACCOUNTS", "PRESENT", "MISSING"], &rows);
-    let managed = if d.undeclared.is_empty() && d.protected.is_empty() { "none".to_string() } else { format!("{} (+{} on protected accounts, kept)", d.undeclared.len(), d.protected.len()) };
+    let managed = if d.undeclared_count == 0 && d.protected.is_empty() { "none".to_string() } else { format!("{} (+{} on protected accounts, kept)", d.undeclared_count, d.protected.len()) };
     let _ = writeln!(out, "\n  undeclared inside `managed`: {managed}");
     let p = &d.prune;
     let prune = match (p.enabled, p.refused) {
         (false, _) => format!("off (--prune deletes the undeclared; at most {} deletes)", p.max_deletes),
-        (true, true) => format!("REFUSED: {} deletes exceed maxDeletes {}; nothing will run", d.undeclared.len(), p.max_deletes),
+        (true, true) => format!("REFUSED: {} deletes exceed maxDeletes {}; nothing will run", d.undeclared_count, p.max_deletes),
         (true, false) => format!("{} deletes (maxDeletes {})", p.deletes, p.max_deletes),
     };
     let _ = writeln!(out, "  prune: {prune}");
@@ -216,17 +216,17 @@ pub fn drift_markdown(plan: &Plan) -> String {
     let _ = writeln!(out, "| rule | permission set | principals | accounts | present | missing |");
     let _ = writeln!(out, "|---|---|---|---:|---:|---:|");
     for r in &d.rules {
-        let _ = writeln!(out, "| `{}` | {} | {} | {} | {} | {} |", r.id, r.permission_set, r.principals.join(", "), r.accounts, r.present, r.missing.len());
+        let _ = writeln!(out, "| `{}` | {} | {} | {} | {} | {} |", r.id, r.permission_set, r.principals.join(", "), r.accounts, r.present, r.missing_count);
     }
     let p = &d.prune;
     let _ = writeln!(
         out,
         "\nUndeclared inside `managed`: {} ({} on protected accounts, kept). Prune: {}.",
-        d.undeclared.len(),
+        d.undeclared_count,
         d.protected.len(),
         match (p.enabled, p.refused) {
             (false, _) => format!("off (max {} deletes)", p.max_deletes),
-            (true, true) => format!("**refused**, {} deletes exceed maxDeletes {}", d.undeclared.len(), p.max_deletes),
+            (true, true) => format!("**refused**, {} deletes exceed maxDeletes {}", d.undeclared_count, p.max_deletes),
             (true, false) => format!("{} deletes (max {})", p.deletes, p.max_deletes),
         }
     );

@@ -82,7 +82,14 @@ pub struct PlanPreview {
     /// A rules plan's drift report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired: Option<DesiredPlan>,
+    /// Set when the lists were cut short to fit a payload limit (the counts are whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<String>,
 }
+
+/// What a dry run's execution output may take: Step Functions refuses a state output above
+/// 256 KB, so the preview's lists are cut to fit well below it.
+pub const PREVIEW_MAX_BYTES: usize = 200_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -114,7 +121,27 @@ impl PlanPreview {
             warnings: plan.warnings.clone(),
             pairs: plan.pairs.clone(),
             desired: plan.desired.clone(),
+            truncated: None,
         }
+    }
+
+    /// The preview with its account and drift lists cut (to 2,000, 500, 100, 20, then 0 entries
+    /// each) until its JSON fits `max_bytes`; `truncated` says so.
+    pub fn fit(mut self, max_bytes: usize) -> PlanPreview {
+        let size = |p: &PlanPreview| serde_json::to_vec(p).map_or(usize::MAX, |v| v.len());
+        for cap in [2_000, 500, 100, 20, 0] {
+            if size(&self) <= max_bytes {
+                break;
+            }
+            self.accounts.truncate(cap);
+            if let Some(d) = &mut self.desired {
+                d.cut_lists(cap);
+            }
+            self.truncated = Some(format!(
+                "lists cut to {cap} entries each to fit the {max_bytes}-byte payload limit (counts are whole); `sso-fanout plan` with the same input lists them all"
+            ));
+        }
+        self
     }
 }
 
@@ -132,7 +159,7 @@ impl PlannerOutput {
             },
             estimate_seconds: plan.estimate.seconds,
             plan: if dry_run {
-                PlanView::Preview(Box::new(PlanPreview::of(plan)))
+                PlanView::Preview(Box::new(PlanPreview::of(plan).fit(PREVIEW_MAX_BYTES)))
             } else {
                 PlanView::Digest(PlanDigest {
                     tier: plan.tier.name.clone(),

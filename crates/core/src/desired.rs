@@ -166,6 +166,9 @@ pub struct RuleDrift {
     pub present: usize,
     /// Declared assignments that do not exist (the creates).
     pub missing: Vec<DriftEntry>,
+    /// How many are missing (also when a preview cut `missing` short to fit a payload limit).
+    #[serde(default)]
+    pub missing_count: usize,
 }
 
 /// What a prune does, or why not.
@@ -199,6 +202,9 @@ pub struct DesiredPlan {
     pub rules: Vec<RuleDrift>,
     /// Assignments inside `managed` that no rule declares (deleted by a prune).
     pub undeclared: Vec<DriftEntry>,
+    /// How many are undeclared (also when a preview cut `undeclared` short).
+    #[serde(default)]
+    pub undeclared_count: usize,
     /// Undeclared assignments on the management or a protected account: never deleted.
     pub protected: Vec<DriftEntry>,
     pub prune: PruneDecision,
@@ -210,13 +216,22 @@ pub struct DesiredPlan {
 
 impl DesiredPlan {
     pub fn missing(&self) -> usize {
-        self.rules.iter().map(|r| r.missing.len()).sum()
+        self.rules.iter().map(|r| r.missing_count).sum()
     }
 
     /// The live state differs from the document: something is missing, or undeclared inside
     /// `managed` (outside protected accounts).
     pub fn has_drift(&self) -> bool {
-        self.missing() > 0 || !self.undeclared.is_empty()
+        self.missing() > 0 || self.undeclared_count > 0
+    }
+
+    /// Cuts every entry list to at most `cap` entries (the counts stay whole).
+    pub fn cut_lists(&mut self, cap: usize) {
+        for rule in &mut self.rules {
+            rule.missing.truncate(cap);
+        }
+        self.undeclared.truncate(cap);
+        self.protected.truncate(cap);
     }
 }
 
@@ -462,6 +477,7 @@ pub fn reconcile(inputs: &ReconcileInputs<'_>) -> Reconciled {
             accounts: accounts.len(),
             present: 0,
             missing: vec![],
+            missing_count: 0,
         };
         for principal in &rule_principals {
             let pair = index_of(ps, principal, &mut pairs);
@@ -471,6 +487,7 @@ pub fn reconcile(inputs: &ReconcileInputs<'_>) -> Reconciled {
                     report.present += 1;
                 } else {
                     report.missing.push(entry(&triple));
+                    report.missing_count += 1;
                 }
                 declared.entry(triple).or_insert(pair);
             }
@@ -547,6 +564,7 @@ pub fn reconcile(inputs: &ReconcileInputs<'_>) -> Reconciled {
         name: request.name.clone(),
         rules: drift,
         undeclared: undeclared.iter().map(&entry).collect(),
+        undeclared_count: undeclared.len(),
         protected: kept.iter().map(&entry).collect(),
         prune: PruneDecision { enabled: request.prune, max_deletes, deletes, refused },
         cost: ReadCost::default(),

@@ -138,9 +138,8 @@ pub fn refuse_refused_prune(plan: &Plan) -> Result<()> {
             "maxDeletes",
             prune.max_deletes,
             format!(
-                "at least the {} deletes this prune would make ({} undeclared assignments inside `managed`); nothing was changed: check the document, or raise maxDeletes (--max-deletes) if they are meant to go",
-                plan.desired.as_ref().map_or(0, |d| d.undeclared.len()),
-                plan.desired.as_ref().map_or(0, |d| d.undeclared.len())
+                "at least the {} deletes this prune would make (undeclared assignments inside `managed`); nothing was changed: check the document, or raise maxDeletes (--max-deletes) if they are meant to go",
+                plan.desired.as_ref().map_or(0, |d| d.undeclared_count)
             ),
         )),
         _ => Ok(()),

@@ -293,3 +293,29 @@ async fn unknown_names_are_refused_naming_the_rule_before_any_write() {
     assert_eq!(writes(&env.sim), 0);
     assert!(env.store.documents(&env.sim.scope()).await.unwrap().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_large_dry_run_preview_fits_the_state_machine_payload_with_whole_counts() {
+    use sso_fanout_core::contract::{PlanView, PlannerOutput, PREVIEW_MAX_BYTES};
+    let env = env(2000, 29);
+    let mut request = rules(false);
+    request.rules = RulesDocument::parse(
+        "version: 1\nrules:\n  - id: everyone-reads\n    permissionSet: ReadOnlyAccess\n    principals: [{type: GROUP, name: Auditors}, {type: GROUP, name: Developers}, {type: USER, name: bob}]\n    targets: [{root: true}]\n",
+    )
+    .unwrap();
+    let plan = plan(&env, &request).await;
+    assert_eq!(plan.changes(), 3 * 2000);
+    let PlanView::Preview(preview) = PlannerOutput::of(&plan).plan else { panic!("a dry run returns the preview") };
+    let size = serde_json::to_vec(&preview).unwrap().len();
+    assert!(size <= PREVIEW_MAX_BYTES, "{size} bytes");
+    assert!(preview.truncated.is_some());
+    assert_eq!(preview.creates, 6000, "counts stay whole");
+    let d = preview.desired.as_ref().unwrap();
+    assert_eq!(d.rules[0].missing_count, 6000);
+    assert!(d.rules[0].missing.len() < 6000 && preview.accounts.len() < 6000);
+    // A small plan is not cut.
+    let env = self::env(30, 29);
+    let small = plan_input(&env.services, &RunInput::Rules(rules(false)).into_dry_run(), &PlannerConfig::in_process()).await.unwrap();
+    let PlanView::Preview(preview) = PlannerOutput::of(&small).plan else { panic!() };
+    assert!(preview.truncated.is_none());
+}
