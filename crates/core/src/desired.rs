@@ -290,11 +290,13 @@ pub async fn make_rules_plan(
     let (instance, run_scope) = gated_scope(org, ic, quota, config).await?;
     // A prune decides what to delete from a complete, current listing of the organization.
     let refresh = request.refresh_cache || request.prune;
-    // Organizations and Identity Center are read side by side (neither needs the other).
-    let (snapshot, read) = tokio::try_join!(load_org(org, cache, &run_scope, refresh, config.account_cache_max_age_s), read_identity_center(doc, ic))?;
+    // The organization and the document's names are read side by side (neither needs the
+    // other); the assignments are read only once the whole document is valid.
+    let (snapshot, names) = tokio::try_join!(load_org(org, cache, &run_scope, refresh, config.account_cache_max_age_s), resolve_names(doc, ic))?;
     check_known_accounts(&snapshot, &request.accounts)?;
     let selections = rules::select_rules(doc, &snapshot)?;
-    let IdentityCenterState { permission_sets, principals, actual, cost } = read;
+    let ResolvedNames { permission_sets, principals, mut cost } = names;
+    let actual = list_assignments(&principals, ic, &mut cost).await?;
     let latency = LatencyModel::from_samples(&history.latency_samples(&run_scope, LATENCY_SAMPLES_KEPT).await?).unwrap_or_default();
 
     let inputs = ReconcileInputs { doc, request, org: &snapshot, selections: &selections, permission_sets: &permission_sets, principals: &principals, actual: &actual };
@@ -318,17 +320,17 @@ pub async fn make_rules_plan(
     ))
 }
 
-/// What Identity Center says of a document's names and of its principals' assignments.
-struct IdentityCenterState {
+/// A document's permission sets and principals as Identity Center knows them, keyed by the
+/// reference as written.
+struct ResolvedNames {
     permission_sets: BTreeMap<String, PermissionSet>,
     principals: BTreeMap<String, Principal>,
-    actual: BTreeSet<Triple>,
     cost: ReadCost,
 }
 
-/// Resolves every distinct name or id once (an unknown one is refused naming the rule that used
-/// it), then lists each principal's assignments: one paginated call per principal.
-async fn read_identity_center(doc: &RulesDocument, ic: &dyn Directory) -> Result<IdentityCenterState> {
+/// Resolves every distinct name or id once; an unknown one is refused naming the rule (or
+/// `managed` entry) that used it.
+async fn resolve_names(doc: &RulesDocument, ic: &dyn Directory) -> Result<ResolvedNames> {
     let mut cost = ReadCost::default();
     let mut permission_sets: BTreeMap<String, PermissionSet> = BTreeMap::new();
     let mut principals: BTreeMap<String, Principal> = BTreeMap::new();
@@ -346,6 +348,11 @@ async fn read_identity_center(doc: &RulesDocument, ic: &dyn Directory) -> Result
             slot.insert(found);
         }
     }
+    Ok(ResolvedNames { permission_sets, principals, cost })
+}
+
+/// Every assignment the principals hold: one paginated principal-wide listing each.
+async fn list_assignments(principals: &BTreeMap<String, Principal>, ic: &dyn Directory, cost: &mut ReadCost) -> Result<BTreeSet<Triple>> {
     let mut actual = BTreeSet::new();
     let listed: BTreeMap<&PrincipalId, &Principal> = principals.values().map(|p| (&p.id, p)).collect();
     for principal in listed.values() {
@@ -354,7 +361,7 @@ async fn read_identity_center(doc: &RulesDocument, ic: &dyn Directory) -> Result
         cost.listing_calls += found.pages;
         actual.extend(found.assignments.into_iter().map(|(account, ps)| (account, ps, principal.id.clone())));
     }
-    Ok(IdentityCenterState { permission_sets, principals, actual, cost })
+    Ok(actual)
 }
 
 /// `accounts` of a rules request must be accounts of the organization: an unknown id is refused

@@ -319,3 +319,16 @@ async fn a_large_dry_run_preview_fits_the_state_machine_payload_with_whole_count
     let PlanView::Preview(preview) = PlannerOutput::of(&small).plan else { panic!() };
     assert!(preview.truncated.is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_document_the_organization_refuses_reads_no_assignment_state() {
+    let env = env(30, 31);
+    let mut doc = serde_json::to_value(document()).unwrap();
+    doc["rules"][2]["targets"][0] = serde_json::json!({"ous": ["ou-sim0-zzzzzzzz"]});
+    let input = RunInput::from_value(serde_json::json!({"rules": doc})).unwrap();
+    let e = plan_input(&env.services, &input, &PlannerConfig::in_process()).await.unwrap_err();
+    assert!(e.to_string().contains("rules[2] (sandbox-read).targets[0].ous[0]"), "{e}");
+    let calls = env.sim.counters().calls;
+    assert_eq!(calls.get("ListAccountAssignmentsForPrincipal"), None, "{calls:?}");
+    assert_eq!(writes(&env.sim), 0);
+}
