@@ -72,6 +72,14 @@ async fn org_snapshot_walks_the_ou_tree_with_tags_and_status() {
     // Bounded concurrency 1 gives the same inventory.
     let serial = AwsOrgDirectory::new(moto.clients().await.organizations).with_concurrency(1).snapshot().await.unwrap();
     assert_eq!(serial.accounts, snap.accounts);
+
+    // Accounts read one by one (DescribeAccount, ListParents up to the root, tags) are the same
+    // as in the walk; an unknown id is NotFound.
+    let ids: Vec<sso_fanout_core::ids::AccountId> = [deep.id.clone(), mgmt.id.clone()].into();
+    let one_by_one = org.accounts(&ids).await.unwrap();
+    assert_eq!(one_by_one, vec![deep.clone(), mgmt.clone()]);
+    let unknown = org.accounts(&["999999999999".parse().unwrap()]).await.unwrap_err();
+    assert!(matches!(unknown, sso_fanout_core::FanoutError::NotFound { .. }), "{unknown:?}");
 }
 
 #[tokio::test]

@@ -4,8 +4,9 @@
 use crate::errors::classify;
 use crate::util::{answered, bounded};
 use async_trait::async_trait;
-use aws_sdk_organizations::types::{Account as OrgAccount, AccountState, AccountStatus as OrgAccountStatus};
+use aws_sdk_organizations::types::{Account as OrgAccount, AccountState, AccountStatus as OrgAccountStatus, ParentType};
 use aws_sdk_organizations::Client;
+use sso_fanout_core::ids::AccountId;
 use sso_fanout_core::model::{Account, AccountStatus, OrgIdentity, OrgSnapshot, OrgUnit};
 use sso_fanout_core::clock::unix_now;
 use sso_fanout_core::ports::OrgDirectory;
@@ -71,6 +72,36 @@ impl AwsOrgDirectory {
             .await
             .map_err(|e| classify("ListTagsForResource", e))?;
         Ok(tags.into_iter().map(|t| (t.key, t.value)).collect())
+    }
+}
+
+impl AwsOrgDirectory {
+    /// One account now: DescribeAccount, its OU path by ListParents up to the root, its tags.
+    async fn account(client: Client, id: AccountId) -> Result<Account> {
+        let described = client.describe_account().account_id(id.as_str()).send().await.map_err(|e| classify("DescribeAccount", e))?;
+        let a = described.account().ok_or_else(|| FanoutError::Internal("DescribeAccount answered without the account".into()))?;
+        let mut path = Vec::new();
+        let mut child = id.to_string();
+        // An OU tree is at most 5 levels deep below the root; the bound only guards a bad answer.
+        for _ in 0..8 {
+            let parents = client.list_parents().child_id(&child).send().await.map_err(|e| classify("ListParents", e))?;
+            let parent = parents.parents().first().ok_or_else(|| FanoutError::Internal(format!("ListParents answered no parent for {child}")))?;
+            let parent_id = parent.id().map(str::to_string).ok_or_else(|| FanoutError::Internal("ListParents answered without an id".into()))?;
+            if parent.r#type() == Some(&ParentType::Root) {
+                break;
+            }
+            path.push(parent_id.clone());
+            child = parent_id;
+        }
+        path.reverse();
+        Ok(Account {
+            id: id.clone(),
+            name: a.name().unwrap_or_default().to_string(),
+            email: a.email().unwrap_or_default().to_string(),
+            status: account_status(a),
+            ou_path: path,
+            tags: Self::tags(client, id.to_string()).await?,
+        })
     }
 }
 
@@ -154,5 +185,9 @@ impl OrgDirectory for AwsOrgDirectory {
         }
         accounts.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
         Ok(OrgSnapshot { organization_id, management_account_id, roots, ous, accounts, fetched_at: unix_now() })
+    }
+
+    async fn accounts(&self, ids: &[AccountId]) -> Result<Vec<Account>> {
+        bounded(self.concurrency, ids.iter().map(|id| Self::account(self.client.clone(), id.clone()))).await
     }
 }

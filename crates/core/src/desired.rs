@@ -11,7 +11,7 @@ use crate::error::{FanoutError, Result};
 use crate::ids::{AccountId, PermissionSetArn, PrincipalId};
 use crate::model::*;
 use crate::plan::{Pair, Plan, PlanItem, PlanRequest};
-use crate::planner::{assemble, gated_scope, inactive_warning, load_org, size_plan, PlannerConfig};
+use crate::planner::{assemble, gated_scope, inactive_warning, load_org, load_org_with_accounts, size_plan, PlannerConfig};
 use crate::ports::{Directory, OrgDirectory};
 use crate::quota::Ledger;
 use crate::request::{PermissionSetRef, PrincipalRef, Tuning};
@@ -126,7 +126,9 @@ impl ReconcileRequest {
         stored.prune = self.prune.unwrap_or(stored.prune);
         stored.max_deletes = self.max_deletes.or(stored.max_deletes);
         stored.dry_run = self.dry_run;
-        stored.refresh_cache = true; // an event is about a change the cache may not have seen
+        // Restricted to accounts, those are read again from Organizations (an event is about a
+        // change the cache may not have seen); a full reconcile uses the cache as a run does.
+        stored.refresh_cache = false;
         stored
     }
 }
@@ -288,11 +290,19 @@ pub async fn make_rules_plan(
 ) -> Result<Plan> {
     let doc = &request.rules;
     let (instance, run_scope) = gated_scope(org, ic, quota, config).await?;
-    // A prune decides what to delete from a complete, current listing of the organization.
-    let refresh = request.refresh_cache || request.prune;
+    // A prune decides what to delete from a complete, current listing of the organization, or,
+    // restricted to some accounts, from those accounts read again on top of the cache.
+    let max_age = config.account_cache_max_age_s;
+    let organization = async {
+        if request.accounts.is_empty() || request.refresh_cache {
+            load_org(org, cache, &run_scope, request.refresh_cache || request.prune, max_age).await
+        } else {
+            load_org_with_accounts(org, cache, &run_scope, &request.accounts, max_age).await
+        }
+    };
     // The organization and the document's names are read side by side (neither needs the
     // other); the assignments are read only once the whole document is valid.
-    let (snapshot, names) = tokio::try_join!(load_org(org, cache, &run_scope, refresh, config.account_cache_max_age_s), resolve_names(doc, ic))?;
+    let (snapshot, names) = tokio::try_join!(organization, resolve_names(doc, ic))?;
     check_known_accounts(&snapshot, &request.accounts)?;
     let selections = rules::select_rules(doc, &snapshot)?;
     let ResolvedNames { permission_sets, principals, mut cost } = names;

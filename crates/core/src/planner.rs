@@ -192,6 +192,33 @@ pub async fn load_org(org: &dyn OrgDirectory, store: &dyn AccountCache, scope: &
     Ok(fresh)
 }
 
+/// The organization with `ids` read again from Organizations (a few calls each) on top of the
+/// account cache: what a reconcile of the accounts an event names plans against. An account
+/// now in an OU the cached tree does not have means the tree changed: it is all read again.
+/// An id the organization does not have is refused by name (`accounts[i]`).
+pub async fn load_org_with_accounts(org: &dyn OrgDirectory, store: &dyn AccountCache, scope: &Scope, ids: &[AccountId], max_age_s: u64) -> Result<OrgSnapshot> {
+    let mut snapshot = load_org(org, store, scope, false, max_age_s).await?;
+    let fresh = match retrying(|| org.accounts(ids)).await {
+        Ok(fresh) => fresh,
+        Err(FanoutError::NotFound { name, .. }) => {
+            let index = ids.iter().position(|id| name.contains(id.as_str())).unwrap_or(0);
+            let id = ids.get(index).map(ToString::to_string).unwrap_or(name);
+            return Err(FanoutError::invalid(format!("accounts[{index}]"), id, format!("an account of organization {}", scope.organization_id)));
+        }
+        Err(e) => return Err(e),
+    };
+    if fresh.iter().any(|a| a.ou_path.iter().any(|ou| snapshot.ou(ou).is_none())) {
+        return load_org(org, store, scope, true, max_age_s).await;
+    }
+    for account in fresh {
+        match snapshot.accounts.iter_mut().find(|a| a.id == account.id) {
+            Some(known) => *known = account,
+            None => snapshot.accounts.push(account),
+        }
+    }
+    Ok(snapshot)
+}
+
 /// Ids as a user wrote them: `a, b, c`.
 fn join_ids<T: std::fmt::Display>(ids: &[T]) -> String {
     ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")

@@ -17,6 +17,11 @@ pub trait OrgDirectory: Send + Sync {
     /// The whole inventory: roots, every OU, every account with status, OU path (walked from
     /// the OU tree, not `ListParents` per account) and tags, plus the management account id.
     async fn snapshot(&self) -> Result<OrgSnapshot>;
+
+    /// These accounts as Organizations has them now (status, OU path by `ListParents` up to the
+    /// root, tags): a few calls per account, for a reconcile of the accounts an event names.
+    /// An id the organization does not have is `NotFound`.
+    async fn accounts(&self, ids: &[AccountId]) -> Result<Vec<Account>>;
 }
 
 /// Spends one request of the instance's sso-admin request rate (the shared quota's), waiting

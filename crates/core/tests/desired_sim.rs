@@ -332,3 +332,35 @@ async fn a_document_the_organization_refuses_reads_no_assignment_state() {
     assert_eq!(calls.get("ListAccountAssignmentsForPrincipal"), None, "{calls:?}");
     assert_eq!(writes(&env.sim), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_moved_account_is_reconciled_from_a_targeted_read_creates_before_deletes() {
+    let env = env(30, 37);
+    let mut request = rules(true);
+    request.name = "baseline".into();
+    apply(&env, RunInput::Rules(request)).await;
+    // dev-platform-005 moves to Prod/Payments (MoveAccount): it should lose Developers' and
+    // alice's PowerUserAccess and get PlatformAdmins' AdministratorAccess.
+    let moved = account(5);
+    env.sim.change_account_out_of_band(&moved, Some("ou-sim0-prodpaym"), None).unwrap();
+    let org_calls = env.sim.counters().org_calls;
+    let event = RunInput::from_value(serde_json::json!({"reconcile": "baseline", "accounts": ["200000000005"]})).unwrap();
+    let (plan, outcome) = apply(&env, event).await;
+    assert_eq!(outcome, RunOutcome::Succeeded);
+    let actions: Vec<Action> = plan.batches.iter().flat_map(|b| &b.items).map(|i| i.action).collect();
+    assert_eq!(actions, [Action::Create, Action::Delete, Action::Delete], "creates first: the account never loses access in between");
+    assert!(env.sim.has_assignment(&moved, &arn(&env.sim, "AdministratorAccess"), &principal("PlatformAdmins")));
+    assert!(!env.sim.has_assignment(&moved, &arn(&env.sim, "PowerUserAccess"), &principal("Developers")));
+    assert!(!env.sim.has_assignment(&moved, &arn(&env.sim, "PowerUserAccess"), &principal("alice")));
+    // The moved account was read again by itself, not the whole organization.
+    let spent = env.sim.counters().org_calls - org_calls;
+    assert!(spent <= 10, "{spent} Organizations calls for one account");
+    let ops: Vec<Operation> = env.sim.operations().into_iter().filter(|o| o.account_id == moved).map(|o| o.operation).collect();
+    assert_eq!(ops[ops.len() - 3..], [Operation::Assign, Operation::Revoke, Operation::Revoke]);
+
+    // A tag added to a sandbox account that no rule selects by tag changes nothing.
+    env.sim.change_account_out_of_band(&account(8), None, Some(("team", "payments"))).unwrap();
+    let event = RunInput::from_value(serde_json::json!({"reconcile": "baseline", "accounts": ["200000000008"]})).unwrap();
+    let (plan, _) = apply(&env, event).await;
+    assert_eq!(plan.changes(), 0);
+}

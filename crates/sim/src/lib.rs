@@ -193,6 +193,8 @@ pub struct SimCloud {
     state: Mutex<State>,
     /// What the planner's look-ups pass first (`Directory::gate_lookups`).
     lookup_gate: Mutex<Option<Arc<dyn RequestGate>>>,
+    /// Accounts moved or re-tagged out of band since the organization was generated.
+    changed_accounts: Mutex<HashMap<AccountId, Account>>,
 }
 
 impl SimCloud {
@@ -231,6 +233,7 @@ impl SimCloud {
             principals,
             started: now,
             lookup_gate: Mutex::new(None),
+            changed_accounts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -494,8 +497,25 @@ impl OrgDirectory for SimCloud {
         let calls = 2 + 2 * org::OUS.len() as u64 + pages + self.org.accounts.len() as u64;
         self.org_calls(calls).await;
         let mut snapshot = self.org.clone();
+        let changed = self.changed_accounts.lock().expect("sim").clone();
+        for account in snapshot.accounts.iter_mut() {
+            if let Some(now) = changed.get(&account.id) {
+                *account = now.clone();
+            }
+        }
         snapshot.fetched_at = sso_fanout_core::clock::unix_now();
         Ok(snapshot)
+    }
+
+    async fn accounts(&self, ids: &[AccountId]) -> Result<Vec<Account>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            let account = self.account_now(id).ok_or_else(|| FanoutError::not_found("account", id.as_str(), "AccountNotFoundException"))?;
+            // DescribeAccount, ListParents per level up to the root, ListTagsForResource.
+            self.org_calls(2 + account.ou_path.len() as u64 + 1).await;
+            found.push(account);
+        }
+        Ok(found)
     }
 }
 
@@ -738,6 +758,30 @@ impl SimCloud {
     /// The Identity Center instance (no call spent).
     pub fn instance_info(&self) -> Instance {
         SimCloud::the_instance()
+    }
+
+    /// An account as Organizations has it now (after out-of-band moves and tags).
+    fn account_now(&self, id: &AccountId) -> Option<Account> {
+        let changed = self.changed_accounts.lock().expect("sim").get(id).cloned();
+        changed.or_else(|| self.org.accounts.iter().find(|a| &a.id == id).cloned())
+    }
+
+    /// Moves an account to another OU and/or sets one of its tags, out of band (as someone in
+    /// the Organizations console would): `snapshot` and `accounts` answer with it from now on;
+    /// `org()` keeps the organization as generated. Unknown account or OU: `NotFound`.
+    pub fn change_account_out_of_band(&self, id: &AccountId, move_to: Option<&str>, tag: Option<(&str, &str)>) -> Result<()> {
+        let mut account = self.account_now(id).ok_or_else(|| FanoutError::not_found("account", id.as_str(), "not in the simulated organization"))?;
+        if let Some(ou) = move_to {
+            if ou != org::ROOT_ID && !org::OUS.iter().any(|(o, _, _)| *o == ou) {
+                return Err(FanoutError::not_found("OU", ou, "not in the simulated organization"));
+            }
+            account.ou_path = org::ou_path(ou);
+        }
+        if let Some((key, value)) = tag {
+            account.tags.insert(key.to_string(), value.to_string());
+        }
+        self.changed_accounts.lock().expect("sim").insert(id.clone(), account);
+        Ok(())
     }
 
     /// Creates an assignment out of band, as someone in the console would: at once, no call
