@@ -205,3 +205,54 @@ fn with_faults_every_account_ends_in_a_definite_state_with_the_reason() {
     drop(emulator);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A rules document through the real SDK on the wire: several operations per account (creates,
+/// then the prune's deletes), one at a time per account, within the quotas the emulator counts.
+#[test]
+fn a_rules_document_is_reconciled_on_the_wire_within_the_quotas() {
+    let emulator = Emulator::start(&["--accounts", "29", "--seed", "7", "--latency", "0.5,2"]);
+    let dir = tempdir("rules");
+    let rules = dir.join("access.yaml");
+    std::fs::write(
+        &rules,
+        r#"version: 1
+rules:
+  - id: prod-admins
+    permissionSet: AdministratorAccess
+    principals: [{type: GROUP, name: PlatformAdmins}]
+    targets: [{ous: [ou-sim0-prod0000]}]
+  - id: everyone-reads
+    permissionSet: ReadOnlyAccess
+    principals: [{type: GROUP, name: Auditors}, {type: USER, name: alice}]
+    targets: [{root: true}]
+    exclude: [{names: ["user*-sandbox"]}]
+managed:
+  permissionSets: [AdministratorAccess]
+  principals: [{type: GROUP, name: PlatformAdmins}]
+"#,
+    )
+    .unwrap();
+    let rules = rules.to_str().unwrap();
+    // PlatformAdmins already holds AdministratorAccess in a few accounts, some outside Prod: undeclared.
+    let plan = run_expecting(&emulator, &dir, &["plan", "--rules", rules], 2);
+    let undeclared = plan["desired"]["undeclaredCount"].as_u64().unwrap();
+    let creates = plan["creates"].as_u64().unwrap();
+    assert!(creates > 29, "two principals read everywhere, admins in Prod: {plan}");
+    let writes_before = emulator.stats()["calls"]["CreateAccountAssignment"].as_u64().unwrap_or(0);
+    assert_eq!(writes_before, 0, "a plan writes nothing");
+
+    let s = run_expecting(&emulator, &dir, &["run", "--rules", rules, "--prune", "--document-name", "baseline"], 0);
+    assert_eq!(s["counts"]["failed"], 0, "{s}");
+    let stats = emulator.stats();
+    assert_no_violations(&stats);
+    assert_eq!(stats["calls"]["DeleteAccountAssignment"].as_u64().unwrap_or(0), undeclared, "{stats}");
+    assert!(stats["calls"]["CreateAccountAssignment"].as_u64().unwrap() >= creates, "{stats}");
+
+    // Planned again, and reconciled by name: nothing differs, nothing is written.
+    let again = run_expecting(&emulator, &dir, &["plan", "--rules", rules], 0);
+    assert_eq!(again["desired"]["undeclaredCount"], 0, "{again}");
+    let s = run_expecting(&emulator, &dir, &["run", "--reconcile", "baseline"], 0);
+    assert_eq!(s["counts"]["skipped"], s["counts"]["total"], "{s}");
+    assert_eq!(emulator.stats()["calls"]["CreateAccountAssignment"], stats["calls"]["CreateAccountAssignment"]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
