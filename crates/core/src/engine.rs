@@ -213,10 +213,14 @@ pub async fn run_batch(
     // (creates before deletes): Identity Center allows one operation per account at a time.
     for chain in crate::planner::account_chains(&batch.items) {
         let mut todo = Vec::with_capacity(chain.len());
+        let mut hold = ChainHold::default();
         for item in chain {
             let earlier = prior.get(&result_key(&item.account_id, item.pair)).copied();
             match earlier.filter(|r| r.outcome.is_final()) {
-                Some(done) => results.push(done.clone()),
+                Some(done) => {
+                    hold.after(done);
+                    results.push(done.clone());
+                }
                 None => todo.push((item, earlier.and_then(|r| r.request_id.clone()))),
             }
         }
@@ -227,7 +231,11 @@ pub async fn run_batch(
         accounts.spawn(async move {
             let mut done = Vec::with_capacity(todo.len());
             for (item, pending) in todo {
-                let result = shared.run_account(item, pending).await;
+                let result = match hold.reason_for(&item) {
+                    Some(reason) => shared.not_started(item, reason),
+                    None => shared.run_account(item, pending).await,
+                };
+                hold.after(&result);
                 shared.record(&result).await;
                 done.push(result);
             }
@@ -260,6 +268,42 @@ pub async fn run_batch(
     }
     results.sort_by(|a, b| a.account_name.cmp(&b.account_name).then(a.pair.cmp(&b.pair)));
     Ok(BatchReport { batch: batch.index, results, stats })
+}
+
+/// What an account's earlier items forbid its later ones: its deletes wait while one of its
+/// creates has not succeeded (the account keeps its old access until the new one is in place),
+/// and nothing more is sent while one of its operations may still be IN_PROGRESS at AWS.
+#[derive(Default)]
+struct ChainHold {
+    create_not_done: Option<String>,
+    busy: Option<String>,
+}
+
+impl ChainHold {
+    fn after(&mut self, result: &AccountResult) {
+        if result.action == Action::Create && result.outcome != Outcome::Succeeded && self.create_not_done.is_none() {
+            self.create_not_done = Some(result.reason.clone().unwrap_or_else(|| result.outcome.as_str().to_string()));
+        }
+        if result.outcome == Outcome::TimedOut {
+            if let Some(id) = &result.request_id {
+                self.busy.get_or_insert_with(|| id.clone());
+            }
+        }
+    }
+
+    fn reason_for(&self, item: &PlanItem) -> Option<String> {
+        if let Some(request) = &self.busy {
+            return Some(format!(
+                "not started: an earlier operation in this account may still be IN_PROGRESS (request {request}); re-run to converge"
+            ));
+        }
+        match (&self.create_not_done, item.action) {
+            (Some(why), Action::Delete) => Some(format!(
+                "not started: a create in this account did not succeed ({why}), so its current access is kept; re-run to converge"
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// A spawned task that ends with its owner.
@@ -550,6 +594,12 @@ impl Shared {
         }
     }
 
+    /// An item the account's chain holds back (see `ChainHold`): not sent, not final.
+    fn not_started(&self, item: PlanItem, reason: String) -> AccountResult {
+        let attempt = Attempt { item, started: Instant::now(), attempts: 0, request_id: None, provisioning_ms: None };
+        attempt.finish(&self.ctx, self.batch, Outcome::TimedOut, Some(reason))
+    }
+
     fn timed_out(&self, attempt: Attempt, request_id: Option<String>) -> AccountResult {
         let reason = match &request_id {
             Some(id) => format!("still IN_PROGRESS after {} s (request {id}); re-run or check its status", self.account_timeout.as_secs()),
@@ -673,7 +723,8 @@ impl Poller {
     fn switch_to_describe(&self) {
         self.describe_only.store(true, Ordering::Relaxed);
         let now = Instant::now();
-        for w in self.pending.lock().expect("poller").values_mut() {
+        // A waiter whose describe is on its way is rescheduled by `after_describe`.
+        for w in self.pending.lock().expect("poller").values_mut().filter(|w| !w.describing) {
             w.next_check.get_or_insert(now);
         }
     }
@@ -691,8 +742,10 @@ impl Poller {
         due
     }
 
+    /// When the next describe is due (waiters with a describe on its way are not: a past time
+    /// for one of them would make the loop spin, and on a paused clock never let time move).
     fn next_due(&self) -> Option<Instant> {
-        self.pending.lock().expect("poller").values().filter_map(|w| w.next_check).min()
+        self.pending.lock().expect("poller").values().filter(|w| !w.describing).filter_map(|w| w.next_check).min()
     }
 
     fn after_describe(&self, id: &str, outcome: Result<OpStatus>) {
