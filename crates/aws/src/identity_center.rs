@@ -417,7 +417,13 @@ impl AwsIdentityCenter {
             let page = page.map_err(|e| classify_optional(API, e))?;
             found.pages += 1;
             more = page.next_token().is_some_and(|t| !t.is_empty());
-            for a in page.account_assignments() {
+            // "Accounts the principal has access to": for a user that may include access it holds
+            // through a group, listed under the group's id. Only the principal's own count.
+            let own = |a: &&aws_sdk_ssoadmin::types::AccountAssignmentForPrincipal| {
+                a.principal_id().is_none_or(|id| id == principal.id.as_str())
+                    && a.principal_type().is_none_or(|t| *t == sso_principal_type(principal.kind))
+            };
+            for a in page.account_assignments().iter().filter(own) {
                 let account: AccountId = answered(API, a.account_id())?;
                 let permission_set: PermissionSetArn = answered(API, a.permission_set_arn())?;
                 found.assignments.insert((account, permission_set));

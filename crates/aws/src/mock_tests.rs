@@ -684,3 +684,30 @@ mod dynamodb {
         assert_eq!(seen[1], (Some("#v = :v".into()), Some("4".into()), vec!["1".into(), "2".into(), "7".into(), "9".into()]));
     }
 }
+
+#[tokio::test]
+async fn a_users_listing_keeps_only_the_users_own_assignments_not_its_groups() {
+    const USER: &str = "a1b2c3d4-0000-4000-8000-000000000001";
+    let for_user = mock!(Client::list_account_assignments_for_principal)
+        .match_requests(|r| r.principal_id() == Some(USER) && r.principal_type() == Some(&SsoPrincipalType::User))
+        .then_output(|| {
+            let own = AccountAssignmentForPrincipal::builder()
+                .account_id("111111111111")
+                .permission_set_arn(PS)
+                .principal_type(SsoPrincipalType::User)
+                .principal_id(USER)
+                .build();
+            // Access the user has through a group it belongs to, listed under the group.
+            ListAccountAssignmentsForPrincipalOutput::builder()
+                .account_assignments(own)
+                .account_assignments(for_principal_item("222222222222", PS))
+                .build()
+        });
+    let ic = ic(&[&for_user]);
+    let user = Principal { kind: PrincipalType::User, id: USER.parse().unwrap(), name: None };
+    let found = ic.principal_assignments(&user).await.unwrap();
+    assert_eq!(found.assignments, [("111111111111".parse().unwrap(), PS.parse().unwrap())].into_iter().collect());
+    let candidates: Vec<AccountId> = ["111111111111", "222222222222"].iter().map(|a| a.parse().unwrap()).collect();
+    let held = ic.assigned_accounts(&user, &PS.parse().unwrap(), &candidates).await.unwrap();
+    assert_eq!(held, ["111111111111".parse().unwrap()].into_iter().collect(), "a group's grant is not the user's own: it is created");
+}

@@ -52,6 +52,10 @@ pub struct RulesRequest {
     /// empty: every account the document covers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub accounts: Vec<AccountId>,
+    /// Made from a stored document (`{"reconcile": name}`): applying it never stores it again,
+    /// so a one-off override (prune, maxDeletes, accounts) never becomes the stored setting.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reconciled: bool,
 }
 
 fn default_name() -> String {
@@ -70,7 +74,14 @@ impl RulesRequest {
             refresh_cache: false,
             tuning: None,
             accounts: vec![],
+            reconciled: false,
         }
+    }
+
+    /// Whether applying this request stores its document under its name: a whole document
+    /// applied as written, not a reconcile of a stored one nor a run restricted to accounts.
+    pub fn stores_document(&self) -> bool {
+        !self.dry_run && !self.reconciled && self.accounts.is_empty()
     }
 
     /// Parses `{"rules": {...}, ...}`: the document is checked whole first (its errors name
@@ -123,12 +134,15 @@ impl ReconcileRequest {
     /// The stored request with this reconcile's restrictions and overrides applied.
     pub fn apply_to(&self, mut stored: RulesRequest) -> RulesRequest {
         stored.accounts = self.accounts.clone();
+        stored.reconciled = true;
         stored.prune = self.prune.unwrap_or(stored.prune);
         stored.max_deletes = self.max_deletes.or(stored.max_deletes);
         stored.dry_run = self.dry_run;
-        // Restricted to accounts, those are read again from Organizations (an event is about a
-        // change the cache may not have seen); a full reconcile uses the cache as a run does.
-        stored.refresh_cache = false;
+        // What a reconcile plans against is read again from Organizations: the accounts it is
+        // restricted to (an event is about a change the cache may not have seen), else the
+        // whole organization (a schedule corrects drift: a stale cache could grant a moved
+        // account its old OU's access again).
+        stored.refresh_cache = self.accounts.is_empty();
         stored
     }
 }
@@ -253,6 +267,14 @@ pub fn change_set(plan: &Plan) -> BTreeSet<(AccountId, PermissionSetArn, Princip
 /// Refuses to apply `saved` when planning it again now gives other changes (someone changed
 /// the organization or the assignments since it was reviewed).
 pub fn check_saved_plan(saved: &Plan, live: &Plan) -> Result<()> {
+    let pairs = saved.pairs.len().max(1);
+    if let Some(item) = saved.batches.iter().flat_map(|b| &b.items).find(|i| i.pair as usize >= pairs) {
+        return Err(FanoutError::invalid(
+            "plan",
+            saved.run_id.as_str(),
+            format!("a plan as `sso-fanout plan --out` wrote it: an item names pair {} of {pairs}", item.pair),
+        ));
+    }
     if saved.scope != live.scope {
         return Err(FanoutError::invalid(
             "plan",
@@ -485,7 +507,13 @@ pub fn reconcile(inputs: &ReconcileInputs<'_>) -> Reconciled {
     for selection in selections.iter() {
         let rule = &doc.rules[selection.rule];
         let ps = &permission_sets[&rule.permission_set.to_string()];
-        let rule_principals: Vec<&Principal> = rule.principals.iter().map(|p| &principals[&principal_text(p)]).collect();
+        // One principal written by name and by id counts once.
+        let mut rule_principals: Vec<&Principal> = Vec::new();
+        for p in rule.principals.iter().map(|p| &principals[&principal_text(p)]) {
+            if !rule_principals.iter().any(|q| q.id == p.id) {
+                rule_principals.push(p);
+            }
+        }
         let accounts: Vec<&Account> = selection.accounts.iter().copied().filter(|a| in_scope(&a.id)).collect();
         let mut report = RuleDrift {
             id: rule.id.to_string(),

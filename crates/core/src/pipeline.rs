@@ -64,7 +64,7 @@ pub async fn plan_input(services: &Services, input: &RunInput, config: &PlannerC
         RunInput::Single(request) => plan_run(services, request, config).await,
         RunInput::Rules(request) => {
             let plan = plan_rules(services, request, config).await?;
-            if !request.dry_run {
+            if request.stores_document() {
                 store_document(services, request, &plan).await?;
             }
             Ok(plan)
@@ -85,11 +85,9 @@ pub async fn plan_input(services: &Services, input: &RunInput, config: &PlannerC
     }
 }
 
-/// Keeps the applied document under its name (without a one-off `accounts` restriction).
+/// Keeps the applied document under its name (see `RulesRequest::stores_document`).
 async fn store_document(services: &Services, request: &RulesRequest, plan: &Plan) -> Result<()> {
-    let mut kept = request.clone();
-    kept.accounts.clear();
-    kept.dry_run = false;
+    let kept = request.clone();
     let document = StoredDocument { name: request.name.clone(), request: kept, run_id: plan.run_id.clone(), stored_at: plan.created_at };
     services.store.put_document(&plan.scope, &document).await
 }
@@ -114,7 +112,9 @@ pub async fn plan_saved(services: &Services, saved: &Plan, config: &PlannerConfi
     refuse_refused_prune(&plan)?;
     services.store.put_run(&RunRecord { plan: plan.clone(), status: RunStatus::Planned, summary: None }).await?;
     if let PlanRequest::Rules(request) = &plan.request {
-        store_document(services, request, &plan).await?;
+        if request.stores_document() {
+            store_document(services, request, &plan).await?;
+        }
     }
     Ok(plan)
 }
@@ -138,7 +138,7 @@ pub fn refuse_refused_prune(plan: &Plan) -> Result<()> {
             "maxDeletes",
             prune.max_deletes,
             format!(
-                "at least the {} deletes this prune would make (undeclared assignments inside `managed`); nothing was changed: check the document, or raise maxDeletes (--max-deletes) if they are meant to go",
+                "at least the deletes this prune would make: it would delete the {} undeclared assignments inside `managed`; nothing was changed: check the document, or raise maxDeletes (--max-deletes) if they are meant to go",
                 plan.desired.as_ref().map_or(0, |d| d.undeclared_count)
             ),
         )),

@@ -216,6 +216,9 @@ pub async fn load_org_with_accounts(org: &dyn OrgDirectory, store: &dyn AccountC
             None => snapshot.accounts.push(account),
         }
     }
+    // The cache learns them too (its age unchanged: the rest was not read again), so a later
+    // plan from the cache does not see a moved account in its old OU.
+    store.put_org(scope, &snapshot).await?;
     Ok(snapshot)
 }
 
@@ -375,6 +378,13 @@ pub fn size_plan(
     let batch_size = changes.len().div_ceil(batch_count).max(1);
     let share = QuotaShare { in_flight, requests_per_second: rate };
     let longest_chain = account_chains(&changes).iter().map(Vec::len).max().unwrap_or(0);
+    // One account's operations run one after another within one worker.
+    if longest_chain as f64 * per_change_s > usable_s {
+        warnings.push(format!(
+            "one account has {longest_chain} changes: one after another they need ~{:.0} s, more than a worker's {time_budget_s} s budget allows; the rest of that account is left for a re-run (or run it from the CLI, which has no such limit)",
+            longest_chain as f64 * per_change_s
+        ));
+    }
     let batches: Vec<Batch> = chunk_by_account(changes, batch_size)
         .into_iter()
         .enumerate()
@@ -427,11 +437,13 @@ pub fn account_chains(items: &[PlanItem]) -> Vec<Vec<PlanItem>> {
 }
 
 /// Consecutive batches of about `size` items that never split one account's chain.
+/// A chain goes to the current batch while it fits whole, else starts the next one (a chain
+/// longer than `size` is a batch of its own).
 fn chunk_by_account(items: Vec<PlanItem>, size: usize) -> Vec<Vec<PlanItem>> {
     let mut batches: Vec<Vec<PlanItem>> = Vec::new();
     for chain in account_chains(&items) {
         match batches.last_mut() {
-            Some(last) if last.len() < size => last.extend(chain),
+            Some(last) if last.len() + chain.len() <= size => last.extend(chain),
             _ => batches.push(chain),
         }
     }

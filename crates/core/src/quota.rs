@@ -640,34 +640,39 @@ impl SharedQuota {
     }
 
     /// Whether the account an expired lease was for has no operation IN_PROGRESS: the dead
-    /// holder's run log names the request AWS accepted, if any, and AWS says how it stands.
+    /// holder's run log names the requests AWS accepted in that account (a rules run has one
+    /// result per assignment), and AWS says how they stand.
     async fn orphan_finished(&self, record: &SlotRecord) -> bool {
         let (Some(holder), Some(account)) = (&record.holder, &record.account) else { return true };
         let run_id = holder.split('#').next().unwrap_or_default();
-        let result = match self.log.results(run_id).await {
-            Ok(results) => results.into_iter().find(|r| &r.account_id == account),
+        let pending: Vec<(crate::model::Operation, String)> = match self.log.results(run_id).await {
+            Ok(results) => results
+                .into_iter()
+                .filter(|r| &r.account_id == account && !r.outcome.is_final())
+                .filter_map(|r| {
+                    let op = if r.action == crate::model::Action::Delete { crate::model::Operation::Revoke } else { crate::model::Operation::Assign };
+                    Some((op, r.request_id?))
+                })
+                .collect(),
             Err(e) => {
                 tracing::debug!(run_id, error = %e, "could not read a dead holder's results; its slot stays taken");
                 return false;
             }
         };
-        let Some(request_id) = result.filter(|r| !r.outcome.is_final()).and_then(|r| r.request_id) else { return true };
-        if self.rate.pace().await.is_err() {
-            return false;
-        }
-        let operation = self.ops.operation_status(crate::model::Operation::Assign, &request_id);
-        let answered = match operation.await {
-            Err(FanoutError::NotFound { .. }) => self.ops.operation_status(crate::model::Operation::Revoke, &request_id).await,
-            other => other,
-        };
-        match answered {
-            Ok(status) => status.state != OpState::InProgress,
-            Err(FanoutError::NotFound { .. }) => true,
-            Err(e) => {
-                tracing::debug!(request_id, error = %e, "could not check an orphaned operation; its slot stays taken");
-                false
+        for (operation, request_id) in pending {
+            if self.rate.pace().await.is_err() {
+                return false;
+            }
+            match self.ops.operation_status(operation, &request_id).await {
+                Ok(status) if status.state == OpState::InProgress => return false,
+                Ok(_) | Err(FanoutError::NotFound { .. }) => {}
+                Err(e) => {
+                    tracing::debug!(request_id, error = %e, "could not check an orphaned operation; its slot stays taken");
+                    return false;
+                }
             }
         }
+        true
     }
 
     fn release_later(self: &Arc<Self>, slot: u32) {

@@ -13,7 +13,7 @@ use sso_fanout_core::planner::PlannerConfig;
 use sso_fanout_core::report::RunOutcome;
 use sso_fanout_core::request::RunInput;
 use sso_fanout_core::rules::RulesDocument;
-use sso_fanout_core::store::{DocumentStore, MemoryStore};
+use sso_fanout_core::store::{DocumentStore, MemoryStore, RunLog};
 use sso_fanout_sim::{SimCloud, SimConfig};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -357,10 +357,57 @@ async fn a_moved_account_is_reconciled_from_a_targeted_read_creates_before_delet
     assert!(spent <= 10, "{spent} Organizations calls for one account");
     let ops: Vec<Operation> = env.sim.operations().into_iter().filter(|o| o.account_id == moved).map(|o| o.operation).collect();
     assert_eq!(ops[ops.len() - 3..], [Operation::Assign, Operation::Revoke, Operation::Revoke]);
+    // The account cache learned the move, so a later plan from the cache sees it too.
+    let cached = sso_fanout_core::store::AccountCache::cached_org(env.store.as_ref(), &env.sim.scope()).await.unwrap().unwrap();
+    let now = cached.accounts.iter().find(|a| a.id == moved).unwrap();
+    assert_eq!(now.ou_path.last().map(String::as_str), Some("ou-sim0-prodpaym"));
 
     // A tag added to a sandbox account that no rule selects by tag changes nothing.
     env.sim.change_account_out_of_band(&account(8), None, Some(("team", "payments"))).unwrap();
     let event = RunInput::from_value(serde_json::json!({"reconcile": "baseline", "accounts": ["200000000008"]})).unwrap();
     let (plan, _) = apply(&env, event).await;
     assert_eq!(plan.changes(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_account_whose_create_fails_keeps_its_old_access() {
+    // Every operation of this instance fails after provisioning (as an IAM role quota would).
+    let sim = Arc::new(SimCloud::new(SimConfig {
+        extended_directory: true,
+        faults: sso_fanout_sim::Faults { late_failure_rate: 1.0, ..Default::default() },
+        ..SimConfig::clean(30, 41)
+    }));
+    let store = Arc::new(MemoryStore::new());
+    let env = Env { services: Services::new(sim.clone(), sim.clone(), store.clone()), sim, store };
+    let (read_only, auditors) = (arn(&env.sim, "ReadOnlyAccess"), principal("Auditors"));
+    // Account 3 (Prod) lacks its admin grant and holds an undeclared one: a create, then a delete.
+    env.sim.put_assignment_out_of_band(&account(3), &read_only, &auditors).unwrap();
+    let (plan, outcome) = apply(&env, RunInput::Rules(rules(true))).await;
+    assert_eq!(outcome, RunOutcome::Incomplete);
+    let summary = env.store.results(&plan.run_id).await.unwrap();
+    let in_3: Vec<_> = summary.iter().filter(|r| r.account_id == account(3)).collect();
+    assert_eq!(in_3.len(), 2, "{in_3:?}");
+    let delete = in_3.iter().find(|r| r.action == Action::Delete).unwrap();
+    assert!(delete.reason.as_deref().unwrap().contains("a create in this account did not succeed"), "{delete:?}");
+    assert!(env.sim.has_assignment(&account(3), &read_only, &auditors), "the old access stays");
+    assert!(env.sim.operations().iter().all(|o| !(o.account_id == account(3) && o.operation == Operation::Revoke)), "no delete was sent");
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_off_overrides_never_become_the_stored_settings() {
+    let env = env(30, 43);
+    apply(&env, RunInput::Rules(rules(false))).await;
+    let stored = || async { env.store.document(&env.sim.scope(), "default").await.unwrap().unwrap().request };
+    let before = stored().await;
+    assert!(!before.prune);
+    // A reconcile with overrides, applied directly and through a saved plan.
+    let overridden = RunInput::from_value(serde_json::json!({"reconcile": "default", "prune": true, "maxDeletes": 99})).unwrap();
+    apply(&env, overridden.clone()).await;
+    let reviewed = plan_input(&env.services, &overridden.into_dry_run(), &PlannerConfig::in_process()).await.unwrap();
+    plan_saved(&env.services, &reviewed, &PlannerConfig::in_process()).await.unwrap();
+    // A rules run restricted to one account.
+    let mut restricted = rules(true);
+    restricted.accounts = vec![account(3)];
+    apply(&env, RunInput::Rules(restricted)).await;
+    assert_eq!(stored().await, before, "the stored document keeps its own settings");
 }
