@@ -314,12 +314,15 @@ pub struct RequestArgs {
     pub rules: Option<PathBuf>,
     /// Plan or apply the document stored under NAME again (what a schedule sends:
     /// `{"reconcile": NAME}`), with its stored --prune/--max-deletes unless given here.
-    #[arg(long, value_name = "NAME", conflicts_with_all = ["operation", "permission_set", "group", "user", "principal_id", "filter", "accounts", "ous", "tags", "exclude"])]
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["operation", "permission_set", "group", "user", "principal_id", "filter", "accounts", "ous", "tags", "exclude", "document_name", "refresh_cache", "batch_size", "concurrency", "account_timeout", "max_retries"])]
     pub reconcile: Option<String>,
     /// With --rules/--reconcile: also delete assignments inside the document's `managed` scope
     /// that no rule declares (never on the management or protected accounts).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_prune")]
     pub prune: bool,
+    /// With --reconcile: do not prune, whatever the stored document says.
+    #[arg(long)]
+    pub no_prune: bool,
     /// With --prune: refuse the whole run when it would delete more than N assignments
     /// [default: 20].
     #[arg(long, value_name = "N")]
@@ -327,7 +330,7 @@ pub struct RequestArgs {
     /// `run` only: apply a plan saved by `plan --out FILE`, exactly as reviewed. Planned again
     /// first; refused with nothing changed if the changes would now differ. Prune and its limit
     /// are part of the plan: give them to `plan`.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["request", "rules", "reconcile", "operation", "permission_set", "group", "user", "principal_id", "prune", "max_deletes", "document_name", "filter", "accounts", "ous", "tags", "exclude"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["request", "rules", "reconcile", "operation", "permission_set", "group", "user", "principal_id", "prune", "no_prune", "max_deletes", "document_name", "filter", "accounts", "ous", "tags", "exclude", "refresh_cache", "batch_size", "concurrency", "account_timeout", "max_retries"])]
     pub plan: Option<PathBuf>,
     /// With --rules: the name the applied document is stored under, for `--reconcile NAME`
     /// and schedules [default: default].
@@ -532,8 +535,16 @@ impl RequestArgs {
             _ => self.flags_document()?,
         };
         let rules_input = document.get("rules").is_some() || document.get("reconcile").is_some();
+        if self.max_deletes.is_some() && !self.prune && document.get("rules").is_some() {
+            return Err(FanoutError::invalid("--max-deletes", self.max_deletes.unwrap_or_default(), "a limit of a prune: add --prune (a rules run without it deletes nothing)"));
+        }
+        let prune = match (self.prune, self.no_prune) {
+            (true, _) => Some(Value::Bool(true)),
+            (_, true) => Some(Value::Bool(false)),
+            _ => None,
+        };
         let rules_options = [
-            ("--prune", "prune", self.prune.then(|| Value::Bool(true))),
+            ("--prune/--no-prune", "prune", prune),
             ("--max-deletes", "maxDeletes", self.max_deletes.map(Value::from)),
             ("--document-name", "name", self.document_name.clone().map(Value::from)),
         ];

@@ -35,6 +35,9 @@ fn arn_error(field: &str, arn: &str, e: FanoutError) -> FanoutError {
 }
 
 pub async fn start(args: StartArgs, io: &mut Io) -> Result<u8> {
+    if let Some(path) = &args.request.plan {
+        return Err(FanoutError::invalid("--plan", path.display(), "a flag of `run` (a saved plan is applied in-process); `start` sends --rules FILE or a request"));
+    }
     let mut document = args.request.to_document()?;
     if args.dry_run {
         document["dryRun"] = true.into();

@@ -592,6 +592,13 @@ fn an_applied_document_is_stored_by_name_and_listed() {
     assert_eq!(request["rules"]["rules"][0]["id"], "prod-admins");
     // The stored request is a valid input again (what `--request` and the state machine take).
     assert!(sso_fanout_core::request::RunInput::from_value(request).is_ok());
+    // A reconcile takes the stored prune unless told otherwise.
+    for (flag, enabled) in [(None, true), (Some("--no-prune"), false)] {
+        let mut args = vec!["plan", "--sim", "29", "--seed", "6", "--store", store, "--reconcile", "baseline", "--output", "json"];
+        args.extend(flag);
+        let (_, out, err) = cli(&args);
+        assert_eq!(parse(&out)["desired"]["prune"]["enabled"].as_bool(), Some(enabled), "{flag:?}: {err}");
+    }
     let (code, _, err) = cli(&["documents", "nightly", "--sim", "29", "--seed", "6", "--store", store]);
     assert_eq!(code, 1);
     assert!(err.contains("nightly") && err.contains("sso-fanout documents"), "{err}");
