@@ -411,3 +411,27 @@ async fn one_off_overrides_never_become_the_stored_settings() {
     apply(&env, RunInput::Rules(restricted)).await;
     assert_eq!(stored().await, before, "the stored document keeps its own settings");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rules_run_split_into_batches_keeps_each_account_in_one_batch_and_converges() {
+    // As the deployed planner sizes it: a short worker budget makes many batches, two at a time
+    // through the shared quota ledger.
+    let env = env(200, 47);
+    let ledger = sso_fanout_core::quota::MemoryInstance::new();
+    let services = env.services.clone().with_quota(ledger.process());
+    let config = PlannerConfig { worker_time_budget_s: 120, shared_quota: true, ..PlannerConfig::default() };
+    let plan = plan_input(&services, &RunInput::Rules(rules(true)), &config).await.unwrap();
+    assert!(plan.batches.len() >= 3, "{} batches", plan.batches.len());
+    let mut batch_of: BTreeMap<AccountId, u32> = BTreeMap::new();
+    for b in &plan.batches {
+        for i in &b.items {
+            assert_eq!(*batch_of.entry(i.account_id.clone()).or_insert(b.index), b.index, "{} split across batches", i.account_id);
+        }
+    }
+    let summary = execute(&services, &plan, EngineOptions { jitter_seed: 5, ..Default::default() }, None).await.unwrap();
+    assert_eq!(summary.outcome, RunOutcome::Succeeded, "{:?}", summary.failures);
+    let counters = env.sim.counters();
+    assert_eq!((counters.violations(), counters.conflict_violations), (0, 0), "{counters:?}");
+    let again = plan_input(&services, &RunInput::Rules(rules(true)).into_dry_run(), &config).await.unwrap();
+    assert!(!again.desired.unwrap().has_drift());
+}
