@@ -279,36 +279,30 @@ impl Harness {
         let account = self.account_names().into_iter().find(|(_, n)| *n == t.0).map(|(id, _)| id).expect("a known account");
         let ps = self.permission_sets().await.get(&t.1).cloned().unwrap_or_else(|| panic!("no permission set {}", t.1));
         let (kind, id) = self.principal_id(&t.2);
+        // The create and the delete take the same fields; only the call and its answer differ.
+        macro_rules! send {
+            ($call:ident, $status:ident, $api:literal) => {
+                self.clients
+                    .sso_admin
+                    .$call()
+                    .instance_arn(self.instance_arn())
+                    .target_id(&account)
+                    .target_type(TargetType::AwsAccount)
+                    .permission_set_arn(&ps)
+                    .principal_type(kind)
+                    .principal_id(&id)
+                    .send()
+                    .await
+                    .expect($api)
+                    .$status()
+                    .and_then(|s| s.status())
+                    .map(|s| s.as_str().to_string())
+            };
+        }
         let status = if create {
-            let out = self
-                .clients
-                .sso_admin
-                .create_account_assignment()
-                .instance_arn(self.instance_arn())
-                .target_id(&account)
-                .target_type(TargetType::AwsAccount)
-                .permission_set_arn(&ps)
-                .principal_type(kind)
-                .principal_id(&id)
-                .send()
-                .await
-                .expect("CreateAccountAssignment");
-            out.account_assignment_creation_status().and_then(|s| s.status()).map(|s| s.as_str().to_string())
+            send!(create_account_assignment, account_assignment_creation_status, "CreateAccountAssignment")
         } else {
-            let out = self
-                .clients
-                .sso_admin
-                .delete_account_assignment()
-                .instance_arn(self.instance_arn())
-                .target_id(&account)
-                .target_type(TargetType::AwsAccount)
-                .permission_set_arn(&ps)
-                .principal_type(kind)
-                .principal_id(&id)
-                .send()
-                .await
-                .expect("DeleteAccountAssignment");
-            out.account_assignment_deletion_status().and_then(|s| s.status()).map(|s| s.as_str().to_string())
+            send!(delete_account_assignment, account_assignment_deletion_status, "DeleteAccountAssignment")
         };
         assert_eq!(status.as_deref(), Some("SUCCEEDED"), "moto completes {t:?} at once");
     }

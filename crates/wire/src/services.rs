@@ -102,6 +102,11 @@ fn page(
     Ok((items[start..end].to_vec(), next))
 }
 
+/// A page of an sso-admin listing: MaxResults 1-100, 100 by default (the service model).
+fn sso_paged(key: &str, items: Vec<Value>, input: &Value) -> Result<Value, WireError> {
+    paged(key, items, input, 100, 100, "ValidationException")
+}
+
 fn paged(
     key: &str,
     items: Vec<Value>,
@@ -223,14 +228,7 @@ fn sso_admin_body(
                 .iter()
                 .map(|p| json!(p.arn.as_str()))
                 .collect();
-            paged(
-                "PermissionSets",
-                arns,
-                input,
-                100,
-                100,
-                "ValidationException",
-            )
+            sso_paged("PermissionSets", arns, input)
         }
         "DescribePermissionSet" => {
             let arn = string(input, "PermissionSetArn")?;
@@ -352,7 +350,7 @@ fn sso_admin_body(
                 .filter(|d| wanted.is_none_or(|w| w == state_name(d.state)))
                 .map(|d| json!({"Status": state_name(d.state), "RequestId": d.request_id, "CreatedDate": emu.timestamp(d.created_s)}))
                 .collect();
-            paged(out_field, items, input, 100, 100, "ValidationException")
+            sso_paged(out_field, items, input)
         }
         "ListAccountAssignments" => {
             let account = string(input, "AccountId")?;
@@ -365,14 +363,7 @@ fn sso_admin_body(
                     json!({"AccountId": a.as_str(), "PermissionSetArn": p.as_str(), "PrincipalType": kind_of(emu, who), "PrincipalId": who.as_str()})
                 })
                 .collect();
-            paged(
-                "AccountAssignments",
-                items,
-                input,
-                100,
-                100,
-                "ValidationException",
-            )
+            sso_paged("AccountAssignments", items, input)
         }
         "ListAccountAssignmentsForPrincipal" => {
             let principal = string(input, "PrincipalId")?;
@@ -390,14 +381,7 @@ fn sso_admin_body(
                 .map(|(a, p, who)| json!({"AccountId": a.as_str(), "PermissionSetArn": p.as_str(), "PrincipalId": who.as_str(), "PrincipalType": kind.as_str()}))
                 .collect();
             // MaxResults is 1-100 in the service model.
-            paged(
-                "AccountAssignments",
-                items,
-                input,
-                100,
-                100,
-                "ValidationException",
-            )
+            sso_paged("AccountAssignments", items, input)
         }
         _ => Err(unknown("sso-admin", api)),
     }
