@@ -263,4 +263,48 @@ async fn scenarios(h: &Harness) {
     assert_eq!(summary["outcome"], "succeeded", "{summary}");
     assert_eq!(summary["counts"]["skipped"], 18, "everything was already assigned: {summary}");
     assert!(stderr.contains("started arn:"), "{stderr}");
+
+    // 9. Input that would change what a run touches is refused before any execution starts:
+    //    a key given twice (the last `operation` would win: a revoke) and contradicting tags.
+    //    (Step Functions hands the planner a parsed input; what it does with a key given twice
+    //    is not documented, and moto keeps the last one, so `start` checks the text itself, and
+    //    the planner checks the event's text where it sees it: its one-shot mode here.)
+    let executions = || async { h.clients.sfn.list_executions().state_machine_arn(&machine).send().await.expect("ListExecutions").executions().len() };
+    let before = executions().await;
+    let twice = r#"{"operation":"assign","operation":"revoke","permissionSet":"AdministratorAccess",
+        "principal":{"type":"GROUP","name":"PlatformAdmins"},"targets":{"filter":"*"}}"#;
+    let request_file = h.cloud.dir().join("twice.json");
+    std::fs::write(&request_file, twice).unwrap();
+    let refused = [
+        vec!["--request".to_string(), request_file.display().to_string()],
+        ["--operation", "assign", "--permission-set", "AdministratorAccess", "--group", "PlatformAdmins", "--tag", "env=prod", "--tag", "env=dev"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for args in refused {
+        let out = h.cloud.cli().args(["start", "--state-machine", &machine, "--output", "json"]).args(&args).output().expect("sso-fanout start runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("nothing was changed"), "{args:?}: {stderr}");
+    }
+    assert_eq!(executions().await, before, "no execution was started");
+    let mut planner = std::process::Command::new(sso_fanout_tests::binaries::dir().join("planner"))
+        .arg("--once")
+        .env("FANOUT_TABLE", h.cloud.str_at("/table"))
+        .env("AWS_ENDPOINT_URL", h.cloud.endpoint())
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("planner runs");
+    std::io::Write::write_all(&mut planner.stdin.take().unwrap(), twice.as_bytes()).unwrap();
+    let out = planner.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let diagnostic: Value = serde_json::from_slice(&out.stdout).expect("a Lambda-style error");
+    assert_eq!(diagnostic["errorType"], "InvalidRequest", "{diagnostic}");
+    assert!(diagnostic["errorMessage"].as_str().unwrap().contains("`operation`"), "{diagnostic}");
+    h.assert_held(&others, &admin, &platform_admins, true).await;
 }

@@ -527,10 +527,10 @@ impl RequestArgs {
             }
             (_, Some(name), _) => json!({ "reconcile": name }),
             (_, _, Some(path)) => {
-                let text = read_input(path, "--request")?;
-                // Parse the file alone first: its syntax errors then carry line and column.
-                RunInput::from_json(&text)?;
-                serde_json::from_str(&text).map_err(|e| FanoutError::invalid("--request", path.display(), format!("JSON ({e})")))?
+                // Read as text: syntax errors carry line and column, a key given twice is refused.
+                let document = sso_fanout_core::document::json(&read_input(path, "--request")?, "request")?;
+                RunInput::from_value(document.clone())?;
+                document
             }
             _ => self.flags_document()?,
         };
@@ -597,7 +597,19 @@ impl RequestArgs {
         let mut tags = serde_json::Map::new();
         for t in &self.tags {
             let (k, v) = t.split_once('=').ok_or_else(|| FanoutError::invalid("--tag", t, "KEY=VALUE, e.g. --tag env=prod"))?;
-            tags.insert(k.to_string(), v.into());
+            match tags.get(k).and_then(Value::as_str) {
+                Some(first) if first != v => {
+                    // Every tag must match: two values of one key match no account.
+                    return Err(FanoutError::invalid(
+                        "--tag",
+                        t,
+                        format!("one value per tag key: --tag {k}={first} is given too, and no account carries both (all tags must match)"),
+                    ));
+                }
+                _ => {
+                    tags.insert(k.to_string(), v.into());
+                }
+            }
         }
         let mut targets = json!({"accounts": self.accounts, "ous": self.ous, "tags": tags, "exclude": self.exclude});
         if let Some(filter) = &self.filter {

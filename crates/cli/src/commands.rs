@@ -65,7 +65,7 @@ async fn make_plan(backend: &Backend, args: &RunArgs, dry_run: bool, io: &Io) ->
 
 fn read_saved_plan(path: &std::path::Path) -> Result<Plan> {
     let text = std::fs::read_to_string(path).map_err(|e| FanoutError::invalid("--plan", path.display(), format!("a readable plan file ({e})")))?;
-    serde_json::from_str(&text).map_err(|e| FanoutError::invalid("--plan", path.display(), format!("a plan saved by `sso-fanout plan --out FILE` ({e})")))
+    Plan::from_json(&text, &path.display().to_string())
 }
 
 fn print_plan(plan: &Plan, args: &RunArgs, io: &Io) {

@@ -160,7 +160,7 @@ pub struct StoredDocument {
 
 /// One assignment in the drift report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DriftEntry {
     pub account_id: AccountId,
     pub account_name: String,
@@ -171,7 +171,7 @@ pub struct DriftEntry {
 
 /// What one rule declares and how the live state differs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleDrift {
     pub id: String,
     pub permission_set: String,
@@ -189,7 +189,7 @@ pub struct RuleDrift {
 
 /// What a prune does, or why not.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PruneDecision {
     pub enabled: bool,
     pub max_deletes: u32,
@@ -201,7 +201,7 @@ pub struct PruneDecision {
 
 /// Identity Center calls the plan made to read the actual state.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReadCost {
     pub principals_listed: usize,
     /// ListAccountAssignmentsForPrincipal pages (one call each).
@@ -212,7 +212,7 @@ pub struct ReadCost {
 
 /// A rules plan's drift report (`Plan::desired`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DesiredPlan {
     pub name: String,
     pub rules: Vec<RuleDrift>,
@@ -284,7 +284,7 @@ pub fn check_saved_plan(saved: &Plan, live: &Plan) -> Result<()> {
     }
     let (then, now) = (change_set(saved), change_set(live));
     if then == now {
-        return Ok(());
+        return check_saved_sizing(saved, live);
     }
     let gone = then.difference(&now).count();
     let new = now.difference(&then).count();
@@ -296,6 +296,44 @@ pub fn check_saved_plan(saved: &Plan, live: &Plan) -> Result<()> {
             "a plan that still matches the live state: since it was made, {gone} of its changes are no longer needed and {new} new ones are{example}; nothing was changed: plan again and review"
         ),
     ))
+}
+
+/// What a saved plan says it spends (the quota budget, each batch's share, the engine's
+/// settings) must be what planning its request again under this run's configuration gives:
+/// the same limits as flags and the environment. An edited file (`"budget": 999`,
+/// `"accountTimeoutS": 1`) is refused by the field, never obeyed. The batches themselves are
+/// sized again when the plan is applied (from the latencies observed by then).
+fn check_saved_sizing(saved: &Plan, live: &Plan) -> Result<()> {
+    let budget = |q: &crate::plan::PlanQuota| format!("{} outstanding, {} req/s", q.budget.max_outstanding, q.budget.requests_per_second);
+    let limits = |q: &crate::plan::PlanQuota| format!("{} outstanding, {} req/s", q.limits.max_outstanding, q.limits.requests_per_second);
+    let refuse = |field: &str, value: String, now: String| {
+        Err(FanoutError::invalid(
+            format!("plan {field}"),
+            value,
+            format!(
+                "what planning the saved request again gives: {now} (this run's --max-outstanding / --requests-per-second or their                  environment variables, and the request's tuning); nothing was changed: plan again, or run with the budget the plan was made with"
+            ),
+        ))
+    };
+    if saved.quota.limits != live.quota.limits {
+        return refuse("quota", limits(&saved.quota), format!("Identity Center's published limits, {}", limits(&live.quota)));
+    }
+    if saved.quota.budget != live.quota.budget {
+        return refuse("quota.budget", budget(&saved.quota), budget(&live.quota));
+    }
+    if saved.settings != live.settings {
+        return refuse("settings", format!("{:?}", saved.settings), format!("{:?}", live.settings));
+    }
+    if let Some(live_share) = live.batches.first().map(|b| b.share) {
+        if let Some(batch) = saved.batches.iter().find(|b| b.share != live_share) {
+            return refuse(
+                &format!("batches[{}].share", batch.index),
+                format!("{} in flight, {} req/s", batch.share.in_flight, batch.share.requests_per_second),
+                format!("{} in flight, {} req/s", live_share.in_flight, live_share.requests_per_second),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The planner's I/O for a rules request: scope, organization, names, one listing per

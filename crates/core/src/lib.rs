@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod contract;
 pub mod desired;
+pub mod document;
 pub mod engine;
 pub mod error;
 pub mod ids;

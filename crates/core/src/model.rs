@@ -99,7 +99,7 @@ pub struct OrgIdentity {
 /// the latency history belong to one scope; data of another scope (another organization, a
 /// second `--profile`, the simulator) is never read in its place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Scope {
     pub organization_id: String,
     pub management_account_id: String,
@@ -147,7 +147,7 @@ impl PrincipalType {
 
 /// A resolved principal.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Principal {
     #[serde(rename = "type")]
     pub kind: PrincipalType,
@@ -159,7 +159,7 @@ pub struct Principal {
 
 /// A resolved permission set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PermissionSet {
     pub arn: PermissionSetArn,
     pub name: String,
@@ -167,7 +167,7 @@ pub struct PermissionSet {
 
 /// The Identity Center instance the run works on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Instance {
     pub instance_arn: String,
     pub identity_store_id: String,

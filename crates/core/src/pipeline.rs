@@ -92,19 +92,18 @@ async fn store_document(services: &Services, request: &RulesRequest, plan: &Plan
     services.store.put_document(&plan.scope, &document).await
 }
 
-/// Step 1 for a plan saved by `plan --out`: planned again from its own request; applied exactly
-/// as saved (a new run id, stored) only if the changes are still the same, else refused.
+/// Step 1 for a plan saved by `plan --out`: planned again from its own request under this
+/// run's configuration, and applied (a new run id, stored) only if the changes, the budget and
+/// the settings are still the ones saved, else refused (`check_saved_plan`). What runs is the
+/// plan made now: nothing in the file but its request is trusted.
 pub async fn plan_saved(services: &Services, saved: &Plan, config: &PlannerConfig) -> Result<Plan> {
     let input = match &saved.request {
         PlanRequest::Single(r) => RunInput::Single(r.clone()),
         PlanRequest::Rules(r) => RunInput::Rules(r.clone()),
     }
     .into_dry_run();
-    let live = plan_input(services, &input, config).await?;
-    check_saved_plan(saved, &live)?;
-    let mut plan = saved.clone();
-    plan.run_id = crate::clock::new_run_id();
-    plan.created_at = crate::clock::unix_now();
+    let mut plan = plan_input(services, &input, config).await?;
+    check_saved_plan(saved, &plan)?;
     match &mut plan.request {
         PlanRequest::Single(r) => r.dry_run = false,
         PlanRequest::Rules(r) => r.dry_run = false,

@@ -8,7 +8,7 @@ use crate::tiers::{AwsLimits, BindingLimit, LatencyModel, QuotaBudget};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PlanItem {
     pub account_id: AccountId,
     pub account_name: String,
@@ -20,7 +20,7 @@ pub struct PlanItem {
 
 /// One (permission set, principal) pair a plan changes assignments of.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Pair {
     pub permission_set: PermissionSet,
     pub principal: Principal,
@@ -29,14 +29,14 @@ pub struct Pair {
 /// What one batch may spend of the account-wide quota at most. Batches that run side by side
 /// do so only with the shared quota ledger, which keeps their sum within the budget.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QuotaShare {
     pub in_flight: u32,
     pub requests_per_second: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Batch {
     pub index: u32,
     pub share: QuotaShare,
@@ -45,7 +45,7 @@ pub struct Batch {
 
 /// Engine settings carried in the plan so every worker applies the same ones.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EngineSettings {
     pub account_timeout_s: u32,
     pub max_retries: u32,
@@ -53,7 +53,7 @@ pub struct EngineSettings {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TierChoice {
     pub name: String,
     pub org_accounts: usize,
@@ -66,7 +66,7 @@ pub struct TierChoice {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Estimate {
     pub seconds: f64,
     pub changes: usize,
@@ -91,7 +91,7 @@ impl PlanRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Plan {
     pub run_id: String,
     /// Unix seconds.
@@ -131,14 +131,43 @@ pub struct Plan {
 /// Identity Center's published limits (`maxOutstanding`, `requestsPerSecond`) and, under
 /// `budget`, what the plan spends of them.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", from = "PlanQuotaFields")]
 pub struct PlanQuota {
     #[serde(flatten)]
     pub limits: AwsLimits,
     pub budget: QuotaBudget,
 }
 
+/// `PlanQuota` as written: serde cannot refuse unknown fields beside a `flatten`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PlanQuotaFields {
+    max_outstanding: u32,
+    requests_per_second: f64,
+    budget: QuotaBudget,
+}
+
+impl From<PlanQuotaFields> for PlanQuota {
+    fn from(q: PlanQuotaFields) -> PlanQuota {
+        PlanQuota { limits: AwsLimits { max_outstanding: q.max_outstanding, requests_per_second: q.requests_per_second }, budget: q.budget }
+    }
+}
+
 impl Plan {
+    /// A plan file as `sso-fanout plan --out` wrote it, read as every document is (`document`):
+    /// a key given twice or a field no plan has is refused by its path, named under `whole`.
+    pub fn from_json(text: &str, whole: &str) -> crate::error::Result<Plan> {
+        let value = crate::document::json(text, whole)?;
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            crate::error::FanoutError::invalid(
+                if path.is_empty() || path == "." { whole.to_string() } else { format!("{whole} {path}") },
+                "",
+                format!("a plan as `sso-fanout plan --out FILE` wrote it ({})", e.into_inner()),
+            )
+        })
+    }
+
     pub fn changes(&self) -> usize {
         self.batches.iter().map(|b| b.items.len()).sum()
     }

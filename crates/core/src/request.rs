@@ -189,9 +189,9 @@ pub struct Tuning {
 }
 
 impl RunRequest {
-    /// Parses a JSON document.
+    /// Parses a JSON document (a key given twice anywhere is refused: see `document`).
     pub fn from_json(text: &str) -> Result<RunRequest> {
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text)).map_err(json_error)
+        RunRequest::from_value(crate::document::json(text, WHOLE_REQUEST)?)
     }
 
     /// Parses an already-decoded JSON value (the Lambda event, the CLI's flags).
@@ -224,9 +224,9 @@ impl RunInput {
         RunRequest::from_value(value).map(RunInput::Single)
     }
 
+    /// Parses a JSON document (a key given twice anywhere is refused: see `document`).
     pub fn from_json(text: &str) -> Result<RunInput> {
-        let value: serde_json::Value = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text)).map_err(json_error)?;
-        RunInput::from_value(value)
+        RunInput::from_value(crate::document::json(text, WHOLE_REQUEST)?)
     }
 
     pub fn dry_run(&self) -> bool {
@@ -307,11 +307,14 @@ impl std::fmt::Display for NameFilter {
     }
 }
 
+/// Where the request itself is named in errors that are about no one field.
+const WHOLE_REQUEST: &str = "request";
+
 /// A decoding error with the JSON path of the field it is about (`tuning.concurrency`,
 /// `targets.accounts`): serde's message says what was found and what is expected.
 fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> FanoutError {
     let path = e.path().to_string();
-    let field = if path.is_empty() || path == "." { "request".to_string() } else { path };
+    let field = if path.is_empty() || path == "." { WHOLE_REQUEST.to_string() } else { path };
     // serde's message quotes the value and, for text from a file or stdin, its line and column.
     FanoutError::invalid(field, "", format!("{}; see README \"The request\"", e.into_inner()))
 }
@@ -372,6 +375,22 @@ mod tests {
         assert_eq!(field_of(e), "targets.accounts");
         let text = r#"{"operation":"assign","permissionSet":"A","principal":{"type":"GROUP","name":"G"},"targets":{"filter":"*"},"dryRun":"yes"}"#;
         assert_eq!(field_of(RunRequest::from_json(text).unwrap_err()), "dryRun");
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_never_resolved_by_order() {
+        let text = r#"{"operation":"assign","operation":"revoke","permissionSet":"A",
+            "principal":{"type":"GROUP","name":"G"},"targets":{"filter":"*"}}"#;
+        for parsed in [RunRequest::from_json(text).map(|_| ()), RunInput::from_json(text).map(|_| ())] {
+            let e = parsed.unwrap_err();
+            assert!(e.to_string().contains("given twice"), "{e}");
+            assert_eq!(field_of(e), "operation");
+        }
+        let text = r#"{"operation":"assign","permissionSet":"A","principal":{"type":"GROUP","name":"G"},
+            "targets":{"tags":{"env":"prod","env":"dev"}}}"#;
+        assert_eq!(field_of(RunInput::from_json(text).unwrap_err()), "targets.tags.env");
+        let text = r#"{"rules":{"version":1,"version":1,"rules":[]}}"#;
+        assert_eq!(field_of(RunInput::from_json(text).unwrap_err()), "rules.version");
     }
 
     #[test]

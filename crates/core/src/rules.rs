@@ -350,9 +350,21 @@ impl RulesDocument {
     /// Parses YAML, or JSON when the first non-blank character is `{` (JSON is YAML too, but
     /// the JSON decoder's messages are better for it; so a YAML document written as one flow
     /// mapping `{...}` must be valid JSON). Syntax errors give the line and column.
+    ///
+    /// A key given twice anywhere, and documents past `document::LIMITS` (size, nesting, what
+    /// YAML aliases expand to) are refused before the typed decoding (see `document`).
     pub fn parse(text: &str) -> Result<RulesDocument> {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let fields: DocumentFields = if text.trim_start().starts_with('{') {
+        let json = text.trim_start().starts_with('{');
+        let checked = if json { crate::document::json(text, WHOLE_DOCUMENT).map(drop) } else { crate::document::check_yaml(text, WHOLE_DOCUMENT) };
+        checked.map_err(|e| match e {
+            FanoutError::InvalidRequest { field, value, expected } => {
+                let field = if field == WHOLE_DOCUMENT { field } else { with_rule_id(&field, || crate::document::yaml_value_for_messages(text)).unwrap_or(field) };
+                FanoutError::InvalidRequest { field, value, expected }
+            }
+            other => other,
+        })?;
+        let fields: DocumentFields = if json {
             let mut json = serde_json::Deserializer::from_str(text);
             let fields = serde_path_to_error::deserialize(&mut json).map_err(|e| {
                 let path = e.path().to_string();
@@ -364,7 +376,7 @@ impl RulesDocument {
             serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text)).map_err(|e| {
                 let path = e.path().to_string();
                 let message = without_path_prefix(&path, e.into_inner().to_string());
-                decode_error(&path, message, || serde_yaml_ng::from_str(text).ok())
+                decode_error(&path, message, || crate::document::yaml_value_for_messages(text))
             })?
         };
         RulesDocument::try_from(fields)
@@ -702,6 +714,34 @@ mod tests {
 
     fn ids_of(targets: serde_json::Value) -> Vec<String> {
         selected(&rule(targets, serde_json::Value::Null)).remove(0)
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_by_its_path_with_the_rule_id() {
+        let yaml = "version: 1\nrules:\n  - id: prod-admins\n    permissionSet: A\n    principals: [{type: GROUP, name: G}]\n    \
+                    targets:\n      - tags: {env: prod, env: dev}\n";
+        let (field, text) = refused(RulesDocument::parse(yaml));
+        assert_eq!(field, "rules[0] (prod-admins).targets[0].tags.env");
+        assert!(text.contains("given twice") && text.contains("line 7"), "{text}");
+        let json = r#"{"version": 1, "rules": [{"id": "prod-admins", "permissionSet": "A",
+            "principals": [{"type": "GROUP", "name": "G"}], "targets": [{"tags": {"env": "prod", "env": "dev"}}]}]}"#;
+        assert_eq!(refused(RulesDocument::parse(json)).0, "rules[0] (prod-admins).targets[0].tags.env");
+        // A rule whose id itself is given twice is named by its index alone.
+        let yaml = "version: 1\nrules:\n  - id: a\n    id: b\n";
+        assert_eq!(refused(RulesDocument::parse(yaml)).0, "rules[0] (a).id");
+        let yaml = "version: 1\nversion: 1\nrules: []\n";
+        assert_eq!(refused(RulesDocument::parse(yaml)).0, "version");
+    }
+
+    #[test]
+    fn alias_amplification_is_refused_before_the_document_is_decoded() {
+        let mut yaml = format!("version: 1\nbig: &big \"{}\"\nrules:\n  - id: a\n    exclude:\n", "x".repeat(1 << 20));
+        for _ in 0..10_000 {
+            yaml.push_str("      - accounts: [*big]\n");
+        }
+        let (field, text) = refused(RulesDocument::parse(&yaml));
+        assert!(field.starts_with("rules[0]"), "{field}");
+        assert!(text.contains("aliases"), "{text}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// throttle limits"), per instance and region, not adjustable: what the simulator enforces and
 /// the bound is computed with. What sso-fanout spends of them is a `QuotaBudget`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AwsLimits {
     /// CreateAccountAssignment / DeleteAccountAssignment operations outstanding at once
     /// (AWS documents 15 for creates; deletes are counted in the same pool).
@@ -37,7 +37,7 @@ impl Default for AwsLimits {
 /// `MAX_OUTSTANDING_OPERATIONS` / `REQUESTS_PER_SECOND`, template parameters); a value above
 /// the published limit is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QuotaBudget {
     pub max_outstanding: u32,
     pub requests_per_second: f64,
@@ -138,7 +138,7 @@ impl TierTable {
 
 /// Provisioning latency assumption: a lognormal distribution given by its median and p99.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LatencyModel {
     pub median_s: f64,
     pub p99_s: f64,

@@ -4,6 +4,7 @@
 
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sso_fanout_core::FanoutError;
 use std::future::Future;
@@ -39,9 +40,9 @@ where
     if one_shot() {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text)?;
-        let outcome = match serde_json::from_str::<Value>(&text) {
+        let outcome = match event(&text) {
             Ok(event) => handler(event).await,
-            Err(e) => Err(FanoutError::invalid("event", e, "a JSON document on stdin")),
+            Err(e) => Err(e),
         };
         match outcome {
             Ok(response) => println!("{}", serde_json::to_string(&response)?),
@@ -53,10 +54,14 @@ where
         }
         return Ok(());
     }
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
-        let fut = handler(event.payload);
+    lambda_runtime::run(service_fn(|invocation: LambdaEvent<Box<RawValue>>| {
+        let fut = event(invocation.payload.get()).map(&handler);
         async move {
-            fut.await.map_err(|e| {
+            let outcome = match fut {
+                Ok(fut) => fut.await,
+                Err(e) => Err(e),
+            };
+            outcome.map_err(|e| {
                 tracing::error!(error = %e, error_type = e.error_type(), "invocation failed");
                 diagnostic(&e)
             })
@@ -65,9 +70,23 @@ where
     .await
 }
 
+/// The event as text, read as every document is (`document::json`): a key given twice is an
+/// `InvalidRequest` naming it, never the last one winning.
+fn event(text: &str) -> sso_fanout_core::Result<Value> {
+    sso_fanout_core::document::json(text, "event")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_with_a_key_given_twice_is_an_invalid_request() {
+        let e = event(r#"{"operation":"assign","operation":"revoke"}"#).unwrap_err();
+        assert_eq!(diagnostic(&e).error_type, "InvalidRequest");
+        assert!(e.to_string().contains("`operation`"), "{e}");
+        assert_eq!(event(r#"{"runId":"r","batch":0}"#).unwrap()["batch"], 0);
+    }
 
     #[test]
     fn diagnostics_carry_the_state_machine_names() {
