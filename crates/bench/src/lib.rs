@@ -311,7 +311,7 @@ pub fn run_sso_fanout(accounts: usize, options: &BenchOptions) -> Result<BenchRo
             .iter()
             .filter(|r| r.outcome == Outcome::Succeeded && !truth.contains(&r.account_id))
             .count();
-        let failed = summary.counts.failed + summary.counts.timed_out + summary.counts.missing;
+        let failed = summary.counts.failed + summary.counts.timed_out + summary.counts.not_started + summary.counts.missing;
         let mut row = row(accounts, options, "sso-fanout", &sim, &targets, measured, failed, false_successes);
         row.estimate_s = Some(plan.estimate.seconds);
         row.dynamo_writes_per_change = Some(writes_per_change(&instance.ledger, plan.changes()));
@@ -491,7 +491,7 @@ pub fn run_concurrent(accounts: usize, strategy: Strategy, options: &BenchOption
             changes += plan.changes();
             let truth = assigned(&sim, &targets, &plan.permission_set.arn, &plan.principal.id);
             false_successes += results.iter().filter(|r| r.outcome == Outcome::Succeeded && !truth.contains(&r.account_id)).count();
-            failed += summary.counts.failed + summary.counts.timed_out + summary.counts.missing;
+            failed += summary.counts.failed + summary.counts.timed_out + summary.counts.not_started + summary.counts.missing;
             runs.push(RunTiming { permission_set: PERMISSION_SETS[i].into(), started_s: CONCURRENT_STARTS_S[i], finished_s });
         }
         // The references count every run's operations (the same accounts, once per run).
@@ -563,7 +563,7 @@ pub fn run_crash(accounts: usize, strategy: Strategy, options: &BenchOptions) ->
         let truth = assigned(&sim, &targets, &plan.permission_set.arn, &plan.principal.id);
         let results = store.results(&plan.run_id).await?;
         let false_successes = results.iter().filter(|r| r.outcome == Outcome::Succeeded && !truth.contains(&r.account_id)).count();
-        let failed = summary.counts.failed + summary.counts.timed_out + summary.counts.missing;
+        let failed = summary.counts.failed + summary.counts.timed_out + summary.counts.not_started + summary.counts.missing;
         let mut row = row(accounts, options, strategy.name(), &sim, &targets, measured, failed, false_successes);
         row.scenario = "crash".into();
         if strategy == Strategy::Shared {

@@ -134,7 +134,7 @@ pub fn run_reconcile(accounts: usize, options: &BenchOptions) -> Result<BenchRow
                 sim.has_assignment(&a, &ps, &p) != (item.action == Action::Create)
             })
             .count();
-        let failed = summary.counts.failed + summary.counts.timed_out + summary.counts.missing;
+        let failed = summary.counts.failed + summary.counts.timed_out + summary.counts.not_started + summary.counts.missing;
         let mut row = row(accounts, options, "sso-fanout", &sim, &targets(&sim), measured, failed, false_successes);
         let (bound_s, greedy_s) = chain_references(&sim, &plan);
         row.scenario = "reconcile".into();

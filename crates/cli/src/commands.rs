@@ -101,7 +101,7 @@ async fn run(args: RunArgs, io: &mut Io) -> Result<u8> {
         return Err(FanoutError::invalid("--output", "markdown", "table or json for `run` (markdown is the drift report of `plan`)"));
     }
     let backend = backend::connect(&args.backend).await?;
-    let stop = interrupt_token(io);
+    let (stop, abandon) = interrupts(io)?;
     let plan = tokio::select! {
         plan = make_plan(&backend, &args, false, io) => plan?,
         _ = stop.cancelled() => {
@@ -117,7 +117,7 @@ async fn run(args: RunArgs, io: &mut Io) -> Result<u8> {
     if args.output == OutputFormat::Table {
         io.err.write(&output::plan_header(&plan));
     }
-    let options = EngineOptions { jitter_seed: args.backend.seed, stop: stop.clone(), ..Default::default() };
+    let options = EngineOptions { jitter_seed: args.backend.seed, stop, abandon, ..Default::default() };
     let (events, watcher) = progress::watch_run(&plan, options.counters.clone(), io);
     let summary = execute(&backend.services, &plan, options, Some(events)).await;
     let _ = watcher.await;
@@ -132,29 +132,69 @@ async fn run(args: RunArgs, io: &mut Io) -> Result<u8> {
     Ok(summary.exit_code() as u8)
 }
 
-/// The token that stops a run: the caller's (tests), or one cancelled by Ctrl-C. A second
-/// Ctrl-C ends the process at once.
-fn interrupt_token(io: &Io) -> CancellationToken {
+/// The tokens that stop a run: `stop` on the first interrupt (Ctrl-C, or SIGTERM as CI sends
+/// when it cancels a job), `abandon` on the second (operations in flight are recorded at once
+/// instead of after the grace; the run is still stored as interrupted and its summary printed).
+/// A third ends the process at once. Tests pass `Io::interrupt` instead of signals.
+fn interrupts(io: &Io) -> Result<(CancellationToken, CancellationToken)> {
+    let (stop, abandon) = (CancellationToken::new(), CancellationToken::new());
     if let Some(token) = &io.interrupt {
-        return token.clone();
+        let (token, first) = (token.clone(), stop.clone());
+        tokio::spawn(async move {
+            token.cancelled().await;
+            first.cancel();
+        });
+        return Ok((stop, abandon));
     }
-    let token = CancellationToken::new();
-    let (stop, err) = (token.clone(), io.err.clone());
+    let mut signals = Signals::listen()?;
+    let (first, second, err) = (stop.clone(), abandon.clone(), io.err.clone());
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
-            return;
-        }
+        let name = signals.next().await;
         err.line(format!(
-            "\ninterrupted: stopping; no new operation starts, the ones in flight get up to {} s to finish (Ctrl-C again to quit at once)",
+            "\n{name}: stopping; no new operation starts, the ones in flight get up to {} s to finish (interrupt again to record them at once)",
             sso_fanout_core::engine::INTERRUPT_GRACE.as_secs()
         ));
-        stop.cancel();
-        if tokio::signal::ctrl_c().await.is_ok() {
-            err.line("quit: operations still in flight are not recorded; re-run the same request to converge");
-            std::process::exit(exit::INTERRUPTED as i32);
-        }
+        first.cancel();
+        let name = signals.next().await;
+        err.line(format!("{name} again: recording the operations in flight now, with their request ids (once more quits without a summary)"));
+        second.cancel();
+        let name = signals.next().await;
+        err.line(format!("{name}: quit; the run stays `running` in the store; re-run the same request to converge"));
+        std::process::exit(exit::INTERRUPTED as i32);
     });
-    token
+    Ok((stop, abandon))
+}
+
+/// SIGINT and SIGTERM, one stream: both interrupt a run the same way.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> Result<Signals> {
+        Ok(Signals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .map_err(|e| FanoutError::Internal(format!("cannot listen for SIGTERM: {e}")))?,
+        })
+    }
+
+    /// The next signal's name, waiting for it.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => "interrupted (Ctrl-C)",
+                _ = self.term.recv() => "terminated (SIGTERM)",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "interrupted (Ctrl-C)"
+        }
+    }
 }
 
 pub fn bench(args: BenchArgs, io: &Io) -> Result<u8> {
@@ -334,17 +374,7 @@ async fn sim_serve(args: crate::args::SimServeArgs, io: &mut Io) -> Result<u8> {
         .await
         .map_err(|e| sso_fanout_core::FanoutError::Config(format!("cannot listen on 127.0.0.1:{}: {e}", args.port)))?;
     io.out.line(format!("listening on {}", server.endpoint()));
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| sso_fanout_core::FanoutError::Internal(format!("SIGTERM handler: {e}")))?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    Signals::listen()?.next().await;
     let stats = server.emulator().stats();
     server.stop().await;
     io.err.line(format!("stopped; stats: {stats}"));

@@ -262,11 +262,12 @@ pub fn summary(s: &RunSummary) -> String {
     let _ = writeln!(out, "\n{} {verdict}", s.run_id);
     let _ = writeln!(
         out,
-        "  {} succeeded, {} skipped, {} failed, {} timed out{} of {} targets",
+        "  {} succeeded, {} skipped, {} failed, {} timed out{}{} of {} targets",
         c.succeeded,
         c.skipped,
         c.failed,
         c.timed_out,
+        if c.not_started > 0 { format!(", {} not started", c.not_started) } else { String::new() },
         if c.missing > 0 { format!(", {} missing", c.missing) } else { String::new() },
         c.total
     );
@@ -280,13 +281,13 @@ pub fn summary(s: &RunSummary) -> String {
         let rows: Vec<Vec<String>> = s
             .failures
             .iter()
-            .map(|f| match &f.assignment {
-                Some(a) => vec![f.account_id.to_string(), f.account_name.clone(), a.clone(), f.outcome.as_str().to_string(), f.reason.clone()],
+            .map(|f| match s.pair_label(&f.assignment) {
+                Some(a) => vec![f.account_id.to_string(), f.account_name.clone(), a, f.outcome.as_str().to_string(), f.reason.clone()],
                 None => vec![f.account_id.to_string(), f.account_name.clone(), f.outcome.as_str().to_string(), f.reason.clone()],
             })
             .collect();
         let _ = writeln!(out);
-        let headers: &[&str] = if s.failures.iter().any(|f| f.assignment.is_some()) {
+        let headers: &[&str] = if s.document.is_some() {
             &["ACCOUNT", "NAME", "ASSIGNMENT", "OUTCOME", "REASON"]
         } else {
             &["ACCOUNT", "NAME", "OUTCOME", "REASON"]

@@ -59,11 +59,12 @@ struct Tally {
     ok: u64,
     failed: u64,
     timed_out: u64,
+    not_started: u64,
 }
 
 impl Tally {
     fn done(&self) -> u64 {
-        self.ok + self.failed + self.timed_out
+        self.ok + self.failed + self.timed_out + self.not_started
     }
 }
 
@@ -98,10 +99,10 @@ pub fn watch_run(plan: &Plan, counters: Arc<EngineCounters>, io: &Io) -> (mpsc::
                             Outcome::Succeeded | Outcome::Skipped => tally.ok += 1,
                             Outcome::Failed => tally.failed += 1,
                             Outcome::TimedOut => tally.timed_out += 1,
+                            Outcome::NotStarted => tally.not_started += 1,
                         }
                         // Accounts an interrupt left unstarted are counted, not listed one by one.
-                        let unstarted = r.reason.as_deref().is_some_and(|x| x.starts_with("not started"));
-                        if !matches!(r.outcome, Outcome::Succeeded | Outcome::Skipped) && !unstarted {
+                        if !matches!(r.outcome, Outcome::Succeeded | Outcome::Skipped | Outcome::NotStarted) {
                             let what = pairs.as_ref().and_then(|p| p.get(r.pair as usize)).map(String::as_str).unwrap_or("");
                             let line = format!("  {} {} ({}){what}: {}", r.outcome.as_str(), r.account_id, r.account_name, r.reason.as_deref().unwrap_or(""));
                             match &bar {
@@ -120,7 +121,10 @@ pub fn watch_run(plan: &Plan, counters: Arc<EngineCounters>, io: &Io) -> (mpsc::
                     let stats = counters.snapshot();
                     let recent = stats.throttled - throttled_before;
                     throttled_before = stats.throttled;
-                    let line = status_line(&tally, total, started.elapsed(), estimate_s, stats.outstanding, slots, stats.throttled, recent);
+                    let mut line = status_line(&tally, total, started.elapsed(), estimate_s, stats.outstanding, slots, stats.throttled, recent);
+                    if let Some(c) = stats.contention.as_ref().filter(|_| stats.outstanding < slots as u64) {
+                        line.push_str(&waiting_line(c));
+                    }
                     match &bar {
                         Some(bar) => bar.set_message(line),
                         None => err.line(format!("progress: {}/{total} {line}", tally.done())),
@@ -135,6 +139,16 @@ pub fn watch_run(plan: &Plan, counters: Arc<EngineCounters>, io: &Io) -> (mpsc::
     (tx, handle)
 }
 
+/// Why a run crawls: the shared quota's slots are leased to another run, live or stopped.
+fn waiting_line(c: &sso_fanout_core::quota::Contention) -> String {
+    format!(
+        " | waiting: {} slot(s) leased to {} (the soonest lease ends in {} unless renewed: another run still going, or one that stopped without releasing them)",
+        c.leased_elsewhere,
+        c.holders.join(", "),
+        secs(c.soonest_end_ms as f64 / 1000.0)
+    )
+}
+
 /// "118 ok, 2 failed, 0 timed out | 10/10 in flight | 4.1/s, ~1m30s left | 3 throttled".
 #[allow(clippy::too_many_arguments)]
 fn status_line(tally: &Tally, total: u64, elapsed: Duration, estimate_s: f64, outstanding: u64, slots: u32, throttled: u64, recent_throttles: u64) -> String {
@@ -143,10 +157,11 @@ fn status_line(tally: &Tally, total: u64, elapsed: Duration, estimate_s: f64, ou
     let rate = if elapsed_s > 0.0 { done as f64 / elapsed_s } else { 0.0 };
     let left = if done > 0 && rate > 0.0 { (total - done) as f64 / rate } else { (estimate_s - elapsed_s).max(0.0) };
     let mut line = format!(
-        "({} ok, {} failed, {} timed out) | {outstanding}/{slots} in flight | {rate:.1}/s, ~{} left, {} elapsed | {throttled} throttled",
+        "({} ok, {} failed, {} timed out{}) | {outstanding}/{slots} in flight | {rate:.1}/s, ~{} left, {} elapsed | {throttled} throttled",
         tally.ok,
         tally.failed,
         tally.timed_out,
+        if tally.not_started > 0 { format!(", {} not started", tally.not_started) } else { String::new() },
         secs(left),
         secs(elapsed_s)
     );

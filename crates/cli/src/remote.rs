@@ -147,7 +147,7 @@ async fn progress(client: &aws_sdk_sfn::Client, arn: &str) -> Result<String> {
             } else if let Ok(worker) = serde_json::from_str::<LambdaInvokeResult<WorkerOutput>>(output) {
                 done += 1;
                 ok += worker.payload.succeeded;
-                failed += worker.payload.failed + worker.payload.timed_out;
+                failed += worker.payload.failed + worker.payload.timed_out + worker.payload.not_started;
             }
         }
     }

@@ -429,8 +429,12 @@ fn ctrl_c_stops_new_work_prints_a_partial_summary_and_marks_the_run_interrupted(
     assert_eq!(s["outcome"], "interrupted");
     let results = s["results"].as_array().unwrap();
     assert!(results.iter().any(|r| r["outcome"] == "succeeded"), "some work was done before the interrupt");
-    let unstarted = results.iter().filter(|r| r["reason"].as_str().is_some_and(|x| x.starts_with("not started: the run was interrupted"))).count();
-    assert!(unstarted > 10, "{unstarted}");
+    // Accounts never sent are "not started"; "timed out" is for operations AWS had accepted.
+    let unstarted: Vec<&Value> = results.iter().filter(|r| r["outcome"] == "not_started").collect();
+    assert!(unstarted.len() > 10, "{}", unstarted.len());
+    assert!(unstarted.iter().all(|r| r["reason"].as_str().is_some_and(|x| x.starts_with("not started: the run was interrupted"))), "{unstarted:?}");
+    assert_eq!(s["counts"]["notStarted"].as_u64(), Some(unstarted.len() as u64));
+    assert!(results.iter().filter(|r| r["outcome"] == "timed_out").all(|r| r["requestId"].is_string()), "{results:?}");
     assert_eq!(results.len() as u64, s["counts"]["total"].as_u64().unwrap());
     let (_, stdout, _) = cli(&["report", "--sim", "80", "--store", &store, "--output", "json"]);
     assert_eq!(parse(&stdout)[0]["status"], "interrupted");
@@ -603,4 +607,143 @@ fn an_applied_document_is_stored_by_name_and_listed() {
     assert_eq!(code, 1);
     assert!(err.contains("nightly") && err.contains("sso-fanout documents"), "{err}");
     let _ = std::fs::remove_file(store);
+}
+
+#[test]
+fn a_key_given_twice_is_refused_wherever_a_document_is_read() {
+    // The last `operation` would have won: a revoke planned from an assign.
+    let doc = r#"{"operation":"assign","operation":"revoke","permissionSet":"AdministratorAccess",
+        "principal":{"type":"GROUP","name":"PlatformAdmins"},"targets":{"filter":"*"}}"#;
+    for command in ["plan", "run"] {
+        let out = sso_fanout(&[command, "--sim", "29", "--virtual-time", "--request", "-", "--output", "json"], Some(doc));
+        assert_eq!(out.status.code(), Some(1), "{command}: {}", stderr(&out));
+        let e = json(&out);
+        assert_eq!(e["error"]["type"], "InvalidRequest");
+        let message = e["error"]["message"].as_str().unwrap();
+        assert!(message.contains("`operation`") && message.contains("given twice"), "{message}");
+        assert!(stderr(&out).contains("nothing was changed"), "{}", stderr(&out));
+    }
+    let doc = r#"{"operation":"assign","permissionSet":"AdministratorAccess",
+        "principal":{"type":"GROUP","name":"PlatformAdmins"},"targets":{"tags":{"env":"prod","env":"dev"}}}"#;
+    let out = sso_fanout(&["plan", "--sim", "29", "--request", "-"], Some(doc));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("targets.tags.env"), "{}", stderr(&out));
+    let rules = rules_file(
+        "twice.yaml",
+        "version: 1\nrules:\n  - id: prod\n    permissionSet: AdministratorAccess\n    principals: [{type: GROUP, name: PlatformAdmins}]\n    targets: [{tags: {env: prod, env: dev}}]\n",
+    );
+    let (code, _, err) = cli(&["run", "--sim", "29", "--virtual-time", "--rules", rules.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("rules[0] (prod).targets[0].tags.env") && err.contains("nothing was changed"), "{err}");
+}
+
+#[test]
+fn tags_that_contradict_each_other_are_refused_never_resolved_by_order() {
+    let (code, _, err) = cli(&["plan", "--sim", "29", "--operation", "assign", "--permission-set", "AdministratorAccess", "--group", "PlatformAdmins", "--tag", "env=prod", "--tag", "env=dev"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--tag") && err.contains("env=prod") && err.contains("env=dev") && err.contains("nothing was changed"), "{err}");
+    // The same tag twice is no contradiction.
+    let (code, out, err) = cli(&["plan", "--sim", "29", "--output", "json", "--operation", "assign", "--permission-set", "AdministratorAccess", "--group", "PlatformAdmins", "--tag", "env=prod", "--tag", "env=prod"]);
+    assert_eq!(code, 0, "{err}");
+    let accounts = parse(&out)["accounts"].as_array().unwrap().len();
+    let (_, once, _) = cli(&["plan", "--sim", "29", "--output", "json", "--operation", "assign", "--permission-set", "AdministratorAccess", "--group", "PlatformAdmins", "--tag", "env=prod"]);
+    assert_eq!(accounts, parse(&once)["accounts"].as_array().unwrap().len());
+}
+
+#[test]
+fn an_edited_saved_plan_is_refused_by_the_field_and_nothing_runs() {
+    let dir = std::env::temp_dir().join(format!("sso-fanout-cli-{}-edited", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let saved = dir.join("plan.json");
+    let store = dir.join("store.redb");
+    let (store, saved_path) = (store.to_str().unwrap(), saved.to_str().unwrap());
+    let mut args = vec!["plan", "--sim", "29", "--seed", "3", "--store", store, "--filter", "*", "--out", saved_path];
+    args.extend_from_slice(REQUEST);
+    let (code, _, err) = cli(&args);
+    assert_eq!(code, 0, "{err}");
+    let original: Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    let edits: &[(&str, Value, &str)] = &[
+        ("/quota/budget/maxOutstanding", 999.into(), "quota.budget"),
+        ("/batches/0/share/inFlight", 1000.into(), "batches[0].share"),
+        ("/settings/accountTimeoutS", 1.into(), "settings"),
+        ("/quota/maxOutstanding", 30.into(), "quota"),
+    ];
+    for (pointer, value, field) in edits {
+        let mut edited = original.clone();
+        *edited.pointer_mut(pointer).unwrap() = value.clone();
+        let file = dir.join("edited.json");
+        std::fs::write(&file, serde_json::to_string_pretty(&edited).unwrap()).unwrap();
+        let (code, _, err) = cli(&["run", "--sim", "29", "--seed", "3", "--store", store, "--virtual-time", "--plan", file.to_str().unwrap()]);
+        assert_eq!(code, 1, "{pointer}: {err}");
+        assert!(err.contains(&format!("plan {field}")) && err.contains("nothing was changed"), "{pointer}: {err}");
+    }
+    let mut unknown = original.clone();
+    unknown["extra"] = true.into();
+    unknown["settings"]["speed"] = "max".into();
+    let file = dir.join("unknown.json");
+    std::fs::write(&file, serde_json::to_string(&unknown).unwrap()).unwrap();
+    let (code, _, err) = cli(&["run", "--sim", "29", "--seed", "3", "--store", store, "--virtual-time", "--plan", file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown field") && err.contains("nothing was changed"), "{err}");
+    let text = std::fs::read_to_string(&saved).unwrap().replacen("\"runId\"", "\"settings\": {}, \"runId\"", 1);
+    std::fs::write(&file, text).unwrap();
+    let (code, _, err) = cli(&["run", "--sim", "29", "--seed", "3", "--store", store, "--virtual-time", "--plan", file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("given twice"), "{err}");
+    // Nothing ran: the store holds no run. The file as saved still applies.
+    let (_, out, _) = cli(&["report", "--sim", "29", "--seed", "3", "--store", store, "--output", "json"]);
+    assert_eq!(parse(&out).as_array().unwrap().len(), 0, "{out}");
+    let (code, _, err) = cli(&["run", "--sim", "29", "--seed", "3", "--store", store, "--virtual-time", "--plan", saved_path]);
+    assert_eq!(code, 0, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs the binary on 80 simulated accounts in real time, sends it SIGTERM `signals` times
+/// (the first after 6 s, the rest 0.3 s apart), and returns its output, the seconds from the
+/// first signal to its exit, and the store it used.
+fn terminated_run(signals: usize, label: &str) -> (Output, f64, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("sso-fanout-sigterm-{}-{label}", std::process::id()));
+    let store = dir.join("store.redb");
+    let mut args = vec!["run", "--sim", "80", "--store", store.to_str().unwrap(), "--output", "json", "--filter", "*"];
+    args.extend_from_slice(REQUEST);
+    let child = Command::new(env!("CARGO_BIN_EXE_sso-fanout"))
+        .args(&args)
+        .env_remove("SSO_FANOUT_STORE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let first = std::time::Instant::now();
+    for i in 0..signals {
+        if i > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs");
+        assert!(sent.success());
+    }
+    let out = child.wait_with_output().unwrap();
+    (out, first.elapsed().as_secs_f64(), store)
+}
+
+#[test]
+fn sigterm_stops_a_run_as_ctrl_c_does_and_a_second_one_still_leaves_a_summary() {
+    for (signals, label) in [(1, "once"), (2, "twice")] {
+        let (out, took_s, store) = terminated_run(signals, label);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(130), "{label}: {err}");
+        assert!(err.contains("terminated (SIGTERM)"), "{label}: {err}");
+        let s = json(&out);
+        assert_eq!(s["outcome"], "interrupted", "{label}");
+        assert!(s["counts"]["succeeded"].as_u64().unwrap() > 0, "{label}: some work was done");
+        assert!(s["counts"]["notStarted"].as_u64().unwrap() > 10, "{label}: {}", s["counts"]);
+        if signals == 2 {
+            // The second signal ends the grace at once: in-flight operations are recorded now.
+            assert!(took_s < sso_fanout_core::engine::INTERRUPT_GRACE.as_secs_f64() - 2.0, "{label}: took {took_s:.1} s");
+        }
+        let (_, listed, _) = cli(&["report", "--sim", "80", "--store", store.to_str().unwrap(), "--output", "json"]);
+        assert_eq!(parse(&listed)[0]["status"], "interrupted", "{label}");
+        let _ = std::fs::remove_dir_all(store.parent().unwrap());
+    }
 }

@@ -183,6 +183,8 @@ pub struct WorkerOutput {
     pub failed: usize,
     pub skipped: usize,
     pub timed_out: usize,
+    #[serde(default)]
+    pub not_started: usize,
 }
 
 /// What the ASL's Catch -> RecordBatchFailure passes on for a batch that failed for good:

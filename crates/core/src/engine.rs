@@ -16,7 +16,7 @@ use crate::pacing::Pacer;
 use crate::plan::{Batch, EngineSettings, Plan, PlanItem};
 use crate::tiers::LatencyModel;
 use crate::ports::AssignmentOps;
-use crate::quota::{SharedQuota, SharedSlot};
+use crate::quota::{Contention, SharedQuota, SharedSlot};
 use crate::retry::{self, Backoff};
 use crate::store::{LatencyHistory, RunLog};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
@@ -83,6 +83,9 @@ pub struct EngineOptions {
     /// Cancelled when the user interrupts the run: no new operation starts, operations in
     /// flight get `INTERRUPT_GRACE` to finish, the rest end with their request id recorded.
     pub stop: CancellationToken,
+    /// Cancelled on a second interrupt: the grace ends at once (operations in flight are
+    /// recorded with their request ids right away; the run still ends and reports).
+    pub abandon: CancellationToken,
     /// The quota shared with every other worker and run on the instance. Without it the batch
     /// spends its share alone (one run at a time on the instance).
     pub quota: Option<Arc<SharedQuota>>,
@@ -122,6 +125,7 @@ impl Default for EngineOptions {
             backoff: retry::CALLS,
             counters: Arc::default(),
             stop: CancellationToken::new(),
+            abandon: CancellationToken::new(),
             quota: None,
             listings: Arc::default(),
         }
@@ -148,6 +152,8 @@ pub struct EngineStats {
     pub store_errors: u64,
     /// Assignment operations holding a slot right now (accepted, not yet seen finished).
     pub outstanding: u64,
+    /// Slots of the shared quota other holders lease while accounts of this run wait.
+    pub contention: Option<Contention>,
 }
 
 #[derive(Debug, Clone)]
@@ -206,6 +212,16 @@ pub async fn run_batch(
     // Aborted when this function returns or its future is dropped (a cancelled or killed
     // worker), so a status poller never outlives its batch and keeps spending the quota.
     let poller = AbortOnDrop(tokio::spawn(poll_loop(shared.clone())));
+    // What the shared quota keeps this batch waiting for, for the progress line.
+    let contention = shared.options.quota.clone().map(|quota| {
+        let counters = shared.stats.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            loop {
+                *counters.contention.lock().expect("contention") = quota.contention();
+                sleep(Duration::from_secs(1)).await;
+            }
+        }))
+    });
     let prior: HashMap<String, &AccountResult> = prior.iter().map(|r| (r.key(), r)).collect();
     let mut results = Vec::with_capacity(batch.items.len());
     let mut accounts = JoinSet::new();
@@ -246,6 +262,8 @@ pub async fn run_batch(
         results.extend(joined.map_err(|e| FanoutError::Internal(format!("account task failed: {e}")))?);
     }
     drop(poller);
+    drop(contention);
+    *shared.stats.contention.lock().expect("contention") = None;
     drop(maintenance);
     if let Some(quota) = &shared.options.quota {
         // Slots go back before the worker returns, not when a frozen Lambda next thaws.
@@ -342,6 +360,7 @@ pub struct EngineCounters {
     transient: AtomicU64,
     store_errors: AtomicU64,
     outstanding: AtomicU64,
+    contention: Mutex<Option<Contention>>,
 }
 
 impl EngineCounters {
@@ -353,6 +372,7 @@ impl EngineCounters {
             transient: self.transient.load(Ordering::Relaxed),
             store_errors: self.store_errors.load(Ordering::Relaxed),
             outstanding: self.outstanding.load(Ordering::Relaxed),
+            contention: self.contention.lock().expect("contention").clone(),
         }
     }
 }
@@ -460,21 +480,21 @@ impl Shared {
                 Ok(slot) => slot,
                 Err(e) => {
                     let reason = format!("not started: no quota slot: {e}; re-run to converge");
-                    return attempt.finish(&self.ctx, self.batch, Outcome::TimedOut, Some(reason));
+                    return attempt.finish(&self.ctx, self.batch, Outcome::NotStarted, Some(reason));
                 }
             },
             _ = sleep_until(self.start_deadline) => {
                 let reason = "not started: the worker's time budget ran out first; re-run to converge".to_string();
-                return attempt.finish(&self.ctx, self.batch, Outcome::TimedOut, Some(reason));
+                return attempt.finish(&self.ctx, self.batch, Outcome::NotStarted, Some(reason));
             }
             _ = self.options.stop.cancelled() => {
                 let reason = "not started: the run was interrupted; re-run the same request to converge".to_string();
-                return attempt.finish(&self.ctx, self.batch, Outcome::TimedOut, Some(reason));
+                return attempt.finish(&self.ctx, self.batch, Outcome::NotStarted, Some(reason));
             }
         };
         if self.options.stop.is_cancelled() {
             let reason = "not started: the run was interrupted; re-run the same request to converge".to_string();
-            return attempt.finish(&self.ctx, self.batch, Outcome::TimedOut, Some(reason));
+            return attempt.finish(&self.ctx, self.batch, Outcome::NotStarted, Some(reason));
         }
         if let Some(tx) = &self.events {
             let _ = tx.send(EngineEvent::Started { batch: self.batch, account_id: attempt.item.account_id.clone() });
@@ -537,8 +557,12 @@ impl Shared {
             tokio::select! {
                 _ = sleep(wait) => {}
                 _ = self.options.stop.cancelled() => {
+                    // A throttle or conflict refused the request; a 5xx or a lost answer may hide
+                    // one AWS accepted, so that account is not called "not started".
+                    let refused = matches!(error, FanoutError::Throttled { .. } | FanoutError::Conflict { .. });
+                    let outcome = if refused { Outcome::NotStarted } else { Outcome::TimedOut };
                     let reason = format!("interrupted before AWS accepted a request; last error: {error}");
-                    return attempt.finish(&self.ctx, self.batch, Outcome::TimedOut, Some(reason));
+                    return attempt.finish(&self.ctx, self.batch, outcome, Some(reason));
                 }
             }
         }
@@ -559,7 +583,10 @@ impl Shared {
                 let rx = self.poller.register(operation_of(attempt.item.action), status.request_id.clone(), accepted, permit);
                 let interrupted = async {
                     self.options.stop.cancelled().await;
-                    sleep(INTERRUPT_GRACE).await;
+                    tokio::select! {
+                        _ = sleep(INTERRUPT_GRACE) => {}
+                        _ = self.options.abandon.cancelled() => {}
+                    }
                 };
                 tokio::select! {
                     outcome = timeout_at(deadline, rx) => match outcome {
@@ -597,7 +624,7 @@ impl Shared {
     /// An item the account's chain holds back (see `ChainHold`): not sent, not final.
     fn not_started(&self, item: PlanItem, reason: String) -> AccountResult {
         let attempt = Attempt { item, started: Instant::now(), attempts: 0, request_id: None, provisioning_ms: None };
-        attempt.finish(&self.ctx, self.batch, Outcome::TimedOut, Some(reason))
+        attempt.finish(&self.ctx, self.batch, Outcome::NotStarted, Some(reason))
     }
 
     fn timed_out(&self, attempt: Attempt, request_id: Option<String>) -> AccountResult {

@@ -212,6 +212,9 @@ pub enum Outcome {
     Skipped,
     Failed,
     TimedOut,
+    /// Never sent: the run was interrupted, the worker's time budget or the quota ran out, or
+    /// the account's chain held it back. Nothing of it is in flight; a re-run sends it.
+    NotStarted,
 }
 
 impl Outcome {
@@ -219,7 +222,7 @@ impl Outcome {
     /// a retried worker's `timed_out` never hides a final result. The one order for every store.
     pub fn finality(self) -> u8 {
         match self {
-            Outcome::TimedOut => 0,
+            Outcome::TimedOut | Outcome::NotStarted => 0,
             Outcome::Skipped | Outcome::Succeeded | Outcome::Failed => 1,
         }
     }
@@ -235,6 +238,7 @@ impl Outcome {
             Outcome::Skipped => "skipped",
             Outcome::Failed => "failed",
             Outcome::TimedOut => "timed_out",
+            Outcome::NotStarted => "not_started",
         }
     }
 }

@@ -155,6 +155,7 @@ impl Ledger {
             dead: AtomicBool::new(false),
             maintenance: Mutex::new((0, None)),
             background: Mutex::default(),
+            contention: Mutex::default(),
         })
     }
 }
@@ -329,6 +330,20 @@ pub struct SharedQuota {
     /// Ledger writes started in the background (releases, hand-over grace, deregistration):
     /// `settle` waits for them, so a Lambda does not freeze with a slot still leased.
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// What kept accounts waiting at the last ledger read (see `contention`).
+    contention: Mutex<Option<Contention>>,
+}
+
+/// Slots leased to other holders while accounts of ours wait: what a run that crawls is
+/// waiting for (another run, or one that stopped without releasing its leases).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contention {
+    /// Live slots not leased to this holder.
+    pub leased_elsewhere: u32,
+    /// Their holders (a few), e.g. `run-20261204-...#b0`.
+    pub holders: Vec<String>,
+    /// Until the soonest of their leases ends unless renewed.
+    pub soonest_end_ms: u64,
 }
 
 impl std::fmt::Debug for SharedQuota {
@@ -411,6 +426,28 @@ impl SharedQuota {
         self.rate.throttled().await
     }
 
+    /// Slots other holders lease while accounts of ours wait, as of the last ledger read; None
+    /// while nothing waits or nothing is leased elsewhere.
+    pub fn contention(&self) -> Option<Contention> {
+        self.contention.lock().expect("contention").clone()
+    }
+
+    fn note_contention(&self, view: &LedgerView) {
+        let now = self.clock.now_us();
+        let waiting = !self.queue.lock().expect("queue").is_empty();
+        let ours: BTreeSet<u32> = self.held.lock().expect("held").keys().copied().collect();
+        let elsewhere: Vec<&SlotRecord> = view.slots.iter().filter(|s| s.is_live(now) && !ours.contains(&s.slot)).collect();
+        let noted = (waiting && !elsewhere.is_empty()).then(|| {
+            let mut holders: Vec<String> = elsewhere.iter().filter_map(|s| s.holder.clone()).collect();
+            holders.sort();
+            holders.dedup();
+            holders.truncate(3);
+            let soonest = elsewhere.iter().map(|s| s.expires_us).min().unwrap_or(now);
+            Contention { leased_elsewhere: elsewhere.len() as u32, holders, soonest_end_ms: soonest.saturating_sub(now) / 1000 }
+        });
+        *self.contention.lock().expect("contention") = noted;
+    }
+
     /// Holders sharing the instance at the last ledger read, this one included: a holder's
     /// status polling slows down by this factor, so that together they list as often as one.
     pub fn active_holders(&self) -> u32 {
@@ -447,6 +484,7 @@ impl SharedQuota {
             }
         };
         if self.waiting.fetch_sub(1, Ordering::Relaxed) == 1 {
+            *self.contention.lock().expect("contention") = None;
             // Nothing waits any more: say so, or other holders keep leaving slots to us.
             if let Err(e) = self.register(false).await {
                 tracing::debug!(error = %e, "could not update the holder record");
@@ -470,6 +508,7 @@ impl SharedQuota {
             }
             let view = self.ledger.view(&self.scope).await?;
             self.dispatch(&view).await?;
+            self.note_contention(&view);
             if let Ok(slot) = own.try_recv() {
                 return Ok(slot);
             }

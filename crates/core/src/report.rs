@@ -1,9 +1,9 @@
 //! The run summary: counts by outcome, failures with reasons, duration vs estimate. Built from
 //! the plan and the stored results, so the CLI and the reporter Lambda produce the same thing.
 
-use crate::ids::AccountId;
-use crate::model::{result_key, AccountResult, Action, Outcome};
-use crate::plan::Plan;
+use crate::ids::{AccountId, PermissionSetArn, PrincipalId};
+use crate::model::{result_key, AccountResult, Action, Outcome, PermissionSet, Principal, PrincipalType};
+use crate::plan::{Pair, Plan};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -15,6 +15,8 @@ pub struct Counts {
     pub skipped: usize,
     pub failed: usize,
     pub timed_out: usize,
+    /// Never sent (interrupted, out of time or quota, held back by the account's chain).
+    pub not_started: usize,
     /// Planned changes with no stored result (a batch that never reported).
     pub missing: usize,
 }
@@ -28,6 +30,7 @@ pub enum AccountOutcome {
     Skipped,
     Failed,
     TimedOut,
+    NotStarted,
     Missing,
 }
 
@@ -38,6 +41,7 @@ impl AccountOutcome {
             AccountOutcome::Skipped => "skipped",
             AccountOutcome::Failed => "failed",
             AccountOutcome::TimedOut => "timed_out",
+            AccountOutcome::NotStarted => "not_started",
             AccountOutcome::Missing => "missing",
         }
     }
@@ -54,6 +58,7 @@ impl From<Outcome> for AccountOutcome {
             Outcome::Skipped => AccountOutcome::Skipped,
             Outcome::Failed => AccountOutcome::Failed,
             Outcome::TimedOut => AccountOutcome::TimedOut,
+            Outcome::NotStarted => AccountOutcome::NotStarted,
         }
     }
 }
@@ -67,9 +72,17 @@ pub struct Failure {
     pub reason: String,
     #[serde(default)]
     pub request_id: Option<String>,
-    /// A rules run's (permission set, principal) of this result: `ReadOnlyAccess to GROUP Auditors`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub assignment: Option<String>,
+    #[serde(flatten)]
+    pub assignment: AssignmentOf,
+}
+
+/// Whose assignment a result is about, for scripts: the same three fields in every run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignmentOf {
+    pub permission_set_arn: PermissionSetArn,
+    pub principal_type: PrincipalType,
+    pub principal_id: PrincipalId,
 }
 
 /// One target account in the summary: what the plan did there and how it ended.
@@ -84,9 +97,8 @@ pub struct AccountReport {
     pub request_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// A rules run's (permission set, principal) of this result.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub assignment: Option<String>,
+    #[serde(flatten)]
+    pub assignment: AssignmentOf,
 }
 
 /// A batch whose worker failed for good (from the state machine's Catch).
@@ -113,9 +125,19 @@ pub enum RunOutcome {
 #[serde(rename_all = "camelCase")]
 pub struct RunSummary {
     pub run_id: String,
+    /// `assign` or `revoke`; `reconcile` for a rules run.
     pub operation: String,
-    pub permission_set: String,
-    pub principal: String,
+    /// A single-pair run's permission set and principal, as in the plan (a rules run has no one
+    /// pair: see `document` and `pairs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_set: Option<PermissionSet>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<Principal>,
+    /// A rules run's document name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<String>,
+    /// Every (permission set, principal) pair the run may change (one in a single-pair run).
+    pub pairs: Vec<Pair>,
     pub outcome: RunOutcome,
     pub counts: Counts,
     pub failures: Vec<Failure>,
@@ -135,9 +157,40 @@ pub struct RunSummary {
     /// machine's output (its payload limit is 256 KB); `sso-fanout report RUN_ID` has it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub results: Vec<AccountReport>,
+    /// Set when `failures` was cut short to fit a payload limit (the counts are whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<String>,
 }
 
 impl RunSummary {
+    /// `ReadOnlyAccess to GROUP Auditors`: a result's pair for people, in a rules run (None in
+    /// a single-pair run, whose one pair the summary names).
+    pub fn pair_label(&self, of: &AssignmentOf) -> Option<String> {
+        self.document.as_ref()?;
+        let pair = self.pairs.iter().find(|p| p.permission_set.arn == of.permission_set_arn && p.principal.id == of.principal_id)?;
+        Some(format!("{} to {}", pair.permission_set.name, crate::desired::describe(&pair.principal)))
+    }
+
+    /// The summary without its per-account results, its failures cut (to 1,000, 200, 50, then 0)
+    /// until its JSON fits `max_bytes`: the state machine's output (Step Functions refuses one
+    /// above 256 KB). The store keeps everything (`sso-fanout report RUN_ID`).
+    pub fn fit(mut self, max_bytes: usize) -> RunSummary {
+        self.results.clear();
+        let size = |s: &RunSummary| serde_json::to_vec(s).map_or(usize::MAX, |v| v.len());
+        let all = self.failures.len();
+        for cap in [1_000, 200, 50, 0] {
+            if size(&self) <= max_bytes {
+                break;
+            }
+            self.failures.truncate(cap);
+            self.truncated = Some(format!(
+                "failures cut to the first {cap} of {all} to fit Step Functions' payload limit; `sso-fanout report {} --table TABLE` lists every account",
+                self.run_id
+            ));
+        }
+        self
+    }
+
     /// Exit status for scripts: 0 all good, 2 some accounts did not end as requested, 130
     /// interrupted.
     pub fn exit_code(&self) -> i32 {
@@ -157,10 +210,8 @@ pub fn summarize(plan: &Plan, results: &[AccountResult], failed_batches: Vec<Bat
     let mut reports = Vec::with_capacity(counts.total);
     let rules = plan.desired.is_some();
     for item in plan.items() {
-        let assignment = rules.then(|| {
-            let (ps, principal) = plan.pair(item.pair);
-            format!("{} to {}", ps.name, crate::desired::describe(principal))
-        });
+        let key = plan.assignment_key(item);
+        let assignment = AssignmentOf { permission_set_arn: key.permission_set_arn, principal_type: key.principal_type, principal_id: key.principal_id };
         let report = match by_key.get(&result_key(&item.account_id, item.pair)) {
             Some(r) => AccountReport {
                 account_id: r.account_id.clone(),
@@ -202,6 +253,7 @@ pub fn summarize(plan: &Plan, results: &[AccountResult], failed_batches: Vec<Bat
             AccountOutcome::Skipped => counts.skipped += 1,
             AccountOutcome::Failed => counts.failed += 1,
             AccountOutcome::TimedOut => counts.timed_out += 1,
+            AccountOutcome::NotStarted => counts.not_started += 1,
             AccountOutcome::Missing => counts.missing += 1,
         }
         reports.push(report);
@@ -218,15 +270,14 @@ pub fn summarize(plan: &Plan, results: &[AccountResult], failed_batches: Vec<Bat
             assignment: r.assignment.clone(),
         })
         .collect();
-    let ok = counts.failed == 0 && counts.timed_out == 0 && counts.missing == 0 && failed_batches.is_empty();
+    let ok = counts.failed == 0 && counts.timed_out == 0 && counts.not_started == 0 && counts.missing == 0 && failed_batches.is_empty();
     RunSummary {
         run_id: plan.run_id.clone(),
         operation: if rules { "reconcile".into() } else { plan.operation.as_str().into() },
-        permission_set: if rules { format!("{} pairs", plan.all_pairs().len()) } else { plan.permission_set.name.clone() },
-        principal: match &plan.desired {
-            Some(d) => format!("document {}", d.name),
-            None => crate::desired::describe(&plan.principal),
-        },
+        permission_set: (!rules).then(|| plan.permission_set.clone()),
+        principal: (!rules).then(|| plan.principal.clone()),
+        document: plan.desired.as_ref().map(|d| d.name.clone()),
+        pairs: plan.all_pairs().into_iter().map(|(ps, p)| Pair { permission_set: ps.clone(), principal: p.clone() }).collect(),
         outcome: if ok { RunOutcome::Succeeded } else { RunOutcome::Incomplete },
         counts,
         failures,
@@ -237,5 +288,6 @@ pub fn summarize(plan: &Plan, results: &[AccountResult], failed_batches: Vec<Bat
         in_flight: plan.tier.in_flight,
         warnings: plan.warnings.clone(),
         results: reports,
+        truncated: None,
     }
 }

@@ -248,7 +248,7 @@ async fn batches_sharing_the_quota_never_exceed_it() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn worker_time_budget_leaves_unstarted_accounts_timed_out_for_a_rerun() {
+async fn worker_time_budget_leaves_unstarted_accounts_not_started_for_a_rerun() {
     let env = env(SimConfig::clean(300, 37));
     let req = request(Operation::Assign, "*");
     let mut config = PlannerConfig { worker_time_budget_s: 60, ..PlannerConfig::default() };
@@ -270,8 +270,9 @@ async fn worker_time_budget_leaves_unstarted_accounts_timed_out_for_a_rerun() {
     )
     .await
     .unwrap();
-    let not_started = report.results.iter().filter(|r| r.reason.as_deref().is_some_and(|x| x.starts_with("not started"))).count();
+    let not_started = report.count(Outcome::NotStarted);
     assert!(not_started > 100, "{not_started}");
+    assert!(report.results.iter().filter(|r| r.outcome == Outcome::NotStarted).all(|r| r.request_id.is_none() && r.attempts == 0));
     assert!(report.count(Outcome::Succeeded) > 50);
     assert_eq!(report.results.len(), 300, "every account has a definite result");
 }
@@ -293,8 +294,14 @@ async fn an_interrupted_run_records_what_it_did_and_a_rerun_resumes() {
     assert_eq!(summary.exit_code(), 130);
     let done = summary.counts.succeeded;
     assert!(done > 10 && done < plan.changes() - 50, "{:?}", summary.counts);
-    // Operations AWS had accepted got the grace period; none is left unrecorded.
-    assert_eq!(summary.counts.total, summary.counts.succeeded + summary.counts.timed_out + summary.counts.skipped);
+    // Operations AWS had accepted got the grace period; none is left unrecorded. Accounts never
+    // sent are "not started", never "timed out": a timed-out account had an operation at AWS.
+    let c = &summary.counts;
+    assert_eq!(c.total, c.succeeded + c.timed_out + c.not_started + c.skipped, "{c:?}");
+    assert!(c.not_started > 50, "{c:?}");
+    for r in summary.results.iter().filter(|r| r.outcome == AccountOutcome::TimedOut) {
+        assert!(r.request_id.is_some(), "a timed-out account names its request: {r:?}");
+    }
     let stored = env.store.get_run(&plan.run_id).await.unwrap().unwrap();
     assert_eq!(stored.status, sso_fanout_core::store::RunStatus::Interrupted);
     assert_truthful(&env, &plan, &env.store.results(&plan.run_id).await.unwrap());

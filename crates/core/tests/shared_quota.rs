@@ -200,9 +200,19 @@ async fn a_dead_holders_slot_without_an_operation_returns_within_the_lease() {
     drop(slot);
     let next = instance.process().holder(&scope(), "next", Some(0), budget(1), ops.clone(), Arc::new(MemoryStore::new()));
     let t0 = Instant::now();
-    let _slot = next.acquire(&account(1)).await.unwrap(); // same account: its lock expired too
+    let waiting = tokio::spawn({
+        let next = next.clone();
+        async move { next.acquire(&account(1)).await.unwrap() } // same account: its lock expired too
+    });
+    // While it waits, it can say for what: the dead holder's lease, and when it ends.
+    sleep(Duration::from_secs(5)).await;
+    let c = next.contention().expect("a waiting holder names what it waits for");
+    assert_eq!((c.leased_elsewhere, c.holders.clone()), (1, vec!["dead#b0".to_string()]), "{c:?}");
+    assert!(c.soonest_end_ms > 50_000 && c.soonest_end_ms <= LEASE.as_millis() as u64, "{c:?}");
+    let _slot = waiting.await.unwrap();
     let waited = t0.elapsed();
     assert!(waited >= LEASE - Duration::from_secs(1) && waited <= LEASE + Duration::from_secs(1), "{waited:?}");
+    assert_eq!(next.contention(), None, "nothing waits any more");
 }
 
 #[tokio::test(start_paused = true)]

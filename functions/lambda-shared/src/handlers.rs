@@ -2,7 +2,7 @@
 //! `sso_fanout_core::pipeline`, the same code the CLI runs in-process.
 
 use serde_json::Value;
-use sso_fanout_core::contract::{BatchOutcome, BatchRef, PlannerOutput, ReporterInput, WorkerOutput};
+use sso_fanout_core::contract::{BatchOutcome, BatchRef, PlannerOutput, ReporterInput, WorkerOutput, PREVIEW_MAX_BYTES};
 use sso_fanout_core::engine::EngineOptions;
 use sso_fanout_core::model::Outcome;
 use sso_fanout_core::pipeline::{plan_input, report_run, run_stored_batch, Services};
@@ -32,9 +32,10 @@ pub async fn work(services: &Services, event: Value) -> Result<WorkerOutput> {
         failed: report.count(Outcome::Failed),
         skipped: report.count(Outcome::Skipped),
         timed_out: report.count(Outcome::TimedOut),
+        not_started: report.count(Outcome::NotStarted),
     };
     tracing::info!(run_id = %out.run_id, batch = out.batch, succeeded = out.succeeded, failed = out.failed,
-        timed_out = out.timed_out, calls = report.stats.calls, throttled = report.stats.throttled, "batch finished");
+        timed_out = out.timed_out, not_started = out.not_started, calls = report.stats.calls, throttled = report.stats.throttled, "batch finished");
     Ok(out)
 }
 
@@ -51,10 +52,9 @@ pub async fn report(services: &Services, event: Value) -> Result<RunSummary> {
             BatchOutcome::Done(_) => None,
         })
         .collect();
-    let mut summary = report_run(services.store.as_ref(), &input.run_id, failed_batches, None).await?;
-    // The execution's output stays far below Step Functions' 256 KB payload limit: the
-    // per-account results stay in the store (`sso-fanout report RUN_ID --table ...`).
-    summary.results.clear();
+    // The execution's output stays below Step Functions' 256 KB payload limit: the per-account
+    // results stay in the store (`sso-fanout report RUN_ID --table ...`).
+    let summary = report_run(services.store.as_ref(), &input.run_id, failed_batches, None).await?.fit(PREVIEW_MAX_BYTES);
     tracing::info!(run_id = %summary.run_id, succeeded = summary.counts.succeeded, failed = summary.counts.failed,
         timed_out = summary.counts.timed_out, skipped = summary.counts.skipped, "run reported");
     Ok(summary)
