@@ -314,7 +314,7 @@ pub struct RequestArgs {
     pub rules: Option<PathBuf>,
     /// Plan or apply the document stored under NAME again (what a schedule sends:
     /// `{"reconcile": NAME}`), with its stored --prune/--max-deletes unless given here.
-    #[arg(long, value_name = "NAME", conflicts_with_all = ["operation", "permission_set", "group", "user", "principal_id", "filter", "accounts", "ous", "tags", "exclude", "document_name", "refresh_cache", "batch_size", "concurrency", "account_timeout", "max_retries"])]
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["operation", "permission_set", "group", "user", "principal_id", "filter", "accounts", "ous", "tags", "exclude", "document_name", "replace_document", "refresh_cache", "batch_size", "concurrency", "account_timeout", "max_retries"])]
     pub reconcile: Option<String>,
     /// With --rules/--reconcile: also delete assignments inside the document's `managed` scope
     /// that no rule declares (never on the management or protected accounts).
@@ -330,12 +330,16 @@ pub struct RequestArgs {
     /// `run` only: apply a plan saved by `plan --out FILE`, exactly as reviewed. Planned again
     /// first; refused with nothing changed if the changes would now differ. Prune and its limit
     /// are part of the plan: give them to `plan`.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["request", "rules", "reconcile", "operation", "permission_set", "group", "user", "principal_id", "prune", "no_prune", "max_deletes", "document_name", "filter", "accounts", "ous", "tags", "exclude", "refresh_cache", "batch_size", "concurrency", "account_timeout", "max_retries"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["request", "rules", "reconcile", "operation", "permission_set", "group", "user", "principal_id", "prune", "no_prune", "max_deletes", "document_name", "replace_document", "filter", "accounts", "ous", "tags", "exclude", "refresh_cache", "batch_size", "concurrency", "account_timeout", "max_retries"])]
     pub plan: Option<PathBuf>,
     /// With --rules: the name the applied document is stored under, for `--reconcile NAME`
-    /// and schedules [default: default].
+    /// and schedules [default: default]. The plan says what is stored there now.
     #[arg(long, value_name = "NAME")]
     pub document_name: Option<String>,
+    /// With --rules: applying may replace a different document stored under that name (refused
+    /// otherwise: a schedule reconciling the name would apply this one from then on).
+    #[arg(long)]
+    pub replace_document: bool,
     /// assign or revoke.
     #[arg(long, value_enum, required_unless_present_any = ["request", "rules", "reconcile", "plan"])]
     pub operation: Option<OperationArg>,
@@ -547,6 +551,7 @@ impl RequestArgs {
             ("--prune/--no-prune", "prune", prune),
             ("--max-deletes", "maxDeletes", self.max_deletes.map(Value::from)),
             ("--document-name", "name", self.document_name.clone().map(Value::from)),
+            ("--replace-document", "replaceDocument", self.replace_document.then_some(Value::Bool(true))),
         ];
         for (flag, key, value) in rules_options {
             let Some(value) = value else { continue };

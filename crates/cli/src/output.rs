@@ -53,6 +53,9 @@ pub fn plan_header(plan: &Plan) -> String {
                 "  changes   {creates} create, {deletes} delete; {} assignments already as declared",
                 plan.skipped.len()
             );
+            if let Some(storage) = &d.storage {
+                let _ = writeln!(out, "  document  {}", storage_text(storage));
+            }
         }
         None => {
             let _ = writeln!(
@@ -100,6 +103,21 @@ pub fn plan_header(plan: &Plan) -> String {
         let _ = writeln!(out, "  warning   {w}");
     }
     out
+}
+
+/// Where applying stores the document, and whether that replaces another.
+fn storage_text(s: &sso_fanout_core::desired::DocumentStorage) -> String {
+    use sso_fanout_core::desired::StorageState;
+    match (&s.state, &s.replaces) {
+        (StorageState::Replaces, Some((run_id, at))) => format!(
+            "stored as `{}` when applied, REPLACING {} stored there by run {run_id} at {} (refused unless --replace-document; or give another --document-name)",
+            s.name,
+            s.difference.as_deref().unwrap_or("a different document"),
+            compact_utc(*at)
+        ),
+        (StorageState::Unchanged, _) => format!("stored as `{}` when applied (the same document is stored there now)", s.name),
+        _ => format!("stored as `{}` when applied (nothing is stored under that name yet)", s.name),
+    }
 }
 
 pub fn plan_table(plan: &Plan, all: bool) -> String {
@@ -213,6 +231,9 @@ pub fn drift_markdown(plan: &Plan) -> String {
         plan.tier.in_flight,
         plan.tier.requests_per_second
     );
+    if let Some(storage) = &d.storage {
+        let _ = writeln!(out, "Document: {}.\n", storage_text(storage));
+    }
     let _ = writeln!(out, "| rule | permission set | principals | accounts | present | missing |");
     let _ = writeln!(out, "|---|---|---|---:|---:|---:|");
     for r in &d.rules {

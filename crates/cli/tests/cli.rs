@@ -747,3 +747,71 @@ fn sigterm_stops_a_run_as_ctrl_c_does_and_a_second_one_still_leaves_a_summary() 
         let _ = std::fs::remove_dir_all(store.parent().unwrap());
     }
 }
+
+#[test]
+fn a_stored_document_is_replaced_only_when_asked_and_the_plan_says_so() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/rules-sim.yaml");
+    let store = std::env::temp_dir().join(format!("sso-fanout-cli-{}-replace.redb", std::process::id()));
+    let store = store.to_str().unwrap();
+    let base = ["--sim", "29", "--seed", "8", "--store", store];
+    let with = |command: &str, rules: &str, extra: &[&str]| {
+        let mut args = vec![command];
+        args.extend_from_slice(&base);
+        args.extend_from_slice(&["--virtual-time", "--rules", rules]);
+        args.extend_from_slice(extra);
+        cli(&args)
+    };
+    let (_, out, _) = with("plan", example, &[]);
+    assert!(out.contains("stored as `default` when applied (nothing is stored under that name yet)"), "{out}");
+    let (code, _, err) = with("run", example, &[]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = with("plan", example, &[]);
+    assert!(out.contains("the same document is stored there now"), "{out}");
+    // Another document under the same name: the plan warns, the run is refused, nothing changes.
+    let other = rules_file(
+        "other.yaml",
+        "version: 1\nrules:\n  - id: only\n    permissionSet: ReadOnlyAccess\n    principals: [{type: GROUP, name: Auditors}]\n    targets: [{root: true}]\n",
+    );
+    let other = other.to_str().unwrap();
+    let (_, out, _) = with("plan", other, &[]);
+    assert!(out.contains("REPLACING a different document"), "{out}");
+    let (code, _, err) = with("run", other, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("`default` holds a different document") && err.contains("--replace-document") && err.contains("nothing was changed"), "{err}");
+    let mut args = vec!["documents", "default", "--output", "json"];
+    args.extend_from_slice(&base);
+    let (_, out, _) = cli(&args);
+    assert_eq!(parse(&out)["rules"]["rules"].as_array().unwrap().len(), 4, "the stored document is kept: {out}");
+    let (code, _, err) = with("run", other, &["--replace-document"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = cli(&args);
+    assert_eq!(parse(&out)["rules"]["rules"][0]["id"], "only");
+    let (code, _, err) = cli(&["run", "--sim", "29", "--reconcile", "default", "--replace-document"]);
+    assert_eq!(code, 1, "a reconcile never stores: {err}");
+    let _ = std::fs::remove_file(store);
+}
+
+#[test]
+fn a_rules_run_gives_scripts_the_pair_of_every_result() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/rules-sim.yaml");
+    let (code, out, err) = cli(&["run", "--sim", "29", "--virtual-time", "--rules", example, "--output", "json"]);
+    assert_eq!(code, 0, "the example converges: {err}");
+    let s = parse(&out);
+    assert_eq!(s["operation"], "reconcile");
+    assert!(s.get("permissionSet").is_none() && s.get("principal").is_none(), "no prose in fields that hold an ARN or id: {s}");
+    assert_eq!(s["document"], "default");
+    let pairs = s["pairs"].as_array().unwrap();
+    assert!(pairs.len() >= 5);
+    for r in s["results"].as_array().unwrap() {
+        let arn = r["permissionSetArn"].as_str().unwrap();
+        assert!(arn.starts_with("arn:aws:sso:::permissionSet/"), "{r}");
+        assert!(pairs.iter().any(|p| p["permissionSet"]["arn"] == arn && p["principal"]["id"] == r["principalId"]), "{r}");
+        assert!(r["principalType"] == "GROUP" || r["principalType"] == "USER", "{r}");
+    }
+    // A single-pair run keeps the same field types: the plan's objects.
+    let out = sim_run(&["--filter", "prod-*"]);
+    let s = json(&out);
+    assert!(s["permissionSet"]["arn"].is_string() && s["principal"]["id"].is_string(), "{s}");
+    assert_eq!(s["pairs"].as_array().unwrap().len(), 1);
+    assert!(s["results"].as_array().unwrap().iter().all(|r| r["permissionSetArn"] == s["permissionSet"]["arn"]));
+}

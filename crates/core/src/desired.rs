@@ -56,6 +56,10 @@ pub struct RulesRequest {
     /// so a one-off override (prune, maxDeletes, accounts) never becomes the stored setting.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reconciled: bool,
+    /// Applying it may replace a different document stored under `name` (without it, that is
+    /// refused: a schedule reconciling `name` would silently apply this one from then on).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replace_document: bool,
 }
 
 fn default_name() -> String {
@@ -75,13 +79,25 @@ impl RulesRequest {
             tuning: None,
             accounts: vec![],
             reconciled: false,
+            replace_document: false,
         }
     }
 
     /// Whether applying this request stores its document under its name: a whole document
     /// applied as written, not a reconcile of a stored one nor a run restricted to accounts.
     pub fn stores_document(&self) -> bool {
-        !self.dry_run && !self.reconciled && self.accounts.is_empty()
+        !self.dry_run && self.names_document()
+    }
+
+    /// Whether this request, applied, would store its document (dry run or not).
+    pub fn names_document(&self) -> bool {
+        !self.reconciled && self.accounts.is_empty()
+    }
+
+    /// Whether `stored` holds this request's document with the same settings (what a schedule
+    /// reconciling the name would apply), whatever this run's own options.
+    pub fn same_document_as(&self, stored: &RulesRequest) -> bool {
+        (&self.rules, self.prune, self.max_deletes, &self.tuning) == (&stored.rules, stored.prune, stored.max_deletes, &stored.tuning)
     }
 
     /// Parses `{"rules": {...}, ...}`: the document is checked whole first (its errors name
@@ -145,6 +161,59 @@ impl ReconcileRequest {
         stored.refresh_cache = self.accounts.is_empty();
         stored
     }
+}
+
+/// Where applying a rules plan stores its document, and what that replaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DocumentStorage {
+    pub name: String,
+    pub state: StorageState,
+    /// The run that stored the document this one would replace, and when (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<(String, u64)>,
+    /// What differs from the stored one: `a different document`, or its settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub difference: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageState {
+    /// Nothing is stored under the name yet.
+    New,
+    /// The same document and settings are stored there.
+    Unchanged,
+    /// A different document (or other settings) is stored there.
+    Replaces,
+}
+
+impl DocumentStorage {
+    pub fn of(request: &RulesRequest, stored: Option<&StoredDocument>) -> DocumentStorage {
+        let (state, replaces) = match stored {
+            None => (StorageState::New, None),
+            Some(d) if request.same_document_as(&d.request) => (StorageState::Unchanged, None),
+            Some(d) => (StorageState::Replaces, Some((d.run_id.clone(), d.stored_at))),
+        };
+        let difference = stored.filter(|_| state == StorageState::Replaces).map(|d| difference(&d.request, request));
+        DocumentStorage { name: request.name.clone(), state, replaces, difference }
+    }
+}
+
+/// `a different document`, or `the same document with other settings (prune off -> on)`.
+fn difference(stored: &RulesRequest, new: &RulesRequest) -> String {
+    if stored.rules != new.rules {
+        return "a different document".into();
+    }
+    let prune = |r: &RulesRequest| if r.prune { format!("on, maxDeletes {}", r.max_deletes()) } else { "off".into() };
+    let mut changed = Vec::new();
+    if (stored.prune, stored.max_deletes()) != (new.prune, new.max_deletes()) {
+        changed.push(format!("prune {} -> {}", prune(stored), prune(new)));
+    }
+    if stored.tuning != new.tuning {
+        changed.push("tuning".to_string());
+    }
+    format!("the same document with other settings ({})", changed.join(", "))
 }
 
 /// A document stored under a name (what `{"reconcile": name}` applies).
@@ -228,6 +297,9 @@ pub struct DesiredPlan {
     /// The accounts the request was restricted to (empty: all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub accounts: Vec<AccountId>,
+    /// Where applying stores the document (None: it stores none, e.g. a reconcile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<DocumentStorage>,
 }
 
 impl DesiredPlan {
@@ -652,6 +724,7 @@ pub fn reconcile(inputs: &ReconcileInputs<'_>) -> Reconciled {
         prune: PruneDecision { enabled: request.prune, max_deletes, deletes, refused },
         cost: ReadCost::default(),
         accounts: request.accounts.clone(),
+        storage: None,
     };
     Reconciled { pairs, changes: chains.into_iter().flatten().collect(), present, desired, warnings }
 }

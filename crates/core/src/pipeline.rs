@@ -9,7 +9,7 @@ use crate::planner::{make_plan, PlannerConfig};
 use crate::quota::Ledger;
 use crate::ports::{AssignmentOps, Directory, OrgDirectory};
 use crate::report::{summarize, BatchFailure, RunOutcome, RunSummary};
-use crate::desired::{check_saved_plan, make_rules_plan, RulesRequest, StoredDocument};
+use crate::desired::{check_saved_plan, make_rules_plan, DocumentStorage, RulesRequest, StoredDocument};
 use crate::request::{RunInput, RunRequest};
 use crate::store::{RunLog, RunRecord, RunStatus, RunStore};
 use std::sync::Arc;
@@ -109,6 +109,7 @@ pub async fn plan_saved(services: &Services, saved: &Plan, config: &PlannerConfi
         PlanRequest::Rules(r) => r.dry_run = false,
     }
     refuse_refused_prune(&plan)?;
+    refuse_replacing_a_document(&plan)?;
     services.store.put_run(&RunRecord { plan: plan.clone(), status: RunStatus::Planned, summary: None }).await?;
     if let PlanRequest::Rules(request) = &plan.request {
         if request.stores_document() {
@@ -122,12 +123,41 @@ pub async fn plan_saved(services: &Services, saved: &Plan, config: &PlannerConfi
 /// `maxDeletes` before anything runs.
 async fn plan_rules(services: &Services, request: &RulesRequest, config: &PlannerConfig) -> Result<Plan> {
     let store = services.store.as_ref();
-    let plan = make_rules_plan(request, config, services.org.as_ref(), services.directory.as_ref(), store, store, services.quota.as_ref()).await?;
+    let mut plan = make_rules_plan(request, config, services.org.as_ref(), services.directory.as_ref(), store, store, services.quota.as_ref()).await?;
+    if request.names_document() {
+        let stored = services.store.document(&plan.scope, &request.name).await?;
+        if let Some(desired) = plan.desired.as_mut() {
+            desired.storage = Some(DocumentStorage::of(request, stored.as_ref()));
+        }
+    }
     if !request.dry_run {
         refuse_refused_prune(&plan)?;
+        refuse_replacing_a_document(&plan)?;
         services.store.put_run(&RunRecord { plan: plan.clone(), status: RunStatus::Planned, summary: None }).await?;
     }
     Ok(plan)
+}
+
+/// Applying a document never replaces a different one stored under its name unless the request
+/// says so (`replaceDocument`): a schedule that reconciles the name would apply it from then on.
+pub fn refuse_replacing_a_document(plan: &Plan) -> Result<()> {
+    let (PlanRequest::Rules(request), Some(storage)) = (&plan.request, plan.desired.as_ref().and_then(|d| d.storage.as_ref())) else {
+        return Ok(());
+    };
+    match (&storage.replaces, request.replace_document) {
+        (Some((run_id, stored_at)), false) => Err(FanoutError::invalid(
+            "name",
+            &storage.name,
+            format!(
+                "a name no other document is stored under: `{}` holds {} (stored by run {run_id} at {}), which a schedule reconciling it applies; nothing was changed: \
+                 give another name (--document-name), or replace it (--replace-document, \"replaceDocument\": true)",
+                storage.name,
+                storage.difference.as_deref().unwrap_or("a different document"),
+                crate::clock::compact_utc(*stored_at)
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A plan whose prune is past `maxDeletes` never runs (not even its creates).

@@ -831,8 +831,8 @@ protectedAccounts: ["200000000001"]
         assert_eq!(by_rule[0], ["prod-search-002", "prod-direct-011"]);
         assert_eq!((selections[0].excluded, selections[0].inactive.len()), (1, 1));
         assert_eq!(by_rule[1], ["dev-platform-005", "user008-sandbox"]);
-        assert_eq!(by_rule[2].len(), 8, "every ACTIVE account, the management account by its id");
-        assert_eq!(by_rule[2][0], "management");
+        assert_eq!(by_rule[2].len(), 7, "every ACTIVE member account (never the management account)");
+        assert!(!by_rule[2].contains(&"management"));
         assert_eq!(by_rule[3], ["shared-services-010"]);
         assert_eq!(selections.iter().map(|s| s.rule).collect::<Vec<_>>(), [0, 1, 2, 3]);
     }

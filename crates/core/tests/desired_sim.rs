@@ -175,7 +175,9 @@ async fn prune_deletes_only_undeclared_assignments_inside_managed_and_never_prot
     assert_eq!(d.protected.len(), 2, "protected and management undeclared are reported, kept");
     assert_eq!(report.changes(), 0, "no prune unless asked");
 
-    let (pruned, outcome) = apply(&env, RunInput::Rules(rules(true))).await;
+    let mut prune = rules(true);
+    prune.replace_document = true; // the stored settings change: prune on
+    let (pruned, outcome) = apply(&env, RunInput::Rules(prune)).await;
     assert_eq!(outcome, RunOutcome::Succeeded);
     assert!(pruned.batches.iter().flat_map(|b| &b.items).all(|i| i.action == Action::Delete));
     assert_eq!(pruned.changes(), 2);
@@ -207,6 +209,7 @@ async fn a_prune_past_max_deletes_is_refused_with_nothing_changed() {
     assert!(shown.desired.as_ref().unwrap().prune.refused && shown.changes() == 0);
     let mut allowed = rules(true);
     allowed.max_deletes = Some(25);
+    allowed.replace_document = true;
     let (plan, outcome) = apply(&env, RunInput::Rules(allowed)).await;
     assert_eq!((plan.changes(), outcome), (21, RunOutcome::Succeeded));
 }
@@ -434,4 +437,65 @@ async fn a_rules_run_split_into_batches_keeps_each_account_in_one_batch_and_conv
     assert_eq!((counters.violations(), counters.conflict_violations), (0, 0), "{counters:?}");
     let again = plan_input(&services, &RunInput::Rules(rules(true)).into_dry_run(), &config).await.unwrap();
     assert!(!again.desired.unwrap().has_drift());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_example_document_converges_on_the_simulated_organization() {
+    // What `sso-fanout run --sim 29 --rules examples/rules-sim.yaml --prune` plans and runs.
+    let sim = Arc::new(SimCloud::new(SimConfig::new(29, 1)));
+    let store = Arc::new(MemoryStore::new());
+    let env = Env { services: Services::new(sim.clone(), sim.clone(), store.clone()), sim, store };
+    let mut request = RulesRequest::new(RulesDocument::parse(sso_fanout_core::rules::EXAMPLE_YAML).unwrap());
+    request.prune = true;
+    let (applied, outcome) = apply(&env, RunInput::Rules(request.clone())).await;
+    assert!(applied.changes() > 0);
+    assert_eq!(outcome, RunOutcome::Succeeded, "every change of the example lands");
+    let again = plan(&env, &request).await;
+    assert!(!again.desired.as_ref().unwrap().has_drift(), "{:?}", again.desired);
+    assert_eq!(again.changes(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn applying_a_document_never_replaces_a_different_one_stored_under_its_name_unless_asked() {
+    use sso_fanout_core::desired::StorageState;
+    let env = env(30, 11);
+    let (first, outcome) = apply(&env, RunInput::Rules(rules(false))).await;
+    assert_eq!(outcome, RunOutcome::Succeeded);
+    assert_eq!(first.desired.as_ref().unwrap().storage.as_ref().unwrap().state, StorageState::New);
+    let (_, scope) = sso_fanout_core::planner::scope(env.sim.as_ref(), env.sim.as_ref()).await.unwrap();
+    let stored = |store: Arc<MemoryStore>, scope: sso_fanout_core::model::Scope| async move { store.document(&scope, "default").await.unwrap().unwrap() };
+
+    // The same document again: unchanged, applied.
+    let same = plan(&env, &rules(false)).await;
+    assert_eq!(same.desired.as_ref().unwrap().storage.as_ref().unwrap().state, StorageState::Unchanged);
+
+    // Another document under the same name: the plan says so, applying it is refused.
+    let mut other = rules(false);
+    other.rules.rules.truncate(1);
+    let planned = plan(&env, &other).await;
+    let storage = planned.desired.as_ref().unwrap().storage.clone().unwrap();
+    assert_eq!(storage.state, StorageState::Replaces);
+    assert_eq!(storage.difference.as_deref(), Some("a different document"));
+    let mut pruning = rules(true);
+    pruning.max_deletes = Some(3);
+    let settings = plan(&env, &pruning).await.desired.unwrap().storage.unwrap();
+    assert_eq!(settings.difference.as_deref(), Some("the same document with other settings (prune off -> on, maxDeletes 3)"));
+    assert_eq!(storage.replaces.as_ref().map(|(run, _)| run.as_str()), Some(first.run_id.as_str()));
+    let before = writes(&env.sim);
+    let refused = plan_input(&env.services, &RunInput::Rules(other.clone()), &PlannerConfig::in_process()).await.unwrap_err();
+    match &refused {
+        FanoutError::InvalidRequest { field, expected, .. } => {
+            assert_eq!(field, "name");
+            assert!(expected.contains("--replace-document") && expected.contains(&first.run_id), "{expected}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(writes(&env.sim), before, "nothing was changed");
+    assert_eq!(stored(env.store.clone(), scope.clone()).await.request.rules, rules(false).rules, "the stored document is kept");
+
+    // Asked to, it replaces it.
+    other.replace_document = true;
+    let (replaced, _) = apply(&env, RunInput::Rules(other.clone())).await;
+    assert_eq!(stored(env.store.clone(), scope.clone()).await.run_id, replaced.run_id);
+    assert_eq!(stored(env.store.clone(), scope).await.request.rules, other.rules);
 }
