@@ -503,7 +503,7 @@ async fn scenarios(h: &Harness) {
     let e = h.execute("desired-apply", &json!({"rules": doc, "name": "baseline"})).await;
     assert_eq!(e.status, "SUCCEEDED", "{}: {} {}", e.arn, e.error, e.cause);
     assert_eq!(e.output["outcome"], "succeeded", "{}", e.output);
-    assert_eq!(e.output["counts"], json!({"total": 26, "succeeded": 25, "skipped": 1, "failed": 0, "timedOut": 0, "missing": 0}));
+    assert_eq!(e.output["counts"], json!({"total": 26, "succeeded": 25, "skipped": 1, "failed": 0, "timedOut": 0, "notStarted": 0, "missing": 0}));
     assert_eq!(h.held().await, all, "every declared assignment, nothing else");
     let run_id = e.output["runId"].as_str().expect("summary runId").to_string();
     let results = h.store.results(&run_id).await.expect("results");
@@ -538,7 +538,7 @@ async fn scenarios(h: &Harness) {
     h.assert_preview(&plan, &held, false, 20);
     let e = h.execute("desired-reconcile", &json!({"reconcile": "baseline"})).await;
     assert_eq!(e.status, "SUCCEEDED", "{}: {} {}", e.arn, e.error, e.cause);
-    assert_eq!(e.output["counts"], json!({"total": 26, "succeeded": 1, "skipped": 25, "failed": 0, "timedOut": 0, "missing": 0}));
+    assert_eq!(e.output["counts"], json!({"total": 26, "succeeded": 1, "skipped": 25, "failed": 0, "timedOut": 0, "notStarted": 0, "missing": 0}));
     assert_eq!(h.held().await, all, "restored");
 
     // 6. Prune deletes only inside `managed`: (a) an undeclared ReadOnlyAccess of alice (in
@@ -569,7 +569,7 @@ async fn scenarios(h: &Harness) {
     assert_eq!(h.entries(&out["desired"]["protected"]), BTreeSet::from([on_protected.clone(), on_management.clone()]));
     let e = h.execute("desired-prune", &prune).await;
     assert_eq!(e.status, "SUCCEEDED", "{}: {} {}", e.arn, e.error, e.cause);
-    assert_eq!(e.output["counts"], json!({"total": 27, "succeeded": 1, "skipped": 26, "failed": 0, "timedOut": 0, "missing": 0}));
+    assert_eq!(e.output["counts"], json!({"total": 27, "succeeded": 1, "skipped": 26, "failed": 0, "timedOut": 0, "notStarted": 0, "missing": 0}));
     let results = h.store.results(e.output["runId"].as_str().unwrap()).await.expect("results");
     let deleted: Vec<_> = results.iter().map(|r| (r.account_id.to_string(), r.action, r.outcome)).collect();
     assert_eq!(deleted, [(h.cloud.account_id("fleet-002"), Action::Delete, Outcome::Succeeded)]);
@@ -598,7 +598,7 @@ async fn scenarios(h: &Harness) {
     assert_eq!(h.held().await, held, "a refused prune changes nothing, creates included");
     let e = h.execute("desired-guard-raised", &json!({"reconcile": "baseline", "prune": true, "maxDeletes": 3})).await;
     assert_eq!(e.status, "SUCCEEDED", "{}: {} {}", e.arn, e.error, e.cause);
-    assert_eq!(e.output["counts"], json!({"total": 29, "succeeded": 4, "skipped": 25, "failed": 0, "timedOut": 0, "missing": 0}));
+    assert_eq!(e.output["counts"], json!({"total": 29, "succeeded": 4, "skipped": 25, "failed": 0, "timedOut": 0, "notStarted": 0, "missing": 0}));
     assert_eq!(h.held().await, kept, "the create made and the 3 deletes");
 
     // 8. Bad documents (and an unknown stored name) fail the planner with InvalidRequest naming

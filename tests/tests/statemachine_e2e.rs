@@ -135,7 +135,7 @@ async fn scenarios(h: &Harness) {
     let run_id = e.output["runId"].as_str().expect("summary runId").to_string();
     assert_eq!(run_id, plan["runId"]);
     assert_eq!(e.output["outcome"], "succeeded", "{}", e.output);
-    assert_eq!(counts(&e.output), json!({"total": 29, "succeeded": 28, "skipped": 1, "failed": 0, "timedOut": 0, "missing": 0}));
+    assert_eq!(counts(&e.output), json!({"total": 29, "succeeded": 28, "skipped": 1, "failed": 0, "timedOut": 0, "notStarted": 0, "missing": 0}));
     assert!(e.output.get("failedBatches").is_none_or(|b| b.as_array().is_some_and(Vec::is_empty)), "{}", e.output);
     h.assert_held(&active, &admin, &platform_admins, true).await;
     h.assert_held(&suspended, &admin, &platform_admins, false).await;
@@ -154,7 +154,7 @@ async fn scenarios(h: &Harness) {
     // 2. The same request again: nothing to do, no write (an empty Map), an unnamed execution.
     let e = h.execute(&machine, None, &assign_all).await;
     assert_eq!(e.status, "SUCCEEDED", "{}: {} {}", e.arn, e.error, e.cause);
-    assert_eq!(counts(&e.output), json!({"total": 29, "succeeded": 0, "skipped": 29, "failed": 0, "timedOut": 0, "missing": 0}));
+    assert_eq!(counts(&e.output), json!({"total": 29, "succeeded": 0, "skipped": 29, "failed": 0, "timedOut": 0, "notStarted": 0, "missing": 0}));
     assert!(e.events("MapIterationStarted").is_empty());
     h.assert_held(&active, &admin, &platform_admins, true).await;
 
@@ -179,7 +179,7 @@ async fn scenarios(h: &Harness) {
     let e = h.execute(&machine, Some("e2e-revoke-fleet"), &revoke_fleet).await;
     assert_eq!(e.status, "SUCCEEDED", "{}: {} {}", e.arn, e.error, e.cause);
     assert_eq!(e.output["operation"], "revoke");
-    assert_eq!(counts(&e.output), json!({"total": 18, "succeeded": 18, "skipped": 0, "failed": 0, "timedOut": 0, "missing": 0}));
+    assert_eq!(counts(&e.output), json!({"total": 18, "succeeded": 18, "skipped": 0, "failed": 0, "timedOut": 0, "notStarted": 0, "missing": 0}));
     h.assert_held(&fleet, &admin, &platform_admins, false).await;
     let others: BTreeSet<String> = active.difference(&fleet).cloned().collect();
     h.assert_held(&others, &admin, &platform_admins, true).await;
@@ -218,7 +218,7 @@ async fn scenarios(h: &Harness) {
     let retryable = e.events("TaskFailed").iter().filter(|t| t["error"] == "Retryable").count();
     assert_eq!(retryable, 2 + 5, "batch 0: 2 failed attempts; batch 1: 1 + MaxAttempts 4");
     assert_eq!(e.output["outcome"], "incomplete", "{}", e.output);
-    assert_eq!(counts(&e.output), json!({"total": 18, "succeeded": 18 - lost, "skipped": 0, "failed": 0, "timedOut": 0, "missing": lost}));
+    assert_eq!(counts(&e.output), json!({"total": 18, "succeeded": 18 - lost, "skipped": 0, "failed": 0, "timedOut": 0, "notStarted": 0, "missing": lost}));
     let failed_batches = e.output["failedBatches"].as_array().expect("failedBatches");
     assert_eq!(failed_batches.len(), 1, "{}", e.output);
     assert_eq!(failed_batches[0]["batch"], 1);
@@ -244,7 +244,7 @@ async fn scenarios(h: &Harness) {
     // 7. Re-running the same request (no faults) does only what is missing.
     let e = h.execute(&machine, Some("e2e-rerun-after-faults"), &assign_ro).await;
     assert_eq!(e.status, "SUCCEEDED", "{}: {} {}", e.arn, e.error, e.cause);
-    assert_eq!(counts(&e.output), json!({"total": 18, "succeeded": lost, "skipped": 18 - lost, "failed": 0, "timedOut": 0, "missing": 0}));
+    assert_eq!(counts(&e.output), json!({"total": 18, "succeeded": lost, "skipped": 18 - lost, "failed": 0, "timedOut": 0, "notStarted": 0, "missing": 0}));
     h.assert_held(&fleet, &read_only, &developers, true).await;
 
     // 8. The CLI starts and follows an execution as a CI job would (stderr is a log, not a

@@ -325,7 +325,7 @@ pub struct RequestArgs {
     pub no_prune: bool,
     /// With --prune: refuse the whole run when it would delete more than N assignments
     /// [default: 20].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "no_prune")]
     pub max_deletes: Option<u32>,
     /// `run` only: apply a plan saved by `plan --out FILE`, exactly as reviewed. Planned again
     /// first; refused with nothing changed if the changes would now differ. Prune and its limit
@@ -425,7 +425,7 @@ pub struct BackendArgs {
     pub store: Option<PathBuf>,
     /// Use this DynamoDB table (the deployed stack's) as the store instead; its quota ledger is
     /// then the one the stack's executions share.
-    #[arg(long, value_name = "TABLE", conflicts_with = "store")]
+    #[arg(long, value_name = "TABLE", conflicts_with_all = ["store", "sim"])]
     pub table: Option<String>,
     /// The quota ledger every sso-fanout process on this machine shares, whatever its store
     /// (default: sso-fanout/quota.json in the user's data directory; not used with --table,
@@ -433,10 +433,10 @@ pub struct BackendArgs {
     #[arg(long, value_name = "PATH", env = "SSO_FANOUT_QUOTA_FILE", conflicts_with = "table")]
     pub quota_file: Option<PathBuf>,
     /// Identity Center instance ARN (default: the only instance `ListInstances` returns).
-    #[arg(long, value_name = "ARN")]
+    #[arg(long, value_name = "ARN", conflicts_with = "sim")]
     pub instance_arn: Option<String>,
     /// Identity Store id (default: the instance's).
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", conflicts_with = "sim")]
     pub identity_store_id: Option<String>,
 }
 

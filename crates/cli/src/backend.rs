@@ -19,6 +19,24 @@ pub struct Backend {
     pub services: Services,
     /// Where results are kept, for messages.
     pub store_location: String,
+    /// With --sim: how long a first read of the simulated organization takes on the real clock
+    /// (Organizations answers at its own pace), for a word while planning.
+    pub simulated_org_read_s: Option<f64>,
+}
+
+/// Refuses a simulated organization larger than the simulator is meant for.
+pub fn check_simulated_size(flag: &str, accounts: usize) -> Result<()> {
+    if accounts == 0 || accounts > sso_fanout_sim::org::MAX_ACCOUNTS {
+        return Err(FanoutError::invalid(
+            flag,
+            accounts,
+            format!(
+                "1 to {} member accounts: the simulator is meant for organizations up to that size (Identity Center manages 7,000 accounts per instance by default)",
+                sso_fanout_sim::org::MAX_ACCOUNTS
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub fn faults(profile: FaultProfile) -> Faults {
@@ -31,21 +49,21 @@ pub fn faults(profile: FaultProfile) -> Faults {
 pub async fn connect(args: &BackendArgs) -> Result<Backend> {
     match args.sim {
         Some(accounts) => {
-            if accounts == 0 {
-                return Err(FanoutError::invalid("--sim", 0, "a number of member accounts, e.g. --sim 29"));
-            }
+            check_simulated_size("--sim", accounts)?;
             let mut config = SimConfig::new(accounts, args.seed);
             config.faults = faults(args.faults);
             if let Some(latency) = args.latency {
                 config.latency = latency;
             }
+            let org_read_s = sso_fanout_sim::org::read_calls(accounts, config.org_page_size) as f64 / config.org_requests_per_second;
             let sim = Arc::new(SimCloud::new(config));
             let (store, store_location) = match &args.store {
                 Some(path) => (Arc::new(EmbeddedStore::open(path)?) as Arc<dyn RunStore>, path.display().to_string()),
                 None => (Arc::new(MemoryStore::new()) as Arc<dyn RunStore>, "memory (simulator)".to_string()),
             };
             // The simulated instance lives in this process: so does its quota ledger.
-            Ok(Backend { services: Services::new(sim.clone(), sim, store).with_quota(MemoryInstance::new().process()), store_location })
+            let services = Services::new(sim.clone(), sim, store).with_quota(MemoryInstance::new().process());
+            Ok(Backend { services, store_location, simulated_org_read_s: Some(org_read_s) })
         }
         None => connect_aws(args).await,
     }
@@ -80,7 +98,7 @@ async fn connect_aws(args: &BackendArgs) -> Result<Backend> {
         store,
     )
     .with_quota(Ledger::new(ledger, Arc::new(WallClock)));
-    Ok(Backend { services, store_location })
+    Ok(Backend { services, store_location, simulated_org_read_s: None })
 }
 
 /// The embedded store's default path: `<data dir>/sso-fanout/store.redb`.

@@ -53,14 +53,26 @@ async fn make_plan(backend: &Backend, args: &RunArgs, dry_run: bool, io: &Io) ->
         Some(_) => None,
         None => Some(args.request.to_input()?),
     };
-    let planning = Planning::start(io, &backend.store_location);
+    simulated_read_note(backend, args.virtual_time, io);
+    let planning = Planning::start(io, &backend.store_location, Planning::PLAN);
     let plan = match (saved, input) {
         (Some(saved), _) => plan_saved(&backend.services, &saved, &config).await,
         (None, Some(input)) => plan_input(&backend.services, &if dry_run { input.into_dry_run() } else { input }, &config).await,
         (None, None) => unreachable!("either a saved plan or an input"),
     };
-    planning.finish();
+    planning.finish(&plan);
     plan
+}
+
+/// A word before a long read of a large simulated organization, so the wait is not a surprise.
+fn simulated_read_note(backend: &Backend, virtual_time: bool, io: &Io) {
+    match backend.simulated_org_read_s {
+        Some(s) if s >= 5.0 && !virtual_time => io.err.line(format!(
+            "the simulated Organizations API answers at its own pace: reading the organization takes ~{} on the real clock (a real one is then cached); --virtual-time skips the wait",
+            output::secs(s)
+        )),
+        _ => {}
+    }
 }
 
 fn read_saved_plan(path: &std::path::Path) -> Result<Plan> {
@@ -198,8 +210,11 @@ impl Signals {
 }
 
 pub fn bench(args: BenchArgs, io: &Io) -> Result<u8> {
-    if args.repeat == 0 || args.accounts.contains(&0) {
-        return Err(sso_fanout_core::FanoutError::invalid("--accounts/--repeat", 0, "positive numbers, e.g. --accounts 29,500,5000 --repeat 20"));
+    if args.repeat == 0 {
+        return Err(sso_fanout_core::FanoutError::invalid("--repeat", 0, "a positive number of seeds, e.g. --repeat 10"));
+    }
+    for &n in &args.accounts {
+        backend::check_simulated_size("--accounts", n)?;
     }
     let mut rows = Vec::new();
     let latencies = if args.latency.is_empty() { vec![Default::default()] } else { args.latency.clone() };
@@ -296,14 +311,15 @@ async fn cache(refresh: bool, backend: &Backend, out: OutputFormat, io: &Io) -> 
 
 async fn org(args: OrgArgs, io: &Io) -> Result<u8> {
     let backend = backend::connect(&args.backend).await?;
-    let planning = Planning::start(io, &backend.store_location);
+    simulated_read_note(&backend, false, io);
+    let planning = Planning::start(io, &backend.store_location, Planning::ORG);
     let loaded: Result<OrgSnapshot> = async {
         let (_, scope) = planner::scope(backend.services.org.as_ref(), backend.services.directory.as_ref()).await?;
         let max_age = PlannerConfig::default().account_cache_max_age_s;
         load_org(backend.services.org.as_ref(), backend.services.store.as_ref(), &scope, args.refresh_cache, max_age).await
     }
     .await;
-    planning.finish();
+    planning.finish(&loaded);
     let org = loaded?;
     match args.output {
         OutputFormat::Json => io.json(&output::org_document(&org, args.ous_only)),
@@ -362,9 +378,7 @@ async fn documents(name: Option<String>, backend: &Backend, out: OutputFormat, i
 
 /// `sim serve`: the simulated organization as an AWS endpoint on 127.0.0.1 until SIGINT/SIGTERM.
 async fn sim_serve(args: crate::args::SimServeArgs, io: &mut Io) -> Result<u8> {
-    if args.accounts == 0 {
-        return Err(sso_fanout_core::FanoutError::invalid("--accounts", 0, "a number of member accounts, e.g. --accounts 29"));
-    }
+    backend::check_simulated_size("--accounts", args.accounts)?;
     let mut config = if args.clean { sso_fanout_sim::SimConfig::clean(args.accounts, args.seed) } else { sso_fanout_sim::SimConfig::new(args.accounts, args.seed) };
     config.faults = crate::backend::faults(args.faults);
     if let Some(latency) = args.latency {

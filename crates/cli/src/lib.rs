@@ -100,7 +100,10 @@ fn usage_error(e: clap::Error, args: &[OsString], io: &Io) -> u8 {
     }
     let wants_json = args.windows(2).any(|w| w[0] == "--output" && w[1] == "json") || args.iter().any(|a| a == "--output=json");
     if wants_json {
-        let message = e.render().to_string().lines().next().unwrap_or_default().trim_start_matches("error: ").to_string();
+        // The first paragraph: "the following required arguments were not provided: --sim <N>".
+        let rendered = e.render().to_string();
+        let first: Vec<&str> = rendered.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+        let message = first.join(" ").trim_start_matches("error: ").to_string();
         io.json(&serde_json::json!({"error": {"type": "InvalidRequest", "message": message}}));
     }
     io.err.write(&e.render().to_string());

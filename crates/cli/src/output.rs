@@ -35,6 +35,11 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `1 account`, `29 accounts`.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
 pub fn secs(s: f64) -> String {
     if s >= 120.0 { format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64) } else { format!("{s:.1}s") }
 }
@@ -68,8 +73,8 @@ pub fn plan_header(plan: &Plan) -> String {
             );
             let _ = writeln!(
                 out,
-                "  targets   {} accounts: {creates} create, {deletes} delete, {} already as requested (skip)",
-                plan.target_count(),
+                "  targets   {}: {creates} create, {deletes} delete, {} already as requested (skip)",
+                count(plan.target_count(), "account"),
                 plan.skipped.len()
             );
         }
@@ -83,9 +88,9 @@ pub fn plan_header(plan: &Plan) -> String {
     let _ = writeln!(out, "  binding   {}", t.binding_text);
     let _ = writeln!(
         out,
-        "  batches   {} of up to {} accounts, {} at a time ({})",
+        "  batches   {} of up to {}, {} at a time ({})",
         plan.batches.len(),
-        plan.batches.iter().map(|b| b.items.len()).max().unwrap_or(0),
+        count(plan.batches.iter().map(|b| b.items.len()).max().unwrap_or(0), "change"),
         plan.map_concurrency,
         plan.map_reason
     );

@@ -20,16 +20,23 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 const BAR_EVERY: Duration = Duration::from_millis(250);
 
 /// "planning..." while the planner resolves names, reads the organization and lists what exists.
+/// `finish` says how long it took; an error says nothing more (the error itself follows).
 pub struct Planning {
     bar: Option<ProgressBar>,
     err: Sink,
     started: Instant,
     terminal: bool,
+    done: &'static str,
 }
 
 impl Planning {
-    pub fn start(io: &Io, store_location: &str) -> Planning {
-        let what = "planning: resolving names, reading the organization (the account cache when fresh), listing existing assignments";
+    /// What `plan` and `run` do before the plan is shown, and the word for "done".
+    pub const PLAN: (&'static str, &'static str) =
+        ("planning: resolving names, reading the organization (the account cache when fresh), listing existing assignments", "planned");
+    /// What `org` does.
+    pub const ORG: (&'static str, &'static str) = ("reading the organization (the account cache when fresh)", "read");
+
+    pub fn start(io: &Io, store_location: &str, (what, done): (&'static str, &'static str)) -> Planning {
         let bar = if io.err_is_terminal {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"));
@@ -40,15 +47,15 @@ impl Planning {
             io.err.line(format!("{what} (store: {store_location})..."));
             None
         };
-        Planning { bar, err: io.err.clone(), started: Instant::now(), terminal: io.err_is_terminal }
+        Planning { bar, err: io.err.clone(), started: Instant::now(), terminal: io.err_is_terminal, done }
     }
 
-    pub fn finish(self) {
+    pub fn finish<T>(self, outcome: &sso_fanout_core::Result<T>) {
         if let Some(bar) = self.bar {
             bar.finish_and_clear();
         }
-        if !self.terminal {
-            self.err.line(format!("planned in {}", secs(self.started.elapsed().as_secs_f64())));
+        if !self.terminal && outcome.is_ok() {
+            self.err.line(format!("{} in {}", self.done, secs(self.started.elapsed().as_secs_f64())));
         }
     }
 }

@@ -180,7 +180,10 @@ fn finish(d: &aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutpu
                 }
                 OutputFormat::Table | OutputFormat::Markdown => {
                     io.out.write(&output::summary(&summary));
-                    io.out.line(format!("  execution {arn}; per-account results: sso-fanout report {} --table <stack table>", summary.run_id));
+                    io.out.line(format!(
+                        "  execution {arn}; per-account results: `sso-fanout report {} --table TABLE`, TABLE being the stack's TableName output",
+                        summary.run_id
+                    ));
                 }
             }
             Ok(summary.exit_code() as u8)

@@ -9,6 +9,7 @@ use sso_fanout_core::store::{supersedes, AccountCache, DocumentStore, LatencyHis
 use async_trait::async_trait;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
+use sso_fanout_core::clock::{compact_utc, unix_now};
 use std::path::{Path, PathBuf};
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
@@ -50,7 +51,13 @@ impl EmbeddedStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| FanoutError::Store(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let db = Database::create(path).map_err(|e| FanoutError::Store(format!("cannot open {}: {e}", path.display())))?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => in_use(path),
+            e => FanoutError::Store(format!("cannot open {}: {e}", path.display())),
+        })?;
+        // Who holds the store, for a second process that finds it locked (see `in_use`).
+        let holder = format!("pid {} since {}: {}", std::process::id(), compact_utc(unix_now()), command_line());
+        let _ = std::fs::write(holder_file(path), holder);
         let tx = db.begin_write().map_err(store_err)?;
         {
             tx.open_table(META).map_err(store_err)?;
@@ -66,6 +73,7 @@ impl EmbeddedStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
 
     fn read<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<T>) -> Result<T> {
         let tx = self.db.begin_read().map_err(store_err)?;
@@ -242,6 +250,37 @@ impl DocumentStore for EmbeddedStore {
             Ok(out)
         })
     }
+}
+
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(holder_file(&self.path));
+    }
+}
+
+/// `<store>.holder`: which process has the store open (redb lets one process at a time in).
+fn holder_file(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".holder");
+    PathBuf::from(name)
+}
+
+/// The first words of this process's command line: `sso-fanout run --sim 80 ...`.
+fn command_line() -> String {
+    let words: Vec<String> = std::env::args().take(8).map(|a| sso_fanout_core::error::printable(&a)).collect();
+    let more = if std::env::args().count() > 8 { " ..." } else { "" };
+    format!("`{}{more}`", words.join(" "))
+}
+
+/// The store is held by another process: say which and what to do.
+fn in_use(path: &Path) -> FanoutError {
+    let holder = std::fs::read_to_string(holder_file(path)).map(|h| format!(" ({})", h.trim())).unwrap_or_default();
+    FanoutError::Store(format!(
+        "{} is in use by another sso-fanout process{holder}, most likely a run in progress: a store is open in one process at a time; \
+         read it once that process has ended, or give this command another --store",
+        path.display()
+    ))
 }
 
 #[cfg(test)]

@@ -815,3 +815,77 @@ fn a_rules_run_gives_scripts_the_pair_of_every_result() {
     assert_eq!(s["pairs"].as_array().unwrap().len(), 1);
     assert!(s["results"].as_array().unwrap().iter().all(|r| r["permissionSetArn"] == s["permissionSet"]["arn"]));
 }
+
+#[test]
+fn a_store_held_by_a_run_in_progress_is_named_with_its_process() {
+    let dir = std::env::temp_dir().join(format!("sso-fanout-held-{}", std::process::id()));
+    let store = dir.join("store.redb");
+    let mut args = vec!["run", "--sim", "80", "--store", store.to_str().unwrap(), "--filter", "*"];
+    args.extend_from_slice(REQUEST);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sso-fanout")).args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // Past planning (~5 s of simulated Organizations reads), into the run.
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    let (code, _, err) = cli(&["report", "--sim", "80", "--store", store.to_str().unwrap()]);
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("in use by another sso-fanout process") && err.contains(&format!("pid {}", child.id())) && err.contains("run --sim 80"), "{err}");
+    // Once the run has ended, the store reads again.
+    let (code, out, err) = cli(&["report", "--sim", "80", "--store", store.to_str().unwrap(), "--output", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(parse(&out)[0]["status"], "interrupted");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_small_things_a_new_user_meets_are_right() {
+    // Sizes past what the simulator is meant for are refused at once, naming the limit.
+    for args in [
+        vec!["plan", "--sim", "100000", "--operation", "assign", "--permission-set", "A", "--group", "G", "--filter", "*"],
+        vec!["org", "--sim", "10000000000"],
+        vec!["bench", "--accounts", "29,30000"],
+        vec!["sim", "serve", "--accounts", "100000"],
+    ] {
+        let (code, _, err) = cli(&args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains("20000") && err.contains("simulator"), "{args:?}: {err}");
+    }
+    // A usage error in JSON lists what is missing.
+    let (code, out, _) = cli(&["plan", "--latency", "1,5", "--output", "json"]);
+    assert_eq!(code, 1);
+    assert!(parse(&out)["error"]["message"].as_str().unwrap().contains("--sim <N>"), "{out}");
+    // Flags that would be ignored are refused.
+    let mut with_table = vec!["plan", "--sim", "29", "--table", "stack-table", "--filter", "*"];
+    with_table.extend_from_slice(REQUEST);
+    let (code, _, err) = cli(&with_table);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--table") && err.contains("--sim"), "{err}");
+    let (code, _, err) = cli(&["plan", "--sim", "29", "--reconcile", "x", "--no-prune", "--max-deletes", "5"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--max-deletes") && err.contains("--no-prune"), "{err}");
+    let mut slow = vec!["plan", "--sim", "29", "--requests-per-second", "0.0001", "--filter", "*"];
+    slow.extend_from_slice(REQUEST);
+    let (code, _, err) = cli(&slow);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("give 1 to 20"), "{err}");
+    // Counts read as English; batches count changes, not accounts.
+    let mut one = vec!["plan", "--sim", "29", "--account", "200000000003"];
+    one.extend_from_slice(REQUEST);
+    let (code, out, err) = cli(&one);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("targets   1 account:") && out.contains("of up to 1 change,"), "{out}");
+    // A planning error is not preceded by "planned in", and a hint that works with --sim too.
+    let mut none = vec!["plan", "--sim", "29", "--filter", "nothing-*"];
+    none.extend_from_slice(REQUEST);
+    let (code, _, err) = cli(&none);
+    assert_eq!(code, 1);
+    assert!(!err.contains("planned in") && err.contains("`sso-fanout org` lists the accounts"), "{err}");
+    let (code, _, err) = cli(&["org", "--sim", "29", "--virtual-time"]);
+    assert_eq!(code, 1, "org has no --virtual-time: {err}");
+    let (code, _, err) = cli(&["org", "--sim", "29"]);
+    assert_eq!(code, 0);
+    assert!(!err.contains("listing existing assignments") && err.contains("read in"), "{err}");
+    // A large simulated organization says how long its first read takes on the real clock.
+    let (_, _, err) = cli(&["org", "--sim", "100", "--ous-only"]);
+    assert!(err.contains("--virtual-time skips the wait"), "{err}");
+}

@@ -250,7 +250,7 @@ fn check_selection(request: &RunRequest, selection: &targeting::Selection<'_>) -
         let why = if selection.excluded > 0 && selection.inactive.is_empty() {
             format!("a selection that leaves at least one ACTIVE account (the selectors matched {}, all excluded)", selection.excluded)
         } else if selection.inactive.is_empty() {
-            "a selection that matches at least one ACTIVE account (nothing matched; `sso-fanout cache status` lists the accounts)".to_string()
+            "a selection that matches at least one ACTIVE account (nothing matched; `sso-fanout org` lists the accounts with their OU path and tags)".to_string()
         } else {
             format!("a selection that matches at least one ACTIVE account ({} matched, none ACTIVE)", selection.inactive.len())
         };

@@ -43,6 +43,9 @@ pub struct QuotaBudget {
     pub requests_per_second: f64,
 }
 
+/// The lowest request rate a budget may set (requests/s).
+pub const MIN_REQUESTS_PER_SECOND: f64 = 1.0;
+
 /// Share of the published request rate the default budget leaves to other callers.
 pub const RATE_HEADROOM: f64 = 0.1;
 
@@ -66,9 +69,10 @@ impl QuotaBudget {
             budget.max_outstanding = n;
         }
         if let Some(r) = requests_per_second {
-            if !(r > 0.0 && r <= limits.requests_per_second) {
+            if !(MIN_REQUESTS_PER_SECOND..=limits.requests_per_second).contains(&r) {
                 return Err(FanoutError::Config(format!(
-                    "{} = {r}: give more than 0 and at most {} (Identity Center's request rate for all its APIs together)",
+                    "{} = {r}: give {MIN_REQUESTS_PER_SECOND} to {} (Identity Center's request rate for all its APIs together; \
+                     below {MIN_REQUESTS_PER_SECOND} a run of a few dozen accounts takes minutes and its look-ups alone most of them)",
                     source[1], limits.requests_per_second
                 )));
             }

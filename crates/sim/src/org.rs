@@ -49,6 +49,17 @@ pub const PERMISSION_SETS: &[&str] = &[
     "SupportUser",
 ];
 
+/// The largest organization the simulator is meant for: Identity Center manages 7,000 accounts
+/// per instance by default (adjustable), and the bench measures up to 20,000. Past it a run
+/// plans for hours on the real clock and memory grows without a purpose.
+pub const MAX_ACCOUNTS: usize = 20_000;
+
+/// Organizations calls a full read of an organization of `accounts` member accounts makes:
+/// DescribeOrganization + ListRoots, the OU walk, account pages of `page_size`, tags per account.
+pub fn read_calls(accounts: usize, page_size: usize) -> u64 {
+    2 + 2 * OUS.len() as u64 + accounts.div_ceil(page_size.max(1)) as u64 + accounts as u64
+}
+
 #[derive(Debug, Clone)]
 pub struct OrgSpec {
     /// Member accounts (the management account comes on top).
