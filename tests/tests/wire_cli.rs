@@ -88,10 +88,14 @@ fn accounts_with(summary: &Value, outcome: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Within every quota, and every request valid for the service model (AWS would have refused
+/// an invalid one: a bug in our adapter).
 fn assert_no_violations(stats: &Value) {
     assert_eq!(stats["violations"]["rate"], 0, "{stats}");
     assert_eq!(stats["violations"]["outstanding"], 0, "{stats}");
     assert_eq!(stats["conflicts"], 0, "{stats}");
+    assert_eq!(stats["invalid"], serde_json::json!({}), "requests refused by validation: {stats}");
+    assert!(stats["rate_limit"]["max_admitted_in_window"].as_u64().unwrap() <= 20, "{stats}");
 }
 
 #[test]

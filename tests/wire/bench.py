@@ -8,7 +8,8 @@ emulators (`sso-fanout sim serve`) of the same seed, one after the other.
 Per tool and size: wall time from the tool's first request until the emulator's last
 assignment operation finished, requests, throttles, quota violations (strict one-second
 sliding window; outstanding operations), ConflictExceptions, accounts the tool reported as
-assigned that the emulator does not hold, and how long the tool's process ran. Only ever talks
+assigned that the emulator does not hold, requests the emulator refused as invalid for the
+service model, and how long the tool's process ran. Only ever talks
 to 127.0.0.1. Standard library only.
 """
 
@@ -188,6 +189,8 @@ def main():
                     "violations_rate": stats["violations"]["rate"] - base["violations"]["rate"],
                     "violations_outstanding": stats["violations"]["outstanding"] - base["violations"]["outstanding"],
                     "conflicts": stats["conflicts"] - base["conflicts"],
+                    # Requests the emulator refused as invalid for the service model (AWS would too).
+                    "invalid": {k: v - base["invalid"].get(k, 0) for k, v in stats["invalid"].items() if v > base["invalid"].get(k, 0)},
                     "held": len(held),
                     "false_successes": false_ok,
                     "note": note,
@@ -198,12 +201,13 @@ def main():
             finally:
                 emu.stop()
                 shutil.rmtree(work, ignore_errors=True)
-    print("| accounts | tool | wall s (first request -> last operation done) | process s | requests | sso-admin calls | creates | throttled | violations (rate / outstanding) | conflicts | assignments held | reported assigned but not |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| accounts | tool | wall s (first request -> last operation done) | process s | requests | sso-admin calls | creates | throttled | violations (rate / outstanding) | conflicts | assignments held | reported assigned but not | refused as invalid |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         fs = "?" if r["false_successes"] is None else r["false_successes"]
         print(f"| {r['accounts']} | {r['tool']} | {r['wall_s']} | {r['process_s']} | {r['requests']} | {r['sso_admin_calls']} | {r['creates']} | "
-              f"{r['throttled']} | {r['violations_rate']} / {r['violations_outstanding']} | {r['conflicts']} | {r['held']} | {fs} |")
+              f"{r['throttled']} | {r['violations_rate']} / {r['violations_outstanding']} | {r['conflicts']} | {r['held']} | {fs} | "
+              f"{sum(r['invalid'].values())} |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -2,13 +2,15 @@
 //! in-process, on tokio's clock (paused in tests and benchmarks, so 5,000 accounts simulate in
 //! well under a second and every run is reproducible from its seed).
 //!
-//! Calibrated to the published quotas: one 20 req/s bucket for all sso-admin calls, at most 15
-//! outstanding assignment operations ("There are too many requests processing"), one operation
-//! per account (`ConflictException`), lognormal provisioning latency (median 3 s, p99 15 s), 50-150
-//! ms per call. Every request that breaks a quota is counted as a violation; faults the user
-//! cannot avoid (throttle storms, 5xx, late FAILED) are injected on purpose and counted apart.
+//! Calibrated to the published quotas: at most 20 sso-admin calls (all APIs together) admitted
+//! in any sliding second, at most 15 outstanding assignment operations ("There are too many
+//! requests processing"), one operation per account (`ConflictException`), lognormal
+//! provisioning latency (median 3 s, p99 15 s), 50-150 ms per call. Every request that breaks a
+//! quota is counted as a violation; faults the user cannot avoid (throttle storms, 5xx, late
+//! FAILED) are injected on purpose and counted apart.
 
 pub mod org;
+mod rate;
 
 use sso_fanout_core::error::{FanoutError, Result};
 use sso_fanout_core::ids::{AccountId, PermissionSetArn, PrincipalId};
@@ -23,7 +25,7 @@ use async_trait::async_trait;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio::time::{sleep, Duration, Instant};
 
@@ -114,26 +116,37 @@ pub struct OpRecord {
 
 /// Counters: every call, and every quota the caller broke.
 ///
-/// The request rate is audited two ways. The simulated instance refuses a call when its
-/// token bucket (20 tokens, 20/s) is empty, without charging the refused call a token (as token
-/// buckets generally do; AWS does not say). Independently, every sso-admin request that
-/// arrives, refused or not, is counted in a strict one-second sliding window: a request that
-/// finds 20 others in the second before it is a `window_violations` (the strictest reading of
-/// "20 requests per second"), whether or not the bucket let it through.
+/// The request rate is counted two ways, both over the sliding second `(t - 1 s, t]` before a
+/// request arriving at `t`:
+///
+/// - the **audit** of every sso-admin request *received*, refused or not: one that finds the
+///   limit's worth (20) received before it is a `window_violations` (the strictest reading of
+///   "20 requests per second": the caller sent too many, whatever the instance did with them);
+///   `max_in_window` is the most received in any sliding second;
+/// - the **limiter** (what the instance lets through): `admitted` requests, `rate_violations`
+///   refused by it, `max_admitted_in_window` the most admitted in any sliding second.
+///
+/// `sso_admin_calls()` (every request received) = `admitted` + `rate_violations` +
+/// `storm_throttles`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SimCounters {
+    /// sso-admin requests received, by operation.
     pub calls: BTreeMap<&'static str, u64>,
-    /// Calls refused because the 20 req/s bucket was empty (the caller broke the quota).
+    /// Requests the rate limiter refused ("Rate exceeded"; the caller broke the quota).
     pub rate_violations: u64,
-    /// Requests that arrived with the limit's worth already in the trailing second.
+    /// Requests that arrived with the limit's worth already received in the second before them.
     pub window_violations: u64,
-    /// The most requests seen in any one-second window.
+    /// The most requests received in any sliding second.
     pub max_in_window: u64,
+    /// Requests the rate limiter let through (including those then failed by an injected 5xx).
+    pub admitted: u64,
+    /// The most requests admitted in any sliding second.
+    pub max_admitted_in_window: u64,
     /// Creates/deletes refused with "too many requests processing".
     pub outstanding_violations: u64,
     /// Creates/deletes refused because the account had an operation running.
     pub conflict_violations: u64,
-    /// Throttled by an injected storm (not the caller's fault).
+    /// Throttled by an injected storm (not the caller's fault; never reaches the limiter).
     pub storm_throttles: u64,
     pub injected_5xx: u64,
     pub org_calls: u64,
@@ -141,18 +154,38 @@ pub struct SimCounters {
 }
 
 impl SimCounters {
+    /// Every sso-admin request received.
     pub fn sso_admin_calls(&self) -> u64 {
         self.calls.values().sum()
     }
     /// Every request that broke a quota: the sliding-window rate audit, the outstanding
-    /// operations, one operation per account. (A bucket refusal is always a window violation
-    /// too, so it is not counted again.)
+    /// operations, one operation per account. (A request the limiter refused found the limit's
+    /// worth admitted, so received, before it: it is a window violation too, not counted again.)
     pub fn violations(&self) -> u64 {
         self.window_violations.max(self.rate_violations) + self.outstanding_violations + self.conflict_violations
     }
     pub fn throttled(&self) -> u64 {
         self.rate_violations + self.outstanding_violations + self.storm_throttles
     }
+}
+
+/// How the simulated instance's gate decided on one sso-admin request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Admission {
+    Admitted,
+    /// Refused by the rate limiter.
+    RateLimited,
+    /// Refused by an injected throttle storm.
+    Storm,
+}
+
+/// When one sso-admin request reached the instance (seconds since the simulator started) and
+/// what its gate decided.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Arrival {
+    pub at_s: f64,
+    pub admission: Admission,
 }
 
 struct PendingOp {
@@ -166,8 +199,6 @@ struct PendingOp {
 
 struct State {
     rng: SmallRng,
-    tokens: f64,
-    last_refill: Instant,
     org_tokens: f64,
     org_last: Instant,
     next_request: u64,
@@ -178,8 +209,8 @@ struct State {
     assignments: HashSet<Assignment>,
     counters: SimCounters,
     log: Vec<OpRecord>,
-    /// Arrival times of the sso-admin requests of the last second (the sliding-window audit).
-    window: VecDeque<Instant>,
+    /// The sso-admin requests of the last second: the rate audit and limiter.
+    rate: rate::RateWindows,
     /// What each create/delete asked for and when it was accepted (the describes' answer).
     requests: HashMap<String, (AssignmentKey, Operation, Instant)>,
 }
@@ -209,12 +240,9 @@ impl SimCloud {
             }
         }
         let now = Instant::now();
-        let capacity = config.limits.requests_per_second;
         SimCloud {
             state: Mutex::new(State {
                 rng,
-                tokens: capacity,
-                last_refill: now,
                 org_tokens: config.org_requests_per_second,
                 org_last: now,
                 next_request: 1,
@@ -224,7 +252,7 @@ impl SimCloud {
                 assignments,
                 counters: SimCounters::default(),
                 log: Vec::new(),
-                window: VecDeque::new(),
+                rate: rate::RateWindows::default(),
                 requests: HashMap::new(),
             }),
             config,
@@ -345,18 +373,6 @@ impl SimCloud {
         }
     }
 
-    /// The strict sliding-window audit of the request rate (see `SimCounters`).
-    fn audit_window(&self, s: &mut State, now: Instant) {
-        while s.window.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1)) {
-            s.window.pop_front();
-        }
-        if s.window.len() as f64 >= self.config.limits.requests_per_second {
-            s.counters.window_violations += 1;
-        }
-        s.window.push_back(now);
-        s.counters.max_in_window = s.counters.max_in_window.max(s.window.len() as u64);
-    }
-
     fn in_storm(&self, now: Instant) -> bool {
         let t = self.secs(now);
         self.config.faults.throttle_storms.iter().any(|(start, len)| t >= *start && t < start + len)
@@ -390,24 +406,20 @@ impl SimCloud {
     ///
     /// (`body` runs once, when the request reaches the server.)
     async fn sso_call<T>(&self, api: &'static str, body: impl FnOnce(&mut State, Instant) -> Result<T>) -> Result<T> {
+        self.gated_call(api, body).await.1
+    }
+
+    /// `sso_call`, also telling when the request arrived and how the instance's gate decided.
+    async fn gated_call<T>(&self, api: &'static str, body: impl FnOnce(&mut State, Instant) -> Result<T>) -> (Arrival, Result<T>) {
         sleep(self.half_call()).await;
-        let result = {
+        let answer = {
             let mut s = self.state.lock().expect("sim");
             let now = Instant::now();
             *s.counters.calls.entry(api).or_default() += 1;
-            let q = &self.config.limits;
-            self.audit_window(&mut s, now);
-            let dt = now.duration_since(s.last_refill).as_secs_f64();
-            s.tokens = (s.tokens + dt * q.requests_per_second).min(q.requests_per_second);
-            s.last_refill = now;
-            if self.in_storm(now) {
-                s.counters.storm_throttles += 1;
-                Err(FanoutError::Throttled { api: api.into(), message: "Rate exceeded".into() })
-            } else if s.tokens < 1.0 {
-                s.counters.rate_violations += 1;
+            let admission = self.gate(&mut s, now);
+            let result = if admission != Admission::Admitted {
                 Err(FanoutError::Throttled { api: api.into(), message: "Rate exceeded".into() })
             } else {
-                s.tokens -= 1.0;
                 let fault = self.config.faults.transient_rate;
                 if fault > 0.0 && s.rng.random_bool(fault.clamp(0.0, 1.0)) {
                     s.counters.injected_5xx += 1;
@@ -416,10 +428,26 @@ impl SimCloud {
                     self.settle(&mut s, now);
                     body(&mut s, now)
                 }
-            }
+            };
+            (Arrival { at_s: self.secs(now), admission }, result)
         };
         sleep(self.half_call()).await;
-        result
+        answer
+    }
+
+    /// The instance's request gate for one sso-admin request arriving `now`: the rate audit of
+    /// every request received, the injected storms, then the rate limiter (`rate.rs`).
+    fn gate(&self, s: &mut State, now: Instant) -> Admission {
+        let limit = self.config.limits.requests_per_second;
+        s.rate.audit(now, limit, &mut s.counters);
+        if self.in_storm(now) {
+            s.counters.storm_throttles += 1;
+            Admission::Storm
+        } else if s.rate.admit(now, limit, &mut s.counters) {
+            Admission::Admitted
+        } else {
+            Admission::RateLimited
+        }
     }
 
     fn start_operation(&self, s: &mut State, now: Instant, key: &AssignmentKey, op: Operation, api: &'static str) -> Result<OpStatus> {
@@ -729,9 +757,10 @@ impl Admitted<'_> {
 impl SimCloud {
     /// One sso-admin request received from outside (a wire emulator): travels, is counted,
     /// audited and throttled exactly as the simulator's own calls are; `body` runs only if the
-    /// instance admits it.
-    pub async fn admit<T>(&self, api: &'static str, body: impl FnOnce(&mut Admitted<'_>) -> Result<T>) -> Result<T> {
-        self.sso_call(api, |s, now| body(&mut Admitted { sim: self, s, now })).await
+    /// instance admits it. Also answers when it arrived and how the gate decided (for the
+    /// emulator's request log).
+    pub async fn admit<T>(&self, api: &'static str, body: impl FnOnce(&mut Admitted<'_>) -> Result<T>) -> (Arrival, Result<T>) {
+        self.gated_call(api, |s, now| body(&mut Admitted { sim: self, s, now })).await
     }
 
     fn detail(&self, s: &State, request_id: &str) -> Option<OpDetail> {
@@ -912,30 +941,37 @@ mod tests {
         assert!(matches!(sim.delete_assignment(&key).await.unwrap_err(), FanoutError::NotFound { .. }));
     }
 
-    /// The sliding-window audit catches what a token bucket lets through: 20 calls at once
-    /// (the bucket is full) and 10 more within the same second (refilled tokens) are 30
-    /// requests in one second.
+    /// The limiter and the audit read "20 per second" the same way, over the sliding second
+    /// `(t - 1 s, t]`: 20 calls at once are admitted; 10 more half a second later are refused
+    /// (a 20/s token bucket refilled 10 tokens by then and let them through: 30 in one second)
+    /// and counted by the audit; one just under a second after the first 20 is refused, one a
+    /// second after them admitted.
     #[tokio::test(start_paused = true)]
-    async fn the_rate_audit_is_a_strict_one_second_window() {
+    async fn the_limiter_and_the_audit_read_the_same_sliding_second() {
         let sim = Arc::new(SimCloud::new(SimConfig { call_latency_ms: (0, 0), ..SimConfig::clean(5, 1) }));
+        let started = tokio::time::Instant::now();
         let mut calls = tokio::task::JoinSet::new();
         for _ in 0..20 {
             let sim = sim.clone();
             calls.spawn(async move { sim.instance().await });
         }
-        while calls.join_next().await.is_some() {}
+        while let Some(call) = calls.join_next().await {
+            assert!(call.unwrap().is_ok(), "the first 20 are admitted");
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
         for _ in 0..10 {
-            let _ = sim.instance().await;
+            assert!(matches!(sim.instance().await, Err(FanoutError::Throttled { .. })));
         }
         let c = sim.counters();
-        assert_eq!(c.rate_violations, 0, "the bucket refilled 10 tokens in half a second");
-        assert_eq!(c.window_violations, 10, "{c:?}");
-        assert_eq!(c.max_in_window, 30);
+        assert_eq!((c.admitted, c.rate_violations, c.max_admitted_in_window), (20, 10, 20), "{c:?}");
+        assert_eq!((c.window_violations, c.max_in_window), (10, 30), "the audit counts what was received: {c:?}");
         assert_eq!(c.violations(), 10);
-        // A second later the window is clear again.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let _ = sim.instance().await;
-        assert_eq!(sim.counters().window_violations, 10);
+        tokio::time::sleep_until(started + Duration::from_millis(999)).await;
+        assert!(sim.instance().await.is_err(), "20 admitted within the last second");
+        tokio::time::sleep_until(started + Duration::from_secs(1)).await;
+        assert!(sim.instance().await.is_ok(), "the first 20 are a full second old: out of the window");
+        let c = sim.counters();
+        assert_eq!((c.admitted, c.rate_violations, c.max_admitted_in_window), (21, 11, 20), "{c:?}");
+        assert_eq!(c.sso_admin_calls(), c.admitted + c.rate_violations + c.storm_throttles);
     }
 }

@@ -1,27 +1,36 @@
 //! The simulated Organization and IAM Identity Center on the wire: an HTTP server on 127.0.0.1
 //! speaking the AWS JSON 1.1 protocol (`X-Amz-Target`, `application/x-amz-json-1.1`, errors as
-//! `{"__type", "message"}` with AWS's HTTP status), backed by one [`SimCloud`] on the real
+//! `{"__type", "message"}` with AWS's HTTP status, and Organizations' `Reason` where its model
+//! has one), backed by one [`SimCloud`] on the real
 //! clock. Any AWS SDK, the AWS CLI or boto3 pointed at it with `AWS_ENDPOINT_URL` (any
 //! credentials: SigV4 is accepted unchecked) meets the Identity Center quotas: 20 sso-admin
-//! requests/s (token bucket, audited by a strict one-second sliding window over every request
-//! received), 15 outstanding assignment operations, one operation per account
+//! requests in any sliding second (a request is admitted only if fewer than 20 were admitted
+//! in the second before it), 15 outstanding assignment operations, one operation per account
 //! (`ConflictException`), asynchronous creates/deletes going IN_PROGRESS -> SUCCEEDED/FAILED
 //! with the simulator's provisioning latency and fault profile.
 //!
+//! Every request is validated against its operation's input shape in botocore's service model
+//! ([`validate`]; the models are vendored in `models/`), as AWS validates it: a request an SDK
+//! would see refused by AWS is refused here, with the service's own error.
+//!
 //! Every sso-admin request passes [`SimCloud::admit`] at the moment it is received, so the
-//! simulator's counters count exactly what the server received. The simulated network delay
-//! is applied after the request was admitted (on the way back), so the rate audit sees the
-//! arrival times the client produced. Organizations and Identity Store requests are answered
-//! from the simulated organization, counted, not throttled.
+//! simulator's counters count exactly what the server received; it is validated once admitted
+//! (an invalid request spends the quota too). The simulated network delay is applied after the
+//! request was admitted (on the way back), so the rate audit sees the arrival times the client
+//! produced. Organizations and Identity Store requests are answered from the simulated
+//! organization, counted, not throttled.
 //!
 //! `GET /_sim/stats` answers the counters as JSON (see [`Emulator::stats`]);
 //! `GET /_sim/assignments` lists the assignments held now (no quota spent); `GET /_sim/requests`
-//! every request received with its arrival time. `POST /_sim/assignments` / `DELETE
+//! every request received with its arrival time and, for sso-admin, the gate's decision
+//! (see [`Emulator::timeline`]). `POST /_sim/assignments` / `DELETE
 //! /_sim/assignments` with `{"AccountId", "PermissionSetArn", "PrincipalId"}` create / delete
 //! one assignment out of band, as someone in the console would (at once, no quota spent; see
 //! [`Emulator::change_out_of_band`]).
 
+pub mod model;
 mod services;
+pub mod validate;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -30,7 +39,7 @@ use hyper_util::rt::TokioIo;
 use rand::Rng;
 use serde_json::{json, Value};
 use sso_fanout_core::FanoutError;
-use sso_fanout_sim::{SimCloud, SimConfig};
+use sso_fanout_sim::{Admission, SimCloud, SimConfig};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -41,6 +50,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use model::Service;
 pub use services::{IDENTITY_STORE_OPERATIONS, ORGANIZATIONS_OPERATIONS, SSO_ADMIN_OPERATIONS};
 
 /// The `X-Amz-Target` prefixes (botocore's `targetPrefix` of each service model).
@@ -48,12 +58,14 @@ pub const SSO_ADMIN_TARGET: &str = "SWBExternalService";
 pub const ORGANIZATIONS_TARGET: &str = "AWSOrganizationsV20161128";
 pub const IDENTITY_STORE_TARGET: &str = "AWSIdentityStore";
 
-/// An error answer: HTTP status, `__type` and `message`.
+/// An error answer: HTTP status, `__type`, `message` and, for Organizations'
+/// `InvalidInputException`, its `Reason`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WireError {
     pub status: u16,
     pub code: String,
     pub message: String,
+    pub reason: Option<String>,
 }
 
 impl WireError {
@@ -62,13 +74,31 @@ impl WireError {
             status,
             code: code.to_string(),
             message: message.into(),
+            reason: None,
         }
     }
+    /// sso-admin's and Identity Store's refusal of a request they cannot act on.
     pub fn validation(message: impl Into<String>) -> WireError {
         WireError::new(400, "ValidationException", message)
     }
+    /// Organizations' refusal of an invalid request, with its `InvalidInputExceptionReason`.
+    pub fn invalid_input(reason: &str, message: impl Into<String>) -> WireError {
+        WireError {
+            reason: Some(reason.to_string()),
+            ..WireError::new(400, "InvalidInputException", message)
+        }
+    }
     pub fn not_found(message: impl Into<String>) -> WireError {
         WireError::new(400, "ResourceNotFoundException", message)
+    }
+
+    /// The JSON body: `{"__type", "message"[, "Reason"]}`.
+    pub fn body(&self) -> Value {
+        let mut body = json!({"__type": self.code, "message": self.message});
+        if let Some(reason) = &self.reason {
+            body["Reason"] = json!(reason);
+        }
+        body
     }
 }
 
@@ -108,8 +138,11 @@ pub struct Emulator {
     calls: Mutex<BTreeMap<String, u64>>,
     first_call_s: Mutex<Option<f64>>,
     requests: AtomicU64,
-    /// (seconds since start, operation) of every request received.
-    timeline: Mutex<Vec<(f64, String)>>,
+    /// Every request received: seconds since start, operation, and for sso-admin the gate's
+    /// decision.
+    timeline: Mutex<Vec<(f64, String, Option<Admission>)>>,
+    /// Requests refused by the validator, by operation.
+    invalid: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Emulator {
@@ -133,6 +166,7 @@ impl Emulator {
             first_call_s: Mutex::new(None),
             requests: AtomicU64::new(0),
             timeline: Mutex::new(Vec::new()),
+            invalid: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -145,7 +179,8 @@ impl Emulator {
         ((self.epoch + elapsed_s) * 1000.0).round() / 1000.0
     }
 
-    fn record_call(&self, operation: &str) {
+    /// Counts a request as it is received; seconds since start.
+    fn record_call(&self, operation: &str) -> f64 {
         let now = self.sim.elapsed_s();
         self.first_call_s
             .lock()
@@ -158,26 +193,51 @@ impl Emulator {
             .entry(operation.to_string())
             .or_default() += 1;
         self.requests.fetch_add(1, Ordering::Relaxed);
-        self.timeline
-            .lock()
-            .expect("timeline")
-            .push((now, operation.to_string()));
+        now
     }
 
-    /// `GET /_sim/requests`: every request received, `[seconds since start, operation]`.
+    /// `GET /_sim/requests`: every request received, oldest first, as
+    /// `[seconds since start, operation, decision]`; the decision is the sso-admin gate's
+    /// (`"admitted"`, `"rate_limited"`, `"storm"`, at the moment it decided) and `null` for
+    /// requests no quota applies to (Organizations, Identity Store, unknown operations).
     pub fn timeline(&self) -> Value {
-        json!(*self.timeline.lock().expect("timeline"))
+        let mut all = self.timeline.lock().expect("timeline").clone();
+        all.sort_by(|a, b| a.0.total_cmp(&b.0));
+        json!(all)
+    }
+
+    /// Validates `input` against `operation`'s input shape; a refusal is counted.
+    pub(crate) fn validate(
+        &self,
+        service: Service,
+        operation: &str,
+        input: &Value,
+    ) -> Result<(), WireError> {
+        validate::check(service, operation, input).inspect_err(|_| {
+            *self
+                .invalid
+                .lock()
+                .expect("invalid")
+                .entry(operation.to_string())
+                .or_default() += 1;
+        })
     }
 
     /// The counters as `GET /_sim/stats` answers them.
     ///
-    /// `calls`: every request received, by operation (all three services); `throttled`:
-    /// sso-admin requests refused with ThrottlingException (rate, outstanding operations,
-    /// injected storms); `conflicts`: ConflictException answers; `violations.rate`: requests
-    /// that arrived with 20 others in the second before them (strict sliding window, refused or
-    /// not); `violations.outstanding`: creates/deletes beyond 15 outstanding; `outstanding`:
-    /// operations provisioning now; `first_call_s` / `last_finished_s`: seconds since the
-    /// server started of the first request and of the end of the last finished operation.
+    /// `calls`: every request received, by operation (all three services); `requests`: their
+    /// sum; `sso_admin_calls`: the sso-admin ones; `throttled`: sso-admin requests refused with
+    /// ThrottlingException (rate limit, outstanding operations, injected storms); `conflicts`:
+    /// ConflictException answers; `violations.rate`: sso-admin requests that arrived with 20
+    /// others received in the second before them (the audit: strict sliding window over every
+    /// request received, refused or not); `violations.outstanding`: creates/deletes beyond 15
+    /// outstanding; `rate_limit`: what the limiter did with the sso-admin requests
+    /// (`received` = `admitted` + `refused` + `storm`; `max_admitted_in_window`, never above
+    /// `limit`, beside the audit's `max_received_in_window`); `rate_refused` / `max_in_window`:
+    /// the same as `rate_limit.refused` / `.max_received_in_window` (older names);
+    /// `invalid`: requests the validator refused, by operation; `outstanding`: operations
+    /// provisioning now; `first_call_s` / `last_finished_s`: seconds since the server started
+    /// of the first request and of the end of the last finished operation.
     pub fn stats(&self) -> Value {
         let c = self.sim.counters();
         let ops = self.sim.operations();
@@ -198,6 +258,16 @@ impl Emulator {
             "storm_throttles": c.storm_throttles,
             "injected_5xx": c.injected_5xx,
             "max_in_window": c.max_in_window,
+            "rate_limit": {
+                "limit": self.sim.config().limits.requests_per_second,
+                "received": c.sso_admin_calls(),
+                "admitted": c.admitted,
+                "refused": c.rate_violations,
+                "storm": c.storm_throttles,
+                "max_admitted_in_window": c.max_admitted_in_window,
+                "max_received_in_window": c.max_in_window,
+            },
+            "invalid": *self.invalid.lock().expect("invalid"),
             "outstanding": outstanding,
             "operations": {"finished": ops.len(), "failed": failed},
             "first_call_s": *self.first_call_s.lock().expect("first call"),
@@ -221,7 +291,10 @@ impl Emulator {
     /// names (`AccountId`, `PermissionSetArn`, `PrincipalId`) out of band, at once, without
     /// spending the quota. Answers `{"changed": bool}` (false: it already was / was not held).
     pub fn change_out_of_band(&self, add: bool, input: &Value) -> Result<Value, WireError> {
-        fn field<T: sso_fanout_core::ids::Identifier>(input: &Value, name: &str) -> Result<T, WireError> {
+        fn field<T: sso_fanout_core::ids::Identifier>(
+            input: &Value,
+            name: &str,
+        ) -> Result<T, WireError> {
             let text = input
                 .get(name)
                 .and_then(Value::as_str)
@@ -245,17 +318,26 @@ impl Emulator {
     /// Answers one AWS JSON 1.1 request (`target` = the `X-Amz-Target` header).
     pub async fn call(&self, target: &str, input: &Value) -> Result<Value, WireError> {
         let (service, operation) = target.split_once('.').unwrap_or((target, ""));
-        self.record_call(operation);
-        match service {
+        let received_s = self.record_call(operation);
+        let (arrival, answer) = match service {
             SSO_ADMIN_TARGET => services::sso_admin(self, operation, input).await,
-            ORGANIZATIONS_TARGET => services::organizations(self, operation, input),
-            IDENTITY_STORE_TARGET => services::identity_store(self, operation, input),
-            _ => Err(WireError::new(
-                400,
-                "UnknownOperationException",
-                format!("unknown target `{target}`"),
-            )),
-        }
+            ORGANIZATIONS_TARGET => (None, services::organizations(self, operation, input)),
+            IDENTITY_STORE_TARGET => (None, services::identity_store(self, operation, input)),
+            _ => (
+                None,
+                Err(WireError::new(
+                    400,
+                    "UnknownOperationException",
+                    format!("unknown target `{target}`"),
+                )),
+            ),
+        };
+        let (at_s, admission) = arrival.map_or((received_s, None), |a| (a.at_s, Some(a.admission)));
+        self.timeline
+            .lock()
+            .expect("timeline")
+            .push((at_s, operation.to_string(), admission));
+        answer
     }
 
     async fn respond(
@@ -311,11 +393,7 @@ impl Emulator {
             return Ok(
                 match self.change_out_of_band(parts.method == Method::POST, &input) {
                     Ok(v) => reply(200, "application/json", &v),
-                    Err(e) => reply(
-                        e.status,
-                        "application/json",
-                        &json!({"__type": e.code, "message": e.message}),
-                    ),
+                    Err(e) => reply(e.status, "application/json", &e.body()),
                 },
             );
         }
@@ -328,11 +406,7 @@ impl Emulator {
         Ok(match answer {
             Ok(v) => reply(200, JSON_11, &v),
             Err(e) => {
-                let mut r = reply(
-                    e.status,
-                    JSON_11,
-                    &json!({"__type": e.code, "message": e.message}),
-                );
+                let mut r = reply(e.status, JSON_11, &e.body());
                 if let Ok(v) = e.code.parse() {
                     r.headers_mut().insert("x-amzn-errortype", v);
                 }
