@@ -520,10 +520,7 @@ impl OrgDirectory for SimCloud {
     }
 
     async fn snapshot(&self) -> Result<OrgSnapshot> {
-        // DescribeOrganization + ListRoots, the OU walk, account pages per OU, tags per account.
-        let pages = self.org.accounts.len().div_ceil(self.config.org_page_size) as u64;
-        let calls = 2 + 2 * org::OUS.len() as u64 + pages + self.org.accounts.len() as u64;
-        self.org_calls(calls).await;
+        self.org_calls(org::read_calls(self.org.accounts.len(), self.config.org_page_size)).await;
         let mut snapshot = self.org.clone();
         let changed = self.changed_accounts.lock().expect("sim").clone();
         for account in snapshot.accounts.iter_mut() {
