@@ -8,24 +8,15 @@
 mod wire_support;
 
 use serde_json::Value;
-use sso_fanout_tests::binaries;
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use wire_support::{tempdir, Emulator};
 
 /// The binary pointed at the emulator by `AWS_ENDPOINT_URL` alone, dummy credentials.
 fn sso_fanout(emulator: &Emulator, dir: &Path, args: &[&str]) -> Output {
-    Command::new(binaries::dir().join("sso-fanout"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .env("AWS_ENDPOINT_URL", &emulator.endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null())
+    emulator
+        .cli(dir)
         .args(args)
         .args([
             "--store",

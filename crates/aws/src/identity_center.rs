@@ -529,7 +529,21 @@ pub fn op_status(api: &str, status: Option<&AccountAssignmentOperationStatus>) -
         Some(StatusValues::Failed) => OpState::Failed,
         other => return Err(FanoutError::Internal(format!("{api}: unknown status {other:?} for request {request_id}"))),
     };
-    Ok(OpStatus { request_id: request_id.to_string(), state, failure_reason: s.failure_reason().map(str::to_string) })
+    // A describe names the assignment (create and delete answers do too): how a request id
+    // seen in a status listing is told apart. Absent or malformed parts leave it unnamed.
+    let target = (|| {
+        Some(AssignmentKey {
+            account_id: s.target_id()?.parse().ok()?,
+            permission_set_arn: s.permission_set_arn()?.parse().ok()?,
+            principal_type: match s.principal_type()? {
+                SsoPrincipalType::Group => PrincipalType::Group,
+                SsoPrincipalType::User => PrincipalType::User,
+                _ => return None,
+            },
+            principal_id: s.principal_id()?.parse().ok()?,
+        })
+    })();
+    Ok(OpStatus { target, ..OpStatus::of(request_id, state, s.failure_reason().map(str::to_string)) })
 }
 
 #[async_trait]

@@ -1,89 +1,78 @@
 //! `QuotaLedger` on the `DynamoStore` table: the slots, account locks, rate item and holders
 //! that every worker, execution and CLI run on one Identity Center instance shares (see
 //! `crates/aws/TABLE.md`, "Quota ledger"). Behaves as `sso_fanout_core::store::MemoryLedger`,
-//! race-free across processes: every decision is one conditional write or one transaction.
+//! race-free across processes: every decision is one conditional write or one transaction, and
+//! no condition reads a clock.
 //!
 //! | pk | sk | attributes |
 //! |---|---|---|
-//! | `QUOTA#<scope>` | `SLOT#<nnnn>` | `slot`, `fence`, `holder` + `account` (absent when free), `expiresUs`, `lockLost` |
+//! | `QUOTA#<scope>` | `SLOT#<nnnn>` | `slot`, `fence`; `holder` (absent once released or parked), `account` + `op` + `sinceUs` (absent once released), `requestId` (once parked with one) |
 //! | `QUOTA#<scope>` | `RATE` | `nextUs` |
-//! | `QUOTA#<scope>` | `HOLDER#<holder>` | `holder`, `waiting`, `expiresUs`, `expiresAt` (TTL) |
-//! | `QUOTALOCK#<scope>` | `<account id>` | `slot`, `fence`: the last lease granted for the account |
+//! | `QUOTA#<scope>` | `HOLDER#<holder>` | `holder`, `waiting`, `expiresUs`, `uncertaintyUs`, `expiresAt` (TTL) |
+//! | `QUOTALOCK#<scope>` | `<account id>` | `slot`, `fence`: the lease whose operation may run in the account |
 //!
-//! **Account locks.** A claim writes the slot and the account's lock in one transaction, so a
-//! live lease of an account is always the one its lock names. The lock is free when it does not
-//! exist or names the lease the claim replaces; otherwise the lease it names is read and, if it
-//! is not live, a second transaction moves the lock while checking, on that lease's slot, that it
-//! is still not live, and marks it (`lockLost`) so that a late renewal cannot revive it. Renewals
-//! therefore write the slot alone. Releases, hand-overs and takeovers delete the lock of the
-//! lease they end when this ledger granted it (it remembers the accounts of its leases); a lock
-//! left behind is only ever a stale one, resolved as above.
+//! **Account locks.** Every write that makes a slot lock an account, or stop locking one,
+//! writes or deletes that account's lock in the same transaction: a claim puts the slot and the
+//! new account's lock (and deletes the lock of the account the slot locked before), a release
+//! updates the slot and deletes its lock, a park writes the slot alone (the account stays
+//! locked). So a lock exists exactly while its lease locks the account, and a claim's condition
+//! on the lock (absent, or naming the claimed slot) is the ledger's "no other slot locks the
+//! account". A lock naming a lease that no longer locks its account (only left by items changed
+//! by hand or by an older layout) is read, found stale, and taken over with a condition on it.
+//! To delete the lock of the account a claimed or released lease locked, the ledger remembers
+//! what each lease it saw (in `view`, or granted) locks; a lease it never saw is read first.
 
-use crate::dynamo::{get_s, key, n, s, Item, PK, SK, TTL_ATTRIBUTE};
-use crate::errors::{classify, error_code, store_error, SdkError};
+mod calls;
+mod items;
+
+use crate::dynamo::{get_s, n, s, Item, PK, SK};
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
-use sso_fanout_core::clock::unix_now;
+use calls::{build_error, ledger_error, Transaction, Unanswered};
+use items::*;
 use sso_fanout_core::ids::AccountId;
 use sso_fanout_core::model::Scope;
-use sso_fanout_core::retry::Backoff;
-use sso_fanout_core::store::ledger::{Claim, ClaimRequest, HolderRecord, LedgerView, QuotaLedger, SlotRecord};
+use sso_fanout_core::store::ledger::{Claim, ClaimRequest, HolderRecord, LedgerView, QuotaLedger, SlotOperation, SlotRecord};
 use sso_fanout_core::{FanoutError, Result};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
 
-
-const RATE_SK: &str = "RATE";
-/// Attempts of one `reserve_requests` (three always suffice unless the item is changed by hand).
+/// Attempts of one `reserve_requests` (three suffice unless a clock far ahead keeps resetting
+/// the item).
 const RATE_ATTEMPTS: u32 = 4;
-/// Rounds of one claim whose account lock keeps changing under it (each round reads the lease
-/// the lock names); more than two needs other claims of the same account in between. Past
-/// them the claim answers `AccountBusy`: others keep taking the account.
-const CLAIM_ROUNDS: u32 = 8;
-/// Attempts of one transaction that DynamoDB cancelled for a concurrent transaction on the same
-/// items (`TransactionConflict`, not a failed condition) or throttled.
-const TRANSACTION_ATTEMPTS: u32 = 5;
-const TRANSACTION_CONFLICT: Backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(80));
-/// Holder records are deleted by TTL this long after they expire (garbage collection only: an
-/// expired holder counts for nothing). Slots and locks have no TTL.
-const HOLDER_TTL_GRACE_S: u64 = 86_400;
-/// Remembered (slot, fence) -> account pairs (see `DynamoLedger::accounts`); all forgotten at
-/// once beyond this (a release then leaves its lock to be resolved by the next claim).
-const ACCOUNTS_REMEMBERED: usize = 4_096;
+/// Rounds of one claim whose account lock keeps changing under it (a round over a stale lock
+/// reads the lease it names). Past them the claim answers `AccountBusy`: others keep taking the
+/// account.
+const CLAIM_ROUNDS: u32 = 4;
+/// Remembered leases (see `DynamoLedger::leases`); all forgotten at once beyond this (a lease
+/// not remembered costs its next claim or release a read).
+const LEASES_REMEMBERED: usize = 4_096;
 
 pub struct DynamoLedger {
     client: Client,
     table: String,
     page_size: Option<i32>,
     writes: AtomicU64,
+    write_units: AtomicU64,
     /// Whether the rate item was ahead of now at this ledger's last reservation (which of the
     /// two conditional updates to try first).
     rate_ahead: AtomicBool,
-    /// The account of each lease this ledger granted, by (scope, slot, fence), so that the
-    /// release or hand-over that ends the lease deletes its account's lock. A fence is raised by
-    /// every claim and slot items are never deleted, so a (slot, fence) names one account
-    /// forever: an entry is never wrong, only missing (a lease granted by another process).
-    accounts: Mutex<HashMap<(String, u32, u64), AccountId>>,
+    /// The account each lease (scope, slot, fence) this ledger saw locks (None: released). A
+    /// fence is raised by every claim and slot items are never deleted, so a lease names one
+    /// account forever and a release is final: an entry is at worst out of date by a release
+    /// another process made, which the next write's conditions find.
+    leases: Mutex<HashMap<(String, u32, u64), Option<AccountId>>>,
 }
 
-/// One item's part in a cancelled transaction.
-struct Reason {
-    failed: bool,
-    /// The item as it was, for writes that asked for it (`ReturnValuesOnConditionCheckFailure`).
-    item: Option<Item>,
-}
-
-enum Transaction {
-    Written,
-    /// Cancelled for failed conditions; one reason per item, in order.
-    Cancelled(Vec<Reason>),
+/// A lock found naming a lease (slot, fence) of another slot that does not lock the account.
+struct Stale {
+    slot: u32,
+    fence: u64,
+    /// The named slot's fence as read, when it is behind the lease's (a slot item deleted by
+    /// hand): the claim then checks the slot is unchanged. None: the lease can never come back.
+    behind: Option<Option<u64>>,
 }
 
 impl DynamoLedger {
@@ -93,8 +82,9 @@ impl DynamoLedger {
             table: table.into(),
             page_size: None,
             writes: AtomicU64::new(0),
+            write_units: AtomicU64::new(0),
             rate_ahead: AtomicBool::new(false),
-            accounts: Mutex::default(),
+            leases: Mutex::default(),
         }
     }
 
@@ -109,102 +99,42 @@ impl DynamoLedger {
     }
 
     /// Item writes so far, as `MemoryLedger::writes` counts them: each item of a transaction
-    /// counts, and so does every attempt whose condition failed. Reads do not count.
+    /// counts, and so does every request whose condition failed. Reads do not count; neither do
+    /// the SDK's own retries of one request.
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
     }
 
-    fn wrote(&self, items: usize) {
+    /// Write capacity units of those writes (items under 1 KB): 2 per item of a transaction
+    /// (DynamoDB prepares and commits each), 1 per single-item write.
+    pub fn write_units(&self) -> u64 {
+        self.write_units.load(Ordering::Relaxed)
+    }
+
+    fn wrote(&self, items: usize, transaction: bool) {
         self.writes.fetch_add(items as u64, Ordering::Relaxed);
+        self.write_units.fetch_add(items as u64 * if transaction { 2 } else { 1 }, Ordering::Relaxed);
     }
 
-    fn remember(&self, scope: &Scope, slot: u32, fence: u64, account: &AccountId) {
-        let mut accounts = self.accounts.lock().expect("accounts");
-        if accounts.len() >= ACCOUNTS_REMEMBERED {
-            accounts.clear();
+    fn remember(&self, scope: &Scope, slot: u32, fence: u64, locks: Option<AccountId>) {
+        let mut leases = self.leases.lock().expect("leases");
+        if leases.len() >= LEASES_REMEMBERED {
+            leases.clear();
         }
-        accounts.insert((scope.key(), slot, fence), account.clone());
-    }
-
-    fn remembered(&self, scope: &Scope, slot: u32, fence: u64) -> Option<AccountId> {
-        self.accounts.lock().expect("accounts").get(&(scope.key(), slot, fence)).cloned()
+        leases.insert((scope.key(), slot, fence), locks);
     }
 
     fn forget(&self, scope: &Scope, slot: u32, fence: u64) {
-        self.accounts.lock().expect("accounts").remove(&(scope.key(), slot, fence));
+        self.leases.lock().expect("leases").remove(&(scope.key(), slot, fence));
     }
 
-    /// One TransactWriteItems. A cancellation for failed conditions is an answer, not an error;
-    /// one for a concurrent transaction (or throttling) is retried.
-    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Transaction> {
-        let mut attempt = 0;
-        loop {
-            self.wrote(items.len());
-            let err = match self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await {
-                Ok(_) => return Ok(Transaction::Written),
-                Err(e) => e,
-            };
-            let reasons: Option<Vec<(String, Option<Item>)>> = match err.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(c)) => Some(
-                    c.cancellation_reasons()
-                        .iter()
-                        .map(|r| (r.code().unwrap_or("None").to_string(), r.item().cloned()))
-                        .collect(),
-                ),
-                _ => None,
-            };
-            let Some(reasons) = reasons else { return Err(ledger_error(&self.table, "TransactWriteItems", err)) };
-            let benign = |c: &str| c == "None" || c == "ConditionalCheckFailed";
-            let complete = reasons.len() == items.len();
-            if complete && reasons.iter().all(|(c, _)| benign(c)) && reasons.iter().any(|(c, _)| c != "None") {
-                return Ok(Transaction::Cancelled(
-                    reasons.into_iter().map(|(c, item)| Reason { failed: c == "ConditionalCheckFailed", item }).collect(),
-                ));
-            }
-            let codes = reasons.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>().join(", ");
-            let retryable = complete
-                && reasons.iter().all(|(c, _)| {
-                    benign(c) || matches!(c.as_str(), "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded")
-                });
-            if retryable && attempt + 1 < TRANSACTION_ATTEMPTS {
-                tokio::time::sleep(TRANSACTION_CONFLICT.random_delay(attempt)).await;
-                attempt += 1;
-                continue;
-            }
-            return Err(if retryable {
-                FanoutError::Transient {
-                    api: "DynamoDB TransactWriteItems".into(),
-                    message: format!("table `{}`: cancelled {} times in a row: [{codes}]", self.table, attempt + 1),
-                }
-            } else {
-                FanoutError::Store(format!(
-                    "DynamoDB TransactWriteItems on table `{}` cancelled: [{codes}] ({})",
-                    self.table,
-                    err.message().unwrap_or("no message")
-                ))
-            });
+    /// The account lease (slot, fence) locks, remembered or else read.
+    async fn locked_by(&self, scope: &Scope, slot: u32, fence: u64) -> Result<Option<AccountId>> {
+        if let Some(known) = self.leases.lock().expect("leases").get(&(scope.key(), slot, fence)) {
+            return Ok(known.clone());
         }
-    }
-
-    /// One UpdateItem whose failed condition is an answer (false), not an error.
-    async fn update_if(&self, update: Update) -> Result<bool> {
-        self.wrote(1);
-        let out = self
-            .client
-            .update_item()
-            .table_name(update.table_name())
-            .set_key(Some(update.key().clone()))
-            .update_expression(update.update_expression())
-            .set_condition_expression(update.condition_expression().map(str::to_string))
-            .set_expression_attribute_names(update.expression_attribute_names().cloned())
-            .set_expression_attribute_values(update.expression_attribute_values().cloned())
-            .send()
-            .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
-            Err(e) => Err(ledger_error(&self.table, "UpdateItem", e)),
-        }
+        let read = self.read_slot(scope, slot).await?;
+        Ok(read.filter(|s| s.fence == fence).and_then(|s| s.locked_account().cloned()))
     }
 
     /// A slot item, read strongly consistent.
@@ -223,37 +153,15 @@ impl DynamoLedger {
         out.item.map(|item| slot_record(&item, &pk, &sk)).transpose()
     }
 
-    /// The slot under lease `fence`, if it is still held under it, made free.
-    fn free_slot(&self, scope: &Scope, slot: u32, fence: u64) -> Result<Update> {
-        Update::builder()
-            .table_name(&self.table)
-            .key(PK, s(&quota_pk(scope)))
-            .key(SK, s(&slot_sk(slot)))
-            .update_expression("REMOVE #holder, #account, #lost")
-            .condition_expression("#fence = :f AND attribute_exists(#holder)")
-            .expression_attribute_names("#fence", "fence")
-            .expression_attribute_names("#holder", "holder")
-            .expression_attribute_names("#account", "account")
-            .expression_attribute_names("#lost", "lockLost")
-            .expression_attribute_values(":f", n(fence))
-            .build()
-            .map_err(build_error)
+    /// The slot an item returned on a failed condition shows (None: there was no item).
+    fn slot_as_was(&self, scope: &Scope, slot: u32, item: Option<&Item>) -> Result<Option<SlotRecord>> {
+        item.map(|i| slot_record(i, &quota_pk(scope), &slot_sk(slot))).transpose()
     }
 
-    /// Deletes `account`'s lock if it names the lease (slot, fence), or is already gone.
-    fn delete_lock(&self, scope: &Scope, account: &AccountId, slot: u32, fence: u64) -> Result<Delete> {
-        Delete::builder()
-            .table_name(&self.table)
-            .key(PK, s(&lock_pk(scope)))
-            .key(SK, s(account.as_str()))
-            .condition_expression("attribute_not_exists(#pk) OR (#slot = :s AND #fence = :f)")
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_names("#slot", "slot")
-            .expression_attribute_names("#fence", "fence")
-            .expression_attribute_values(":s", n(u64::from(slot)))
-            .expression_attribute_values(":f", n(fence))
-            .build()
-            .map_err(build_error)
+    fn granted(&self, scope: &Scope, c: &ClaimRequest<'_>, fence: u64) -> Result<Claim> {
+        self.forget(scope, c.slot, c.seen_fence);
+        self.remember(scope, c.slot, fence, Some(c.account.clone()));
+        Ok(Claim::Granted { fence })
     }
 }
 
@@ -280,14 +188,11 @@ impl QuotaLedger for DynamoLedger {
         for item in &items {
             let sk = get_s(item, SK).unwrap_or_default();
             if sk.starts_with("SLOT#") {
-                view.slots.push(slot_record(item, &pk, sk)?);
+                let slot = slot_record(item, &pk, sk)?;
+                self.remember(scope, slot.slot, slot.fence, slot.locked_account().cloned());
+                view.slots.push(slot);
             } else if sk.starts_with("HOLDER#") {
-                view.holders.push(HolderRecord {
-                    holder: req_s(item, "holder", &pk, sk)?.to_string(),
-                    waiting: u32::try_from(req_n(item, "waiting", &pk, sk)?)
-                        .map_err(|_| malformed(&pk, sk, "waiting", "is out of range"))?,
-                    expires_us: req_n(item, "expiresUs", &pk, sk)?,
-                });
+                view.holders.push(holder_record(item, &pk, sk)?);
             }
         }
         view.slots.sort_by_key(|r| r.slot);
@@ -297,120 +202,140 @@ impl QuotaLedger for DynamoLedger {
 
     async fn claim(&self, scope: &Scope, c: &ClaimRequest<'_>) -> Result<Claim> {
         let fence = c.seen_fence + 1;
-        // The claim ends the lease (slot, seen fence), a hand-over or a takeover: its account's
-        // lock goes with it when this ledger knows the account (it granted that lease) and it
-        // is another account.
-        let mut previous = self.remembered(scope, c.slot, c.seen_fence).filter(|a| a != c.account);
-        // The lease the account's lock names, once read: it must be shown not live.
-        let mut lock_names: Option<(u32, u64)> = None;
+        let call = Unanswered::default();
+        // The lease this claim ends may lock another account: that lock goes in the same
+        // transaction. (One that locks this account has its lock taken over by the Put.)
+        let replaced = if c.seen_fence == 0 { None } else { self.locked_by(scope, c.slot, c.seen_fence).await? };
+        let mut previous = replaced.filter(|a| a != c.account);
+        let mut stale: Option<Stale> = None;
         for _ in 0..CLAIM_ROUNDS {
-            let mut items = vec![TransactWriteItem::builder().put(self.slot_put(scope, c, fence)?).build()];
-            items.push(TransactWriteItem::builder().put(self.lock_put(scope, c, fence, lock_names)?).build());
+            let mut items = vec![
+                TransactWriteItem::builder().put(self.slot_put(scope, c, fence)?).build(),
+                TransactWriteItem::builder().put(self.lock_put(scope, c, fence, stale.as_ref())?).build(),
+            ];
             let mut checked = None;
-            if let Some((slot, lease)) = lock_names.filter(|(slot, _)| *slot != c.slot) {
+            if let Some(Stale { slot, behind: Some(read_fence), .. }) = &stale {
                 checked = Some(items.len());
-                items.push(TransactWriteItem::builder().update(self.mark_lock_lost(scope, slot, lease, c.now_us)?).build());
+                items.push(TransactWriteItem::builder().update(self.unchanged_slot(scope, *slot, *read_fence)?).build());
             }
             let mut dropped = None;
             if let Some(account) = &previous {
                 dropped = Some(items.len());
                 items.push(TransactWriteItem::builder().delete(self.delete_lock(scope, account, c.slot, c.seen_fence)?).build());
             }
-            let reasons = match self.transact(items).await? {
-                Transaction::Written => {
-                    self.forget(scope, c.slot, c.seen_fence);
-                    self.remember(scope, c.slot, fence, c.account);
-                    return Ok(Claim::Granted { fence });
-                }
+            let reasons = match self.transact(items, &call).await? {
+                Transaction::Written => return self.granted(scope, c, fence),
                 Transaction::Cancelled(reasons) => reasons,
             };
             // As MemoryLedger: a slot that changed wins over a busy account.
             if reasons[0].failed {
+                // The change may be this claim's own, applied by a request whose answer was lost
+                // (DynamoDB answers a retry under the same ClientRequestToken with success; an
+                // emulator may not, and our own retry after a conflict is a new request).
+                let was = self.slot_as_was(scope, c.slot, reasons[0].item.as_ref())?;
+                if call.maybe_applied() && was.is_some_and(|s| is_this_claim(&s, c, fence)) {
+                    return self.granted(scope, c, fence);
+                }
                 return Ok(Claim::Lost);
             }
-            if checked.is_some_and(|i| reasons[i].failed) {
-                return Ok(Claim::AccountBusy); // the lease the lock names is live
-            }
             if dropped.is_some_and(|i| reasons[i].failed) {
-                previous = None; // that account's lock already names a later lease
+                previous = None; // that lock names another lease of its account: not ours to delete
             }
-            if reasons[1].failed {
-                // The lock names another lease (or changed since it was read): is that one live?
-                let Some(lock) = &reasons[1].item else {
-                    lock_names = None; // deleted meanwhile: free
-                    continue;
-                };
-                let (lpk, lsk) = (lock_pk(scope), c.account.as_str().to_string());
-                let named = (
-                    u32::try_from(req_n(lock, "slot", &lpk, &lsk)?)
-                        .map_err(|_| malformed(&lpk, &lsk, "slot", "is out of range"))?,
-                    req_n(lock, "fence", &lpk, &lsk)?,
-                );
-                if named.0 != c.slot {
-                    let live = self.read_slot(scope, named.0).await?.is_some_and(|s| s.fence == named.1 && s.is_live(c.now_us));
-                    if live {
-                        return Ok(Claim::AccountBusy);
-                    }
-                }
-                lock_names = Some(named);
+            if checked.is_some_and(|i| reasons[i].failed) {
+                stale = None; // the slot the stale lock names changed since it was read: look again
+                continue;
             }
+            if !reasons[1].failed {
+                continue;
+            }
+            // The lock names another slot's lease (or changed since it was read): does that lease
+            // lock the account?
+            let Some(lock) = &reasons[1].item else {
+                stale = None; // deleted meanwhile: free
+                continue;
+            };
+            let (slot, lease) = lock_names(lock, scope, c.account)?;
+            if slot == c.slot {
+                stale = None; // it names this slot now: the plain condition takes it
+                continue;
+            }
+            let named = self.read_slot(scope, slot).await?;
+            if named.as_ref().is_some_and(|s| s.fence == lease && s.locked_account() == Some(c.account)) {
+                return Ok(Claim::AccountBusy);
+            }
+            // Stale. Fences only grow and a release is final, so a slot at or past the lease's
+            // fence never brings it back; a slot behind it is checked unchanged.
+            let behind = match &named {
+                Some(s) if s.fence >= lease => None,
+                other => Some(other.as_ref().map(|s| s.fence)),
+            };
+            stale = Some(Stale { slot, fence: lease, behind });
         }
         tracing::debug!(slot = c.slot, account = c.account.as_str(), "account lock changed {CLAIM_ROUNDS} times during a claim");
         Ok(Claim::AccountBusy)
     }
 
-    async fn renew(&self, scope: &Scope, slot: u32, fence: u64, expires_us: u64) -> Result<bool> {
-        // The slot alone: the account's lock names this lease for as long as it can be renewed
-        // (`lockLost` is set on a lease whose lock was given to another one).
-        let update = Update::builder()
-            .table_name(&self.table)
-            .key(PK, s(&quota_pk(scope)))
-            .key(SK, s(&slot_sk(slot)))
-            .update_expression("SET #exp = :exp")
-            .condition_expression("#fence = :f AND attribute_exists(#holder) AND (attribute_not_exists(#lost) OR #lost <> :f)")
-            .expression_attribute_names("#fence", "fence")
-            .expression_attribute_names("#holder", "holder")
-            .expression_attribute_names("#lost", "lockLost")
-            .expression_attribute_names("#exp", "expiresUs")
-            .expression_attribute_values(":f", n(fence))
-            .expression_attribute_values(":exp", n(expires_us))
-            .build()
-            .map_err(build_error)?;
-        let renewed = self.update_if(update).await?;
-        if !renewed {
-            self.forget(scope, slot, fence);
-        }
-        Ok(renewed)
-    }
-
     async fn release(&self, scope: &Scope, slot: u32, fence: u64) -> Result<bool> {
-        let account = self.remembered(scope, slot, fence);
-        self.forget(scope, slot, fence);
-        let Some(account) = account else {
-            // Granted by another process: free the slot; its lock is resolved by the next claim.
-            return self.update_if(self.free_slot(scope, slot, fence)?).await;
+        let Some(account) = self.locked_by(scope, slot, fence).await? else {
+            return Ok(false); // that lease locks nothing: released, superseded or never granted
         };
+        let call = Unanswered::default();
         let items = vec![
             TransactWriteItem::builder().update(self.free_slot(scope, slot, fence)?).build(),
             TransactWriteItem::builder().delete(self.delete_lock(scope, &account, slot, fence)?).build(),
         ];
-        match self.transact(items).await? {
-            Transaction::Written => Ok(true),
-            Transaction::Cancelled(reasons) if reasons[0].failed => Ok(false),
-            // Only the lock belongs to a later lease of the account now: free the slot alone.
-            Transaction::Cancelled(_) => self.update_if(self.free_slot(scope, slot, fence)?).await,
+        let released = match self.transact(items, &call).await? {
+            Transaction::Written => true,
+            Transaction::Cancelled(reasons) if reasons[0].failed => {
+                // Freed under this very fence by a request of ours whose answer was lost? (Only
+                // a release under the fence frees it, and only its holder has the fence.)
+                let was = self.slot_as_was(scope, slot, reasons[0].item.as_ref())?;
+                // Either way the lease locks nothing now, for good (superseded or released).
+                self.remember(scope, slot, fence, None);
+                call.maybe_applied() && was.is_some_and(|s| s.fence == fence && s.operation.is_none() && s.holder.is_none())
+            }
+            // Only the lock names another lease (left by hand): free the slot alone; the lock is
+            // found stale by the account's next claim.
+            Transaction::Cancelled(_) => self.update_if(self.free_slot(scope, slot, fence)?, &call).await?.is_ok(),
+        };
+        if released {
+            self.remember(scope, slot, fence, None);
         }
+        Ok(released)
     }
 
-    async fn reserve_requests(&self, scope: &Scope, count: u32, interval_us: u64, now_us: u64) -> Result<u64> {
+    async fn park(&self, scope: &Scope, slot: u32, fence: u64, request_id: Option<&str>) -> Result<bool> {
+        // The slot alone: its lock stays, as the account does. Conditioned on the fence and the
+        // operation only, so an SDK retry of a park that was applied applies again (no change).
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key(PK, s(&quota_pk(scope)))
+            .key(SK, s(&slot_sk(slot)))
+            .condition_expression("#fence = :f AND attribute_exists(#op)")
+            .expression_attribute_names("#fence", "fence")
+            .expression_attribute_names("#op", "op")
+            .expression_attribute_names("#holder", "holder")
+            .expression_attribute_values(":f", n(fence));
+        update = match request_id {
+            Some(id) => update
+                .update_expression("REMOVE #holder SET #rid = :rid")
+                .expression_attribute_names("#rid", "requestId")
+                .expression_attribute_values(":rid", s(id)),
+            None => update.update_expression("REMOVE #holder"),
+        };
+        Ok(self.update_if(update.build().map_err(build_error)?, &Unanswered::default()).await?.is_ok())
+    }
+
+    async fn reserve_requests(&self, scope: &Scope, count: u32, interval_us: u64, now_us: u64, cap_us: u64) -> Result<u64> {
         let pk = quota_pk(scope);
         let span = u64::from(count).saturating_mul(interval_us);
+        let horizon = now_us.saturating_add(cap_us);
         // GCRA without max(), which update expressions cannot compute: two conditional updates
-        // that split on `nextUs >= now`, each atomic on its own. Ahead of now (requests queued),
-        // the block goes at the end of the queue (an atomic add); behind now or unset, it starts
-        // now. A failed condition means the other case holds, and stays true since `nextUs`
-        // only grows: at most three attempts, whatever the contention. Start with the case this
-        // ledger met last.
+        // that split on whether `nextUs` lies in [now, now + cap]. Inside (requests queued), the
+        // block goes at the end of the queue (an atomic add); before now, unset, or past the cap
+        // (written by a clock far ahead), the block starts now. A failed condition means the
+        // other case holds; `nextUs` only grows unless a far-ahead value is reset, so three
+        // attempts suffice. Start with the case this ledger met last.
         let mut ahead = self.rate_ahead.load(Ordering::Relaxed);
         for _ in 0..RATE_ATTEMPTS {
             let update = self
@@ -420,20 +345,21 @@ impl QuotaLedger for DynamoLedger {
                 .key(PK, s(&pk))
                 .key(SK, s(RATE_SK))
                 .expression_attribute_names("#next", "nextUs")
-                .expression_attribute_values(":now", n(now_us));
+                .expression_attribute_values(":now", n(now_us))
+                .expression_attribute_values(":horizon", n(horizon));
             let update = if ahead {
                 update
                     .update_expression("SET #next = #next + :span")
-                    .condition_expression("#next >= :now")
+                    .condition_expression("#next >= :now AND #next <= :horizon")
                     .expression_attribute_values(":span", n(span))
                     .return_values(ReturnValue::UpdatedNew)
             } else {
                 update
                     .update_expression("SET #next = :next")
-                    .condition_expression("attribute_not_exists(#next) OR #next < :now")
+                    .condition_expression("attribute_not_exists(#next) OR #next < :now OR #next > :horizon")
                     .expression_attribute_values(":next", n(now_us.saturating_add(span)))
             };
-            self.wrote(1);
+            self.wrote(1, false);
             match update.send().await {
                 Ok(out) => {
                     self.rate_ahead.store(ahead, Ordering::Relaxed);
@@ -444,26 +370,19 @@ impl QuotaLedger for DynamoLedger {
                     let next = next.ok_or_else(|| malformed(&pk, RATE_SK, "nextUs", "was not returned by UpdateItem"))?;
                     return Ok(next.saturating_sub(span));
                 }
-                Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => ahead = !ahead,
+                Err(e) if crate::errors::error_code(&e) == Some("ConditionalCheckFailedException") => ahead = !ahead,
                 Err(e) => return Err(ledger_error(&self.table, "UpdateItem", e)),
             }
         }
-        Err(FanoutError::Store(format!(
-            "quota rate item {pk}/{RATE_SK}: neither condition held in {RATE_ATTEMPTS} attempts (was it changed by hand?)"
-        )))
+        Err(FanoutError::Store(format!("quota rate item {pk}/{RATE_SK}: neither condition held in {RATE_ATTEMPTS} attempts")))
     }
 
     async fn put_holder(&self, scope: &Scope, holder: &HolderRecord) -> Result<()> {
-        let mut item = key(&quota_pk(scope), &holder_sk(&holder.holder));
-        item.insert("holder".into(), s(&holder.holder));
-        item.insert("waiting".into(), n(u64::from(holder.waiting)));
-        item.insert("expiresUs".into(), n(holder.expires_us));
-        item.insert(TTL_ATTRIBUTE.into(), n(holder_ttl(holder.expires_us)));
-        self.wrote(1);
+        self.wrote(1, false);
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
+            .set_item(Some(holder_item(scope, holder)))
             .send()
             .await
             .map_err(|e| ledger_error(&self.table, "PutItem", e))?;
@@ -471,7 +390,7 @@ impl QuotaLedger for DynamoLedger {
     }
 
     async fn remove_holder(&self, scope: &Scope, holder: &str) -> Result<()> {
-        self.wrote(1);
+        self.wrote(1, false);
         self.client
             .delete_item()
             .table_name(&self.table)
@@ -484,198 +403,107 @@ impl QuotaLedger for DynamoLedger {
     }
 }
 
+/// Whether a slot is exactly what claim `c` writes under `fence`: holder names are unique per
+/// incarnation and fences only grow, so only this claim (or an identical one) wrote it.
+fn is_this_claim(s: &SlotRecord, c: &ClaimRequest<'_>, fence: u64) -> bool {
+    s.fence == fence
+        && s.holder.as_deref() == Some(c.holder)
+        && s.account.as_ref() == Some(c.account)
+        && s.operation == Some(SlotOperation { op: c.op, request_id: None, since_us: c.now_us })
+}
+
 impl DynamoLedger {
-    /// The claimed slot: its fence is still the one read with the view, and it is not live or
-    /// is held by the claiming holder (a hand-over). A slot never claimed has no item.
+    /// The claimed slot: its fence is still the one read with the view (a slot never claimed
+    /// has no item). Nothing else: whether the slot was the caller's to take is its decision.
     fn slot_put(&self, scope: &Scope, c: &ClaimRequest<'_>, fence: u64) -> Result<Put> {
-        let mut item = key(&quota_pk(scope), &slot_sk(c.slot));
-        item.insert("slot".into(), n(u64::from(c.slot)));
-        item.insert("fence".into(), n(fence));
-        item.insert("holder".into(), s(c.holder));
-        item.insert("account".into(), s(c.account.as_str()));
-        item.insert("expiresUs".into(), n(c.expires_us));
-        let unchanged = if c.seen_fence == 0 { "(attribute_not_exists(#fence) OR #fence = :seen)" } else { "#fence = :seen" };
+        let unchanged = if c.seen_fence == 0 { "attribute_not_exists(#fence) OR #fence = :seen" } else { "#fence = :seen" };
         Put::builder()
             .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression(format!("{unchanged} AND (attribute_not_exists(#holder) OR #exp <= :now OR #holder = :holder)"))
+            .set_item(Some(claimed_slot(scope, c, fence)))
+            .condition_expression(unchanged)
             .expression_attribute_names("#fence", "fence")
-            .expression_attribute_names("#holder", "holder")
-            .expression_attribute_names("#exp", "expiresUs")
             .expression_attribute_values(":seen", n(c.seen_fence))
-            .expression_attribute_values(":now", n(c.now_us))
-            .expression_attribute_values(":holder", s(c.holder))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
             .map_err(build_error)
     }
 
     /// The account's lock, moved to the new lease. Free when it does not exist or names the
-    /// lease this claim replaces; once read (`names`), when it still names that lease (whose
-    /// slot the same transaction shows not live). The old item comes back when the check fails.
-    fn lock_put(&self, scope: &Scope, c: &ClaimRequest<'_>, fence: u64, names: Option<(u32, u64)>) -> Result<Put> {
-        let mut item = key(&lock_pk(scope), c.account.as_str());
-        item.insert("slot".into(), n(u64::from(c.slot)));
-        item.insert("fence".into(), n(fence));
-        let (slot, lease, condition) = match names {
-            None => (c.slot, c.seen_fence, "attribute_not_exists(#pk) OR (#slot = :s AND #fence = :f)"),
-            Some((slot, lease)) => (slot, lease, "#slot = :s AND #fence = :f"),
-        };
-        let mut put = Put::builder()
+    /// claimed slot (whose fence the same transaction checks); once found stale, when it still
+    /// names that lease. The old item comes back when the check fails.
+    fn lock_put(&self, scope: &Scope, c: &ClaimRequest<'_>, fence: u64, stale: Option<&Stale>) -> Result<Put> {
+        let put = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression(condition)
+            .set_item(Some(lock_item(scope, c.account, c.slot, fence)))
             .expression_attribute_names("#slot", "slot")
-            .expression_attribute_names("#fence", "fence")
-            .expression_attribute_values(":s", n(u64::from(slot)))
-            .expression_attribute_values(":f", n(lease))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        if names.is_none() {
-            put = put.expression_attribute_names("#pk", PK);
-        }
+        let put = match stale {
+            None => put
+                .condition_expression("attribute_not_exists(#pk) OR #slot = :s")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(":s", n(u64::from(c.slot))),
+            Some(st) => put
+                .condition_expression("#slot = :s AND #fence = :f")
+                .expression_attribute_names("#fence", "fence")
+                .expression_attribute_values(":s", n(u64::from(st.slot)))
+                .expression_attribute_values(":f", n(st.fence)),
+        };
         put.build().map_err(build_error)
     }
 
-    /// Checks that lease (slot, fence) is not live (superseded, released or expired) and marks it
-    /// so that it is never renewed again: its account's lock moves to another lease.
-    fn mark_lock_lost(&self, scope: &Scope, slot: u32, fence: u64, now_us: u64) -> Result<Update> {
+    /// Deletes `account`'s lock if it names the lease (slot, fence), or is already gone.
+    fn delete_lock(&self, scope: &Scope, account: &AccountId, slot: u32, fence: u64) -> Result<Delete> {
+        Delete::builder()
+            .table_name(&self.table)
+            .key(PK, s(&lock_pk(scope)))
+            .key(SK, s(account.as_str()))
+            .condition_expression("attribute_not_exists(#pk) OR (#slot = :s AND #fence = :f)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#slot", "slot")
+            .expression_attribute_names("#fence", "fence")
+            .expression_attribute_values(":s", n(u64::from(slot)))
+            .expression_attribute_values(":f", n(fence))
+            .build()
+            .map_err(build_error)
+    }
+
+    /// The slot under lease `fence`, if its operation is still recorded, made free (the fence
+    /// stays). The slot as it was comes back when the check fails.
+    fn free_slot(&self, scope: &Scope, slot: u32, fence: u64) -> Result<Update> {
         Update::builder()
             .table_name(&self.table)
             .key(PK, s(&quota_pk(scope)))
             .key(SK, s(&slot_sk(slot)))
-            // A slot item is never deleted; should one be missing, it is left well-formed (free).
-            .update_expression("SET #lost = :f, #slot = if_not_exists(#slot, :s), #fence = if_not_exists(#fence, :zero), #exp = if_not_exists(#exp, :zero)")
-            .condition_expression("#fence <> :f OR attribute_not_exists(#fence) OR attribute_not_exists(#holder) OR #exp <= :now")
-            .expression_attribute_names("#lost", "lockLost")
-            .expression_attribute_names("#slot", "slot")
+            .update_expression("REMOVE #holder, #account, #op, #rid, #since")
+            .condition_expression("#fence = :f AND attribute_exists(#op)")
             .expression_attribute_names("#fence", "fence")
             .expression_attribute_names("#holder", "holder")
-            .expression_attribute_names("#exp", "expiresUs")
+            .expression_attribute_names("#account", "account")
+            .expression_attribute_names("#op", "op")
+            .expression_attribute_names("#rid", "requestId")
+            .expression_attribute_names("#since", "sinceUs")
             .expression_attribute_values(":f", n(fence))
-            .expression_attribute_values(":s", n(u64::from(slot)))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":now", n(now_us))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
             .map_err(build_error)
     }
-}
 
-/// DynamoDB failures of the ledger: throttling, 5xx and timeouts are `Transient` (retryable;
-/// never `Throttled`, which is Identity Center's quota), a missing table is `store_error`'s
-/// configuration error, anything else a `Store` error.
-fn ledger_error<E>(table: &str, api: &str, err: SdkError<E>) -> FanoutError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    if error_code(&err) == Some("ResourceNotFoundException") {
-        return store_error(table, api, err);
-    }
-    match classify(api, err) {
-        e if e.is_retryable() => {
-            FanoutError::Transient { api: format!("DynamoDB {api}"), message: format!("table `{table}`: {e}") }
-        }
-        e => FanoutError::Store(format!("DynamoDB {api} on table `{table}`: {e}")),
-    }
-}
-
-fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> FanoutError {
-    FanoutError::Internal(format!("quota ledger request: {e}"))
-}
-
-/// The ledger partition of one scope (one Identity Center instance): slots, rate, holders.
-fn quota_pk(scope: &Scope) -> String {
-    format!("QUOTA#{}", scope.key())
-}
-
-/// The account locks of one scope: apart, so that `view` never reads them.
-fn lock_pk(scope: &Scope) -> String {
-    format!("QUOTALOCK#{}", scope.key())
-}
-
-fn slot_sk(slot: u32) -> String {
-    format!("SLOT#{slot:04}")
-}
-
-fn holder_sk(holder: &str) -> String {
-    format!("HOLDER#{holder}")
-}
-
-/// TTL (unix seconds) of a holder record expiring at `expires_us`: a day after it, and never
-/// before a day from now (ledger clocks other than Unix time start near 0).
-fn holder_ttl(expires_us: u64) -> u64 {
-    (expires_us / 1_000_000).max(unix_now()) + HOLDER_TTL_GRACE_S
-}
-
-fn slot_record(item: &Item, pk: &str, sk: &str) -> Result<SlotRecord> {
-    let slot = u32::try_from(req_n(item, "slot", pk, sk)?).map_err(|_| malformed(pk, sk, "slot", "is out of range"))?;
-    let account = match get_s(item, "account") {
-        Some(text) => Some(AccountId::parse(text).map_err(|e| malformed(pk, sk, "account", &e.to_string()))?),
-        None => None,
-    };
-    Ok(SlotRecord {
-        slot,
-        fence: req_n(item, "fence", pk, sk)?,
-        holder: get_s(item, "holder").map(str::to_string),
-        account,
-        expires_us: req_n(item, "expiresUs", pk, sk)?,
-    })
-}
-
-fn malformed(pk: &str, sk: &str, attribute: &str, why: &str) -> FanoutError {
-    FanoutError::Store(format!("quota ledger item {pk} / {sk}: attribute `{attribute}` {why}"))
-}
-
-fn req_s<'a>(item: &'a Item, name: &str, pk: &str, sk: &str) -> Result<&'a str> {
-    get_s(item, name).ok_or_else(|| malformed(pk, sk, name, "is missing or not a string"))
-}
-
-/// A number attribute that must be there and be a whole number.
-fn req_n(item: &Item, name: &str, pk: &str, sk: &str) -> Result<u64> {
-    match item.get(name) {
-        None => Err(malformed(pk, sk, name, "is missing")),
-        Some(AttributeValue::N(text)) => {
-            text.parse().map_err(|_| malformed(pk, sk, name, &format!("is not a whole number: `{text}`")))
-        }
-        Some(_) => Err(malformed(pk, sk, name, "is not a number")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_sort_slots_in_order_and_name_the_scope() {
-        assert_eq!(slot_sk(7), "SLOT#0007");
-        assert!(slot_sk(9) < slot_sk(10));
-        let scope = Scope {
-            organization_id: "o-abcdef1234".into(),
-            management_account_id: "100000000000".into(),
-            instance_arn: "arn:aws:sso:::instance/ssoins-1111111111111111".into(),
-            region: "us-east-1".into(),
+    /// Checks a slot is as read (fence `read_fence`, None: no item). Writes nothing of meaning:
+    /// a missing slot item is created free (fence 0), as every slot starts.
+    fn unchanged_slot(&self, scope: &Scope, slot: u32, read_fence: Option<u64>) -> Result<Update> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key(PK, s(&quota_pk(scope)))
+            .key(SK, s(&slot_sk(slot)))
+            .update_expression("SET #slot = :s, #fence = if_not_exists(#fence, :zero)")
+            .expression_attribute_names("#slot", "slot")
+            .expression_attribute_names("#fence", "fence")
+            .expression_attribute_values(":s", n(u64::from(slot)))
+            .expression_attribute_values(":zero", n(0));
+        let update = match read_fence {
+            Some(f) => update.condition_expression("#fence = :rf").expression_attribute_values(":rf", n(f)),
+            None => update.condition_expression("attribute_not_exists(#fence)"),
         };
-        assert_eq!(quota_pk(&scope), "QUOTA#o-abcdef1234#100000000000#ssoins-1111111111111111#us-east-1");
-        assert_eq!(lock_pk(&scope), "QUOTALOCK#o-abcdef1234#100000000000#ssoins-1111111111111111#us-east-1");
-    }
-
-    #[test]
-    fn malformed_numbers_name_the_item() {
-        let mut item = key("QUOTA#x", "SLOT#0001");
-        item.insert("slot".into(), n(1));
-        item.insert("fence".into(), AttributeValue::N("1.5".into()));
-        item.insert("expiresUs".into(), n(5));
-        let e = slot_record(&item, "QUOTA#x", "SLOT#0001").unwrap_err();
-        assert!(matches!(&e, FanoutError::Store(m) if m.contains("QUOTA#x / SLOT#0001") && m.contains("fence")), "{e}");
-        item.insert("fence".into(), n(3));
-        assert_eq!(
-            slot_record(&item, "QUOTA#x", "SLOT#0001").unwrap(),
-            SlotRecord { fence: 3, expires_us: 5, ..SlotRecord::free(1) }
-        );
-    }
-
-    #[test]
-    fn holder_ttl_is_a_day_after_expiry_and_never_in_the_past() {
-        let now = unix_now();
-        assert_eq!(holder_ttl((now + 100) * 1_000_000), now + 100 + HOLDER_TTL_GRACE_S);
-        assert!(holder_ttl(30_000_000) >= now + HOLDER_TTL_GRACE_S);
+        update.build().map_err(build_error)
     }
 }

@@ -133,7 +133,7 @@ async fn create_in_progress_then_failed_with_reason() {
     let ic = ic(&[&create, &describe]);
 
     let accepted = ic.create_assignment(&key("111111111111")).await.unwrap();
-    assert_eq!(accepted, OpStatus { request_id: "req-1".into(), state: OpState::InProgress, failure_reason: None });
+    assert_eq!(accepted, OpStatus::of("req-1", OpState::InProgress, None));
     let still = ic.operation_status(Operation::Assign, "req-1").await.unwrap();
     assert_eq!(still.state, OpState::InProgress);
     let done = ic.operation_status(Operation::Assign, "req-1").await.unwrap();

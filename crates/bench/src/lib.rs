@@ -3,7 +3,9 @@
 //! delay between chunks, an existence check per account, retries at a fixed base, no status
 //! polling), on the same organization, seed and per-account provisioning latencies.
 
+pub mod faults;
 pub mod reconcile;
+pub use faults::run_faults;
 pub use reconcile::run_reconcile;
 
 use sso_fanout_core::engine::EngineOptions;
@@ -78,6 +80,9 @@ pub struct BenchRow {
     /// `concurrent`: when each run started and reported, seconds from the first start.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<RunTiming>,
+    /// `faults`: the shared quota's invariants under the fault, and what the ledger cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub faults: Option<faults::FaultCounters>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -185,12 +190,12 @@ mod tests {
 }
 
 /// Assign AdministratorAccess to PlatformAdmins in every account, as a user would write it.
-fn bench_request(tuning: Option<Tuning>) -> Result<RunRequest> {
+pub(crate) fn bench_request(tuning: Option<Tuning>) -> Result<RunRequest> {
     request_for("AdministratorAccess", tuning)
 }
 
 /// Assign `permission_set` to PlatformAdmins in every account.
-fn request_for(permission_set: &str, tuning: Option<Tuning>) -> Result<RunRequest> {
+pub(crate) fn request_for(permission_set: &str, tuning: Option<Tuning>) -> Result<RunRequest> {
     let mut request = serde_json::json!({
         "operation": "assign",
         "permissionSet": permission_set,
@@ -211,7 +216,7 @@ fn sim_for(accounts: usize, options: &BenchOptions) -> Arc<SimCloud> {
 }
 
 /// Target accounts of the bench request: every ACTIVE member account.
-fn targets(sim: &SimCloud) -> Vec<AccountId> {
+pub(crate) fn targets(sim: &SimCloud) -> Vec<AccountId> {
     let org = sim.org();
     org.accounts.iter().filter(|a| a.id != org.management_account_id).map(|a| a.id.clone()).collect()
 }
@@ -224,7 +229,7 @@ fn references(sim: &SimCloud, accounts: &[AccountId]) -> (f64, f64) {
 }
 
 /// Truth from the simulator: accounts whose assignment exists now.
-fn assigned(sim: &SimCloud, accounts: &[AccountId], ps_arn: &PermissionSetArn, principal_id: &PrincipalId) -> BTreeSet<AccountId> {
+pub(crate) fn assigned(sim: &SimCloud, accounts: &[AccountId], ps_arn: &PermissionSetArn, principal_id: &PrincipalId) -> BTreeSet<AccountId> {
     accounts.iter().filter(|a| sim.has_assignment(a, ps_arn, principal_id)).cloned().collect()
 }
 
@@ -273,6 +278,7 @@ fn row(accounts: usize, options: &BenchOptions, strategy: &str, sim: &SimCloud, 
         deletes: None,
         longest_chain: None,
         runs: vec![],
+        faults: None,
     }
 }
 
@@ -283,7 +289,7 @@ async fn prime_account_cache(sim: &SimCloud, store: &dyn AccountCache) -> Result
     store.put_org(&sim.scope(), &snapshot).await
 }
 
-fn paused_runtime() -> tokio::runtime::Runtime {
+pub(crate) fn paused_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("tokio runtime")
 }
 
@@ -531,7 +537,7 @@ pub fn run_crash(accounts: usize, strategy: Strategy, options: &BenchOptions) ->
         let n = plan.batches[0].items.len();
         // The worker that dies holds its quota share as a process would: gone without releasing.
         let dying = (strategy == Strategy::Shared)
-            .then(|| ledger.holder(&plan.scope, &plan.run_id, Some(0), plan.quota.budget, services.ops.clone(), store.clone()));
+            .then(|| ledger.holder(&plan.scope, &plan.run_id, Some(0), plan.quota.budget, services.ops.clone()));
         let worker = {
             let (services, run_id, seed, quota) = (services.clone(), plan.run_id.clone(), options.seed, dying.clone());
             tokio::spawn(async move {

@@ -241,6 +241,11 @@ pub enum Scenario {
     /// A 40-rule document applied with prune: several operations per account, one at a time
     /// per account; the bound counts the longest per-account chain too.
     Reconcile,
+    /// The shared quota under faults, one row each: runs ending with operations in flight,
+    /// processes killed (also right after AWS accepted a create), create answers lost, clocks
+    /// skewed or an hour ahead, heartbeats failing, twin workers, ledger answers lost, a ledger
+    /// outage; the invariants' counters (all 0) and the ledger's DynamoDB write units per change.
+    Faults,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]

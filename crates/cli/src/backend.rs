@@ -8,7 +8,7 @@ use crate::store::EmbeddedStore;
 use sso_fanout_aws::{AwsClients, AwsIdentityCenter, AwsOrgDirectory, DynamoStore, IdentityCenterConfig};
 use sso_fanout_core::pipeline::Services;
 use sso_fanout_aws::ledger::DynamoLedger;
-use sso_fanout_core::quota::{Ledger, MemoryInstance, WallClock};
+use sso_fanout_core::quota::{Ledger, MemoryInstance, QuotaClock, WallClock};
 use sso_fanout_core::store::{MemoryStore, QuotaLedger, RunStore};
 use sso_fanout_core::{FanoutError, Result};
 use sso_fanout_sim::{Faults, SimCloud, SimConfig};
@@ -76,7 +76,7 @@ async fn connect_aws(args: &BackendArgs) -> Result<Backend> {
     let (store, ledger, store_location): (Arc<dyn RunStore>, Arc<dyn QuotaLedger>, String) = match (&args.table, &args.store) {
         (Some(table), _) => (
             Arc::new(DynamoStore::new(clients.dynamodb.clone(), table.clone())),
-            Arc::new(DynamoLedger::new(clients.dynamodb.clone(), table.clone())),
+            Arc::new(DynamoLedger::new(clients.ledger_dynamodb.clone(), table.clone())),
             format!("DynamoDB table {table}"),
         ),
         (None, path) => {
@@ -91,13 +91,16 @@ async fn connect_aws(args: &BackendArgs) -> Result<Backend> {
             (Arc::new(EmbeddedStore::open(&path)?), Arc::new(FileLedger::open(&quota_file)?), path.display().to_string())
         }
     };
+    // The table's ledger is shared with the stack's Lambdas on other machines: its clock is
+    // DynamoDB's, measured from its answers. The file is shared on this machine: Unix time.
+    let clock: Arc<dyn QuotaClock> = if args.table.is_some() { clients.ledger_clock.clone() } else { Arc::new(WallClock) };
     let identity_center = IdentityCenterConfig { instance_arn: args.instance_arn.clone(), identity_store_id: args.identity_store_id.clone() };
     let services = Services::new(
         Arc::new(AwsOrgDirectory::new(clients.organizations.clone())),
         Arc::new(AwsIdentityCenter::from_clients(&clients, identity_center)),
         store,
     )
-    .with_quota(Ledger::new(ledger, Arc::new(WallClock)));
+    .with_quota(Ledger::new(ledger, clock));
     Ok(Backend { services, store_location, simulated_org_read_s: None })
 }
 

@@ -240,6 +240,7 @@ pub fn bench(args: BenchArgs, io: &Io) -> Result<u8> {
                         rows.push(bench::run_crash(n, bench::Strategy::Shared, &options)?);
                     }
                     Scenario::Reconcile => rows.push(bench::run_reconcile(n, &options)?),
+                    Scenario::Faults => rows.extend(bench::run_faults(n, &options)?),
                     Scenario::Single if args.only_sso_fanout => rows.push(bench::run_sso_fanout(n, &options)?),
                     Scenario::Single => rows.extend(bench::run_all(&[n], &options)?),
                 }
@@ -248,6 +249,7 @@ pub fn bench(args: BenchArgs, io: &Io) -> Result<u8> {
     }
     match args.output {
         OutputFormat::Json => io.json(&rows),
+        OutputFormat::Table if args.scenario == Scenario::Faults => io.out.write(&output::faults_table(&rows)),
         OutputFormat::Table if args.repeat > 1 => io.out.write(&output::bench_spread(&rows)),
         OutputFormat::Table | OutputFormat::Markdown => io.out.write(&output::bench_table(&rows)),
     }

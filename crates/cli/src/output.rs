@@ -324,6 +324,42 @@ pub fn summary(s: &RunSummary) -> String {
     out
 }
 
+/// `bench --scenario faults`: each fault's invariant counters (0 is kept), what the fault kept
+/// from finishing, and what the ledger wrote.
+pub fn faults_table(rows: &[BenchRow]) -> String {
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .filter_map(|r| r.faults.as_ref().map(|f| (r, f)))
+        .map(|(r, f)| {
+            vec![
+                r.accounts.to_string(),
+                r.strategy.clone(),
+                format!("{:.1}", r.makespan_s),
+                f.outstanding_violations.to_string(),
+                f.conflict_violations.to_string(),
+                f.rate_violations.to_string(),
+                f.max_in_window.to_string(),
+                f.lost_slots.to_string(),
+                r.false_successes.to_string(),
+                r.failed.to_string(),
+                f.timed_out.to_string(),
+                f.not_started.to_string(),
+                f.sent_again.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                r.dynamo_writes_per_change.map(|w| format!("{w:.2}")).unwrap_or_else(|| "-".into()),
+                format!("{:.2}", f.write_units_per_change),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &["ACCOUNTS", "FAULT", "MAKESPAN_S", "OUTSTANDING_V", "CONFLICT_V", "RATE_V", "MAX_IN_1S", "LOST_SLOTS", "FALSE_OK", "FAILED", "TIMED_OUT", "NOT_STARTED", "SENT_AGAIN", "WRITES/CHANGE", "WCU/CHANGE"],
+        &body,
+    );
+    out.push_str(
+        "\n  OUTSTANDING_V / CONFLICT_V / RATE_V: requests that found 15 operations outstanding, an operation\n  running in their account, 20 requests in the second before them (every run together; all 0 is the\n  quota kept); MAX_IN_1S: most requests in any sliding second; LOST_SLOTS: slots a new holder could\n  not get afterwards; TIMED_OUT / NOT_STARTED: accounts the fault kept from finishing (re-run\n  converges); SENT_AGAIN: where one permission set is assigned, operations sent again in an account once the first ended; WRITES/CHANGE and\n  WCU/CHANGE: the ledger's DynamoDB item writes and write units (transaction items bill 2).\n",
+    );
+    out
+}
+
 pub fn bench_table(rows: &[BenchRow]) -> String {
     let body: Vec<Vec<String>> = rows
         .iter()

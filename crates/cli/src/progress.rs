@@ -149,7 +149,7 @@ pub fn watch_run(plan: &Plan, counters: Arc<EngineCounters>, io: &Io) -> (mpsc::
 /// Why a run crawls: the shared quota's slots are leased to another run, live or stopped.
 fn waiting_line(c: &sso_fanout_core::quota::Contention) -> String {
     format!(
-        " | waiting: {} slot(s) leased to {} (the soonest lease ends in {} unless renewed: another run still going, or one that stopped without releasing them)",
+        " | waiting: {} slot(s) held by {} (the soonest heartbeat ends in {} unless renewed; a slot given up waits until AWS says its operation ended: another run still going, or one that stopped without releasing)",
         c.leased_elsewhere,
         c.holders.join(", "),
         secs(c.soonest_end_ms as f64 / 1000.0)

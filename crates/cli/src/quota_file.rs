@@ -1,17 +1,19 @@
 //! The quota ledger of CLI runs on one machine: one small JSON file (`quota.json` in the data
 //! directory), shared by every sso-fanout process whatever store it uses. Each call takes the
-//! file's exclusive lock (an OS advisory lock, released if the process dies), reads the state,
-//! applies the call with `LedgerState` (the rules `MemoryLedger` applies) and writes it back:
-//! atomic across processes, and about a millisecond. Not fsynced: after a crash of the machine
-//! nothing it coordinated is running any more.
+//! exclusive lock of a lock file beside it (`quota.json.lock`: an OS advisory lock, released if
+//! the process dies), reads the state, applies the call with `LedgerState` (the rules
+//! `MemoryLedger` applies) and writes the new state to a temporary file that then replaces the
+//! ledger (rename): a process killed at any point leaves the old state or the new one, never a
+//! truncated or half-written file. About a millisecond a call. Not fsynced: after a crash of the
+//! machine nothing it coordinated is running any more.
 
+use async_trait::async_trait;
 use sso_fanout_core::error::{FanoutError, Result};
 use sso_fanout_core::model::Scope;
 use sso_fanout_core::store::ledger::{Claim, ClaimRequest, HolderRecord, LedgerView, QuotaLedger};
 use sso_fanout_core::store::{Applied, LedgerState};
-use async_trait::async_trait;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,6 +24,13 @@ pub struct FileLedger {
 
 fn file_err(path: &Path, what: &str, e: impl std::fmt::Display) -> FanoutError {
     FanoutError::Store(format!("quota ledger {}: cannot {what}: {e}", path.display()))
+}
+
+/// `<path>` with `suffix` appended to its file name.
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 impl FileLedger {
@@ -39,24 +48,30 @@ impl FileLedger {
         self.writes.load(Ordering::Relaxed)
     }
 
-    /// Runs `f` on the state under the file's lock (shared to read, exclusive to change it).
+    /// Runs `f` on the state under the lock file's lock (shared to read, exclusive to change it).
     fn locked<T>(&self, change: bool, f: impl FnOnce(&mut LedgerState) -> T) -> Result<T> {
         let path = &self.path;
-        let mut file: File = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(|e| file_err(path, "open it", e))?;
-        if change { file.lock() } else { file.lock_shared() }.map_err(|e| file_err(path, "lock it", e))?;
-        let mut text = String::new();
-        file.read_to_string(&mut text).map_err(|e| file_err(path, "read it", e))?;
-        let mut state: LedgerState = if text.trim().is_empty() {
-            LedgerState::default()
-        } else {
-            serde_json::from_str(&text).map_err(|e| file_err(path, "parse it (delete it when no sso-fanout runs)", e))?
+        let lock_path = beside(path, ".lock");
+        let lock: File = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock_path).map_err(|e| file_err(path, "open its lock file", e))?;
+        if change { lock.lock() } else { lock.lock_shared() }.map_err(|e| file_err(path, "lock it", e))?;
+        let mut state: LedgerState = match std::fs::read_to_string(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => LedgerState::default(),
+            Err(e) => return Err(file_err(path, "read it", e)),
+            Ok(text) if text.trim().is_empty() => LedgerState::default(),
+            Ok(text) => serde_json::from_str(&text).map_err(|e| file_err(path, "parse it (delete it when no sso-fanout runs)", e))?,
         };
         let out = f(&mut state);
         if change {
             let json = serde_json::to_vec(&state).map_err(|e| file_err(path, "serialize it", e))?;
-            file.set_len(0).and_then(|_| file.seek(SeekFrom::Start(0))).and_then(|_| file.write_all(&json)).map_err(|e| file_err(path, "write it", e))?;
+            // A process killed between these steps leaves the old ledger in place.
+            let temp = beside(path, &format!(".{}.tmp", std::process::id()));
+            let written = File::create(&temp).and_then(|mut t| t.write_all(&json)).and_then(|_| std::fs::rename(&temp, path));
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&temp);
+                return Err(file_err(path, "write it", e));
+            }
         }
-        Ok(out) // the lock goes with the file handle
+        Ok(out) // the lock goes with the lock file's handle
     }
 
     fn apply<T>(&self, f: impl FnOnce(&mut LedgerState) -> Applied<T>) -> Result<T> {
@@ -77,16 +92,16 @@ impl QuotaLedger for FileLedger {
         self.apply(|state| state.claim(scope, claim))
     }
 
-    async fn renew(&self, scope: &Scope, slot: u32, fence: u64, expires_us: u64) -> Result<bool> {
-        self.apply(|state| state.renew(scope, slot, fence, expires_us))
-    }
-
     async fn release(&self, scope: &Scope, slot: u32, fence: u64) -> Result<bool> {
         self.apply(|state| state.release(scope, slot, fence))
     }
 
-    async fn reserve_requests(&self, scope: &Scope, count: u32, interval_us: u64, now_us: u64) -> Result<u64> {
-        self.apply(|state| state.reserve_requests(scope, count, interval_us, now_us))
+    async fn park(&self, scope: &Scope, slot: u32, fence: u64, request_id: Option<&str>) -> Result<bool> {
+        self.apply(|state| state.park(scope, slot, fence, request_id))
+    }
+
+    async fn reserve_requests(&self, scope: &Scope, count: u32, interval_us: u64, now_us: u64, cap_us: u64) -> Result<u64> {
+        self.apply(|state| state.reserve_requests(scope, count, interval_us, now_us, cap_us))
     }
 
     async fn put_holder(&self, scope: &Scope, holder: &HolderRecord) -> Result<()> {
@@ -102,6 +117,7 @@ impl QuotaLedger for FileLedger {
 mod tests {
     use super::*;
     use sso_fanout_core::ids::AccountId;
+    use sso_fanout_core::model::Operation;
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
 
@@ -117,6 +133,13 @@ mod tests {
             instance_arn: "arn:aws:sso:::instance/ssoins-1111111111111111".into(),
             region: "eu-west-1".into(),
         }
+    }
+
+    #[tokio::test]
+    async fn keeps_the_ledger_contract() {
+        let path = temp_file();
+        sso_fanout_core::store::ledger::contract::check(&FileLedger::open(&path).unwrap(), &scope()).await;
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     /// Handles on one file behave as CLI processes sharing the machine's ledger: tasks on all
@@ -138,15 +161,14 @@ mod tests {
                 let holder = format!("holder-{t}");
                 for round in 0..40u32 {
                     let account: AccountId = format!("{:012}", 100 + (t + round) % 5).parse().unwrap();
-                    let now = 1_000_000u64;
                     let view = ledger.view(&s).await.unwrap();
-                    let free = (0..3u32).find(|i| view.slots.iter().find(|r| r.slot == *i).is_none_or(|r| !r.is_live(now)));
+                    let free = (0..3u32).find(|i| view.slots.iter().find(|r| r.slot == *i).is_none_or(|r| r.locked_account().is_none()));
                     let Some(slot) = free else {
                         tokio::task::yield_now().await;
                         continue;
                     };
                     let seen = view.slots.iter().find(|r| r.slot == slot).map_or(0, |r| r.fence);
-                    let claim = ClaimRequest { slot, seen_fence: seen, holder: &holder, account: &account, now_us: now, expires_us: now + 60_000_000 };
+                    let claim = ClaimRequest { slot, seen_fence: seen, holder: &holder, account: &account, op: Operation::Assign, now_us: 1_000 };
                     if let Claim::Granted { fence } = ledger.claim(&s, &claim).await.unwrap() {
                         {
                             let mut live = live.lock().unwrap();
@@ -173,27 +195,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn leases_expire_fences_hold_and_a_lost_account_is_not_renewed() {
+    async fn writes_are_counted_as_dynamodb_would_make_them() {
         let path = temp_file();
         let ledger = FileLedger::open(&path).unwrap();
         let s = scope();
-        let account: AccountId = "222222222222".parse().unwrap();
-        let claim = |slot, seen, holder, now| ClaimRequest { slot, seen_fence: seen, holder, account: &account, now_us: now, expires_us: now + 100 };
-        let Claim::Granted { fence: old } = ledger.claim(&s, &claim(0, 0, "old", 1_000)).await.unwrap() else { panic!() };
-        assert_eq!(ledger.claim(&s, &claim(1, 0, "new", 1_050)).await.unwrap(), Claim::AccountBusy, "the account is locked while the lease lives");
-        assert_eq!(ledger.claim(&s, &claim(0, old, "new", 1_050)).await.unwrap(), Claim::Lost, "a live lease is not taken over");
-        // Expired: the account goes to another slot; the old lease can no longer be renewed.
-        let Claim::Granted { fence: new } = ledger.claim(&s, &claim(1, 0, "new", 1_200)).await.unwrap() else { panic!() };
-        assert!(!ledger.renew(&s, 0, old, 5_000).await.unwrap(), "renewed a lease whose account moved on");
-        // The slot itself is taken over; the old holder cannot release the new one's lease.
-        let Claim::Granted { fence: taken } = ledger.claim(&s, &claim(0, old, "third", 1_300)).await.unwrap() else { panic!() };
-        assert!(taken > old);
-        assert!(!ledger.release(&s, 0, old).await.unwrap(), "the old holder released the new one's slot");
+        let (a, b): (AccountId, AccountId) = ("222222222222".parse().unwrap(), "333333333333".parse().unwrap());
+        let claim = |account, seen| ClaimRequest { slot: 0, seen_fence: seen, holder: "h", account, op: Operation::Assign, now_us: 1 };
+        ledger.claim(&s, &claim(&a, 0)).await.unwrap(); // 2: slot + lock
+        ledger.claim(&s, &claim(&b, 1)).await.unwrap(); // 3: a hand-over deletes a's lock
+        ledger.park(&s, 0, 2, Some("req")).await.unwrap(); // 1: the lock stays
+        ledger.claim(&s, &claim(&b, 2)).await.unwrap(); // 2
+        ledger.release(&s, 0, 3).await.unwrap(); // 2
+        assert_eq!(ledger.writes(), 2 + 3 + 1 + 2 + 2);
         // A second handle (another process) sees the same state.
         let view = FileLedger::open(&path).unwrap().view(&s).await.unwrap();
-        assert_eq!(view.slots.iter().find(|r| r.slot == 1).unwrap().fence, new);
-        assert_eq!(view.slots.iter().find(|r| r.slot == 0).unwrap().holder.as_deref(), Some("third"));
-        assert_eq!(ledger.writes(), 2 * 5 + 1 + 2, "five claims (2 each), a renew (1) and a release (2), as DynamoDB would write them");
+        assert_eq!(view.slots[0].fence, 3);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
@@ -205,7 +221,7 @@ mod tests {
         let mut starts = Vec::new();
         for i in 0..20u64 {
             let ledger = if i % 2 == 0 { &a } else { &b };
-            starts.push(ledger.reserve_requests(&s, 3, 50_000, 1_000_000 + i).await.unwrap());
+            starts.push(ledger.reserve_requests(&s, 3, 50_000, 1_000_000 + i, 30_000_000).await.unwrap());
         }
         for pair in starts.windows(2) {
             assert!(pair[1] >= pair[0] + 3 * 50_000, "blocks overlap: {pair:?}");
@@ -220,6 +236,22 @@ mod tests {
         std::fs::write(&path, "not json").unwrap();
         let e = FileLedger::open(&path).err().expect("refused");
         assert!(e.to_string().contains(&path.display().to_string()) && e.to_string().contains("parse"), "{e}");
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    /// The state is replaced whole: what another process reads mid-write is the old state or
+    /// the new one, and a temporary file left by a process killed mid-write is ignored.
+    #[tokio::test]
+    async fn a_write_cut_short_leaves_the_ledger_whole() {
+        let path = temp_file();
+        let ledger = FileLedger::open(&path).unwrap();
+        let s = scope();
+        let a: AccountId = "222222222222".parse().unwrap();
+        ledger.claim(&s, &ClaimRequest { slot: 0, seen_fence: 0, holder: "h", account: &a, op: Operation::Assign, now_us: 1 }).await.unwrap();
+        // What a kill between writing the temporary file and the rename leaves behind.
+        std::fs::write(beside(&path, ".99999.tmp"), "{\"scopes\": {").unwrap();
+        let view = FileLedger::open(&path).unwrap().view(&s).await.unwrap();
+        assert_eq!(view.slots[0].locked_account(), Some(&a), "the ledger as last written");
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 }

@@ -262,6 +262,9 @@ pub async fn run_batch(
         results.extend(joined.map_err(|e| FanoutError::Internal(format!("account task failed: {e}")))?);
     }
     drop(poller);
+    // Operations still IN_PROGRESS at AWS (timed out, interrupted) keep their slots and their
+    // accounts locked past this batch, with their request ids for whoever checks on them.
+    shared.poller.park_all();
     drop(contention);
     *shared.stats.contention.lock().expect("contention") = None;
     drop(maintenance);
@@ -381,15 +384,30 @@ impl EngineCounters {
 /// for as long as it is held, wherever it is dropped.
 struct Slot {
     _permit: OwnedSemaphorePermit,
-    /// The shared quota's lease, when there is one (handed on or released with the slot).
-    _shared: Option<SharedSlot>,
+    /// The shared quota's slot, when there is one (handed on or released with the slot).
+    shared: Option<SharedSlot>,
     counters: Arc<EngineCounters>,
 }
 
 impl Slot {
     fn new(permit: OwnedSemaphorePermit, shared: Option<SharedSlot>, counters: Arc<EngineCounters>) -> Slot {
         counters.outstanding.fetch_add(1, Ordering::Relaxed);
-        Slot { _permit: permit, _shared: shared, counters }
+        Slot { _permit: permit, shared, counters }
+    }
+
+    /// Whether the operation may be sent now (see `SharedSlot::may_start`).
+    async fn may_start(&self) -> bool {
+        match &self.shared {
+            Some(shared) => shared.may_start().await,
+            None => true,
+        }
+    }
+
+    /// The operation may still run at AWS: the shared slot is parked, not released.
+    fn park(mut self, request_id: Option<String>) {
+        if let Some(shared) = self.shared.take() {
+            shared.park(request_id);
+        }
     }
 }
 
@@ -430,13 +448,8 @@ impl Attempt {
 impl Shared {
     async fn call<T>(&self, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
         match &self.options.quota {
-            Some(quota) => {
-                if let Err(e) = quota.pace().await {
-                    // The ledger is unreachable: stay within our own share meanwhile.
-                    tracing::warn!(error = %e, "quota ledger unavailable; pacing locally");
-                    self.pacer.acquire().await;
-                }
-            }
+            // Waits while the ledger cannot be reached; long gone, the call is not made.
+            Some(quota) => quota.pace().await?,
             None => self.pacer.acquire().await,
         }
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
@@ -467,30 +480,9 @@ impl Shared {
 
     async fn run_account(self: &Arc<Self>, item: PlanItem, pending: Option<String>) -> AccountResult {
         let mut attempt = Attempt { item, started: Instant::now(), attempts: 0, request_id: None, provisioning_ms: None };
-        let slot = async {
-            let permit = self.slots.clone().acquire_owned().await.expect("semaphore is never closed");
-            let shared = match &self.options.quota {
-                Some(quota) => Some(quota.acquire(&attempt.item.account_id).await?),
-                None => None,
-            };
-            Ok::<_, FanoutError>(Slot::new(permit, shared, self.stats.clone()))
-        };
-        let permit = tokio::select! {
-            slot = slot => match slot {
-                Ok(slot) => slot,
-                Err(e) => {
-                    let reason = format!("not started: no quota slot: {e}; re-run to converge");
-                    return attempt.finish(&self.ctx, self.batch, Outcome::NotStarted, Some(reason));
-                }
-            },
-            _ = sleep_until(self.start_deadline) => {
-                let reason = "not started: the worker's time budget ran out first; re-run to converge".to_string();
-                return attempt.finish(&self.ctx, self.batch, Outcome::NotStarted, Some(reason));
-            }
-            _ = self.options.stop.cancelled() => {
-                let reason = "not started: the run was interrupted; re-run the same request to converge".to_string();
-                return attempt.finish(&self.ctx, self.batch, Outcome::NotStarted, Some(reason));
-            }
+        let mut permit = match self.wait_for_slot(&attempt.item).await {
+            Ok(slot) => slot,
+            Err(reason) => return attempt.finish(&self.ctx, self.batch, Outcome::NotStarted, Some(reason)),
         };
         if self.options.stop.is_cancelled() {
             let reason = "not started: the run was interrupted; re-run the same request to converge".to_string();
@@ -516,7 +508,25 @@ impl Shared {
             }
         }
         let mut counted_retries = 0u32;
+        // Whether an attempt so far may have been accepted without our knowing (a 5xx or a lost
+        // answer): then the slot is parked, never released, whatever ends the account, and the
+        // account stays locked until AWS says nothing runs there.
+        let mut ambiguous = false;
         loop {
+            if !permit.may_start().await {
+                // Cut off from the ledger, others took the slot: nothing was sent under it. Wait
+                // for another (unless an attempt may have been accepted: that one stays parked).
+                if ambiguous {
+                    let reason = "this worker lost its slot of the shared quota (cut off from the ledger)".to_string();
+                    return self.end_unaccepted(attempt, permit, ambiguous, Outcome::TimedOut, reason);
+                }
+                drop(permit);
+                permit = match self.wait_for_slot(&attempt.item).await {
+                    Ok(slot) => slot,
+                    Err(reason) => return attempt.finish(&self.ctx, self.batch, Outcome::NotStarted, Some(reason)),
+                };
+                continue;
+            }
             attempt.attempts += 1;
             let call = async {
                 match op {
@@ -524,10 +534,9 @@ impl Shared {
                     Operation::Revoke => self.ops.delete_assignment(&key).await,
                 }
             };
-            let Ok(response) = timeout_at(deadline, self.call(call)).await else {
-                return self.timed_out(attempt, None);
-            };
-            let error = match response {
+            // Never cut short by the account's deadline: a create cancelled on the wire may
+            // still be accepted. The adapter bounds each call (`CREATE_CALL_BOUND`).
+            let error = match self.call(call).await {
                 Ok(status) => {
                     attempt.request_id = Some(status.request_id.clone());
                     if status.state == OpState::InProgress {
@@ -539,19 +548,33 @@ impl Shared {
                     return attempt.finish(&self.ctx, self.batch, Outcome::Succeeded, Some("already absent".into()));
                 }
                 Err(e) if e.is_retryable() => e,
-                Err(e) => return attempt.finish(&self.ctx, self.batch, Outcome::Failed, Some(e.to_string())),
+                // The request was not sent: the shared quota's ledger is gone.
+                Err(FanoutError::Store(why)) => return self.end_unaccepted(attempt, permit, ambiguous, Outcome::NotStarted, format!("not started: {why}")),
+                Err(e) => return self.end_unaccepted(attempt, permit, ambiguous, Outcome::Failed, e.to_string()),
             };
+            if matches!(error, FanoutError::Transient { .. }) {
+                ambiguous = true;
+                // The request may have been accepted: find it before sending another, which would
+                // only conflict with it.
+                if let Some(status) = self.find_accepted(op, &key).await {
+                    attempt.request_id = Some(status.request_id.clone());
+                    if status.state == OpState::InProgress {
+                        self.record_accepted(&attempt, &status.request_id).await;
+                    }
+                    return self.await_final(attempt, status, permit, deadline).await;
+                }
+            }
             if !matches!(error, FanoutError::Throttled { .. }) {
                 counted_retries += 1;
                 if counted_retries > self.ctx.settings.max_retries {
                     let reason = format!("gave up after {} attempts: {error}", attempt.attempts);
-                    return attempt.finish(&self.ctx, self.batch, Outcome::Failed, Some(reason));
+                    return self.end_unaccepted(attempt, permit, ambiguous, Outcome::Failed, reason);
                 }
             }
             let wait = self.backoff(attempt.attempts);
             if Instant::now() + wait >= deadline {
                 let reason = format!("no attempt accepted before the timeout; last error: {error}");
-                return attempt.finish(&self.ctx, self.batch, Outcome::TimedOut, Some(reason));
+                return self.end_unaccepted(attempt, permit, ambiguous, Outcome::TimedOut, reason);
             }
             tracing::debug!(run_id = %self.ctx.run_id, account = %attempt.item.account_id, error = %error, ?wait, "retrying");
             tokio::select! {
@@ -559,13 +582,59 @@ impl Shared {
                 _ = self.options.stop.cancelled() => {
                     // A throttle or conflict refused the request; a 5xx or a lost answer may hide
                     // one AWS accepted, so that account is not called "not started".
-                    let refused = matches!(error, FanoutError::Throttled { .. } | FanoutError::Conflict { .. });
-                    let outcome = if refused { Outcome::NotStarted } else { Outcome::TimedOut };
+                    let outcome = if ambiguous { Outcome::TimedOut } else { Outcome::NotStarted };
                     let reason = format!("interrupted before AWS accepted a request; last error: {error}");
-                    return attempt.finish(&self.ctx, self.batch, outcome, Some(reason));
+                    return self.end_unaccepted(attempt, permit, ambiguous, outcome, reason);
                 }
             }
         }
+    }
+
+    /// A slot of the batch's share (and of the shared quota) for `item`'s account, or why the
+    /// account does not start: the worker's time budget, an interrupt, the ledger gone.
+    async fn wait_for_slot(&self, item: &PlanItem) -> std::result::Result<Slot, String> {
+        let slot = async {
+            let permit = self.slots.clone().acquire_owned().await.expect("semaphore is never closed");
+            let shared = match &self.options.quota {
+                Some(quota) => Some(quota.acquire(&item.account_id, operation_of(item.action)).await?),
+                None => None,
+            };
+            Ok::<_, FanoutError>(Slot::new(permit, shared, self.stats.clone()))
+        };
+        tokio::select! {
+            slot = slot => slot.map_err(|e| format!("not started: no quota slot: {e}; re-run to converge")),
+            _ = sleep_until(self.start_deadline) => Err("not started: the worker's time budget ran out first; re-run to converge".to_string()),
+            _ = self.options.stop.cancelled() => Err("not started: the run was interrupted; re-run the same request to converge".to_string()),
+        }
+    }
+
+    /// Ends an account no request of which AWS is known to have accepted. Its slot goes back,
+    /// unless an attempt may have been accepted unseen: then it is parked (the account stays
+    /// locked until AWS says nothing runs there), and the result says it may be running.
+    fn end_unaccepted(&self, attempt: Attempt, permit: Slot, ambiguous: bool, outcome: Outcome, reason: String) -> AccountResult {
+        if ambiguous {
+            permit.park(None);
+            let reason = format!("{reason}; an earlier attempt may have been accepted: re-run to converge");
+            let outcome = if outcome == Outcome::Failed { Outcome::TimedOut } else { outcome };
+            return attempt.finish(&self.ctx, self.batch, outcome, Some(reason));
+        }
+        drop(permit);
+        attempt.finish(&self.ctx, self.batch, outcome, Some(reason))
+    }
+
+    /// The operation of `op` for `key` the instance listed as in progress, if any (each listed
+    /// request this batch does not know described for its target; it may have ended since):
+    /// what an ambiguous attempt became.
+    async fn find_accepted(&self, op: Operation, key: &AssignmentKey) -> Option<OpStatus> {
+        let listed = self.call(self.ops.in_progress_operations(op)).await.ok()?;
+        let known = self.poller.pending_ids();
+        for id in listed.into_iter().filter(|id| !known.contains(id)) {
+            match self.call(self.ops.operation_status(op, &id)).await {
+                Ok(status) if status.target.as_ref() == Some(key) => return Some(status),
+                _ => continue,
+            }
+        }
+        None
     }
 
     async fn await_final(
@@ -723,6 +792,19 @@ impl Poller {
         rx
     }
 
+    /// Parks the slot of every operation still waited for (the batch ends without its end).
+    fn park_all(&self) {
+        for (id, waiter) in self.pending.lock().expect("poller").iter_mut() {
+            if let Some(slot) = waiter.slot.take() {
+                slot.park(Some(id.clone()));
+            }
+        }
+    }
+
+    fn pending_ids(&self) -> BTreeSet<String> {
+        self.pending.lock().expect("poller").keys().cloned().collect()
+    }
+
     fn is_idle(&self) -> bool {
         self.pending.lock().expect("poller").is_empty()
     }
@@ -815,6 +897,8 @@ async fn list_in_progress(shared: &Arc<Shared>, op: Operation, last_listing: Opt
             shared.poller.listing_failures.store(0, Ordering::Relaxed);
             shared.poller.finished_per_listing(op, &in_progress, listed_at);
         }
+        // The shared quota's ledger is gone (nothing was sent): the listing is tried again later.
+        Err(FanoutError::Store(_)) => {}
         Err(e) => {
             // Unsupported at once, or three failures in a row: describe each operation instead.
             let failures = shared.poller.listing_failures.fetch_add(1, Ordering::Relaxed) + 1;

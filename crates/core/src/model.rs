@@ -202,6 +202,17 @@ pub struct OpStatus {
     pub state: OpState,
     #[serde(default)]
     pub failure_reason: Option<String>,
+    /// The assignment the operation is for, where the answer says (a describe does; a create's
+    /// answer is for the assignment asked for): how a listed request id is told apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<AssignmentKey>,
+}
+
+impl OpStatus {
+    /// An answer that names only the request and its state.
+    pub fn of(request_id: impl Into<String>, state: OpState, failure_reason: Option<String>) -> OpStatus {
+        OpStatus { request_id: request_id.into(), state, failure_reason, target: None }
+    }
 }
 
 /// The final state of one account in a run.

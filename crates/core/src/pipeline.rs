@@ -199,7 +199,7 @@ pub async fn run_stored_batch(
     let log: Arc<dyn RunLog> = services.store.clone();
     let mut options = options;
     if let (None, Some(ledger)) = (&options.quota, &services.quota) {
-        options.quota = Some(ledger.holder(&record.plan.scope, run_id, Some(batch_index), record.plan.quota.budget, services.ops.clone(), log.clone()));
+        options.quota = Some(ledger.holder(&record.plan.scope, run_id, Some(batch_index), record.plan.quota.budget, services.ops.clone()));
     }
     run_batch(services.ops.clone(), log, services.store.as_ref(), &ctx, batch, &prior, options, events).await
 }
@@ -239,8 +239,7 @@ pub async fn execute(
     if let (None, Some(ledger)) = (&options.quota, &services.quota) {
         // Batches in one process are one holder: one queue of accounts, no share split among
         // them. (Deployed, each worker Lambda is its own holder.)
-        let log: Arc<dyn RunLog> = services.store.clone();
-        options.quota = Some(ledger.holder(&plan.scope, &plan.run_id, None, plan.quota.budget, services.ops.clone(), log));
+        options.quota = Some(ledger.holder(&plan.scope, &plan.run_id, None, plan.quota.budget, services.ops.clone()));
     }
     let mut workers = JoinSet::new();
     for batch in &plan.batches {

@@ -4,20 +4,20 @@
 
 use async_trait::async_trait;
 use sso_fanout_core::engine::EngineOptions;
-use sso_fanout_core::error::{FanoutError, Result};
+use sso_fanout_core::error::Result;
 use sso_fanout_core::ids::AccountId;
-use sso_fanout_core::model::{AccountResult, Action, AssignmentKey, OpState, OpStatus, Operation, Outcome, Scope};
+use sso_fanout_core::model::{AssignmentKey, OpState, OpStatus, Operation, Outcome, PrincipalType, Scope};
 use sso_fanout_core::pipeline::{execute, plan_run, Services};
 use sso_fanout_core::planner::PlannerConfig;
 use sso_fanout_core::ports::AssignmentOps;
-use sso_fanout_core::quota::{MemoryInstance, QuotaClock, TokioClock, LEASE};
+use sso_fanout_core::quota::{MemoryInstance, FENCE_AFTER, HEARTBEAT, HEARTBEAT_TTL};
 use sso_fanout_core::request::RunRequest;
-use sso_fanout_core::store::ledger::{Claim, ClaimRequest, QuotaLedger};
-use sso_fanout_core::store::{AccountCache, MemoryLedger, MemoryStore, RunLog};
+use sso_fanout_core::store::ledger::QuotaLedger;
+use sso_fanout_core::store::{AccountCache, MemoryStore, RunLog};
 use sso_fanout_core::tiers::QuotaBudget;
 use sso_fanout_sim::{SimCloud, SimConfig};
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::time::{sleep, Duration, Instant};
 
@@ -110,12 +110,31 @@ async fn without_the_shared_quota_the_same_runs_break_it() {
     assert!(sim.counters().violations() > 0, "{:?}", sim.counters());
 }
 
-/// Operations that stay IN_PROGRESS until the test says they ended.
+/// Operations the test starts by hand and ends when it says: the instance's listing and
+/// describes answer for them (with their target), as AWS's do.
 #[derive(Default)]
 struct HeldOps {
-    ended: AtomicBool,
+    running: Mutex<BTreeMap<String, AssignmentKey>>,
     described: Mutex<Vec<String>>,
+    listings: AtomicU64,
 }
+
+impl HeldOps {
+    /// An operation IN_PROGRESS at AWS in `account` (its request id).
+    fn start(&self, account: &AccountId) -> String {
+        let id = format!("req-{account}");
+        let key = AssignmentKey { account_id: account.clone(), permission_set_arn: PS.parse().unwrap(), principal_type: PrincipalType::Group, principal_id: PRINCIPAL.parse().unwrap() };
+        self.running.lock().unwrap().insert(id.clone(), key);
+        id
+    }
+
+    fn end(&self, request_id: &str) {
+        self.running.lock().unwrap().remove(request_id);
+    }
+}
+
+const PS: &str = "arn:aws:sso:::permissionSet/ssoins-1111111111111111/ps-0000000000000001";
+const PRINCIPAL: &str = "906771c1-0071-7057-3a0c-1d1c4ba2c2e8";
 
 #[async_trait]
 impl AssignmentOps for HeldOps {
@@ -127,28 +146,14 @@ impl AssignmentOps for HeldOps {
     }
     async fn operation_status(&self, _op: Operation, request_id: &str) -> Result<OpStatus> {
         self.described.lock().unwrap().push(request_id.to_string());
-        let state = if self.ended.load(Ordering::Relaxed) { OpState::Succeeded } else { OpState::InProgress };
-        Ok(OpStatus { request_id: request_id.into(), state, failure_reason: None })
+        match self.running.lock().unwrap().get(request_id) {
+            Some(key) => Ok(OpStatus { target: Some(key.clone()), ..OpStatus::of(request_id, OpState::InProgress, None) }),
+            None => Ok(OpStatus::of(request_id, OpState::Succeeded, None)),
+        }
     }
     async fn in_progress_operations(&self, _op: Operation) -> Result<BTreeSet<String>> {
-        Err(FanoutError::Unsupported { api: "list".into(), message: "test".into() })
-    }
-}
-
-fn accepted_result(run_id: &str, account_id: AccountId, request_id: &str) -> AccountResult {
-    AccountResult {
-        run_id: run_id.into(),
-        batch: 0,
-        account_name: account_id.to_string(),
-        account_id,
-        action: Action::Create,
-        pair: 0,
-        outcome: Outcome::TimedOut,
-        request_id: Some(request_id.into()),
-        reason: None,
-        attempts: 1,
-        duration_ms: 0,
-        provisioning_ms: None,
+        self.listings.fetch_add(1, Ordering::Relaxed);
+        Ok(self.running.lock().unwrap().keys().cloned().collect())
     }
 }
 
@@ -157,109 +162,156 @@ fn budget(slots: u32) -> QuotaBudget {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_dead_holders_slot_returns_after_its_lease_and_only_once_its_operation_ended() {
+async fn a_killed_holders_slot_returns_after_its_heartbeat_and_only_once_its_operation_ended() {
     let ops = Arc::new(HeldOps::default());
     let instance = MemoryInstance::new();
-    // One store, as every run on a deployed stack shares its table.
-    let store = Arc::new(MemoryStore::new());
-    let dead = instance.process().holder(&scope(), "run-dead", Some(0), budget(1), ops.clone(), store.clone());
-    let slot = dead.acquire(&account(1)).await.unwrap();
-    // What the engine stores when AWS accepts an operation.
-    store.put_result(&accepted_result("run-dead", account(1), "req-1")).await.unwrap();
+    let dead = instance.process().holder(&scope(), "run-dead", Some(0), budget(1), ops.clone());
+    let _beat = dead.maintain();
+    let slot = dead.acquire(&account(1), Operation::Assign).await.unwrap();
+    // AWS accepted the create; the process is killed before it could record anything.
+    let request = ops.start(&account(1));
     dead.die();
     drop(slot); // a killed process releases nothing
 
-    let next = instance.process().holder(&scope(), "run-next", Some(0), budget(1), ops.clone(), store.clone());
+    let next = instance.process().holder(&scope(), "run-next", Some(0), budget(1), ops.clone());
+    let _keep = next.maintain();
     let got = Arc::new(Mutex::new(None));
     let waiter = {
         let (next, got) = (next.clone(), got.clone());
         tokio::spawn(async move {
-            let slot = next.acquire(&account(2)).await.unwrap();
+            let slot = next.acquire(&account(2), Operation::Assign).await.unwrap();
             *got.lock().unwrap() = Some(Instant::now());
             slot
         })
     };
     let t0 = Instant::now();
-    sleep(LEASE + Duration::from_secs(10)).await;
+    sleep(HEARTBEAT_TTL + Duration::from_secs(30)).await;
     assert!(got.lock().unwrap().is_none(), "slot reused while its operation was IN_PROGRESS");
-    assert!(ops.described.lock().unwrap().iter().all(|id| id == "req-1"));
-    assert!(!ops.described.lock().unwrap().is_empty(), "the orphaned operation was never checked");
-    ops.ended.store(true, Ordering::Relaxed);
+    assert!(ops.listings.load(Ordering::Relaxed) > 0, "the given-up operation was looked for in the listing");
+    let c = next.contention().expect("a waiting holder says what it waits for");
+    assert!(c.holders[0].starts_with("run-dead#b0@") && c.soonest_end_ms == 0, "the dead holder, its heartbeat over: {c:?}");
+    ops.end(&request);
     let _slot = waiter.await.unwrap();
     let at = got.lock().unwrap().unwrap() - t0;
-    assert!(at < LEASE + Duration::from_secs(11), "took {at:?}");
+    assert!(at < HEARTBEAT_TTL + Duration::from_secs(50), "took {at:?}");
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_dead_holders_slot_without_an_operation_returns_within_the_lease() {
+async fn a_killed_holders_slot_whose_operation_never_started_returns_after_its_heartbeat() {
     let ops = Arc::new(HeldOps::default());
     let instance = MemoryInstance::new();
-    let dead = instance.process().holder(&scope(), "dead", Some(0), budget(1), ops.clone(), Arc::new(MemoryStore::new()));
-    let slot = dead.acquire(&account(1)).await.unwrap();
+    let dead = instance.process().holder(&scope(), "dead", Some(0), budget(1), ops.clone());
+    let _beat = dead.maintain();
+    let slot = dead.acquire(&account(1), Operation::Assign).await.unwrap();
     dead.die();
     drop(slot);
-    let next = instance.process().holder(&scope(), "next", Some(0), budget(1), ops.clone(), Arc::new(MemoryStore::new()));
+    let next = instance.process().holder(&scope(), "next", Some(0), budget(1), ops.clone());
+    let _keep = next.maintain();
     let t0 = Instant::now();
     let waiting = tokio::spawn({
         let next = next.clone();
-        async move { next.acquire(&account(1)).await.unwrap() } // same account: its lock expired too
+        async move { next.acquire(&account(1), Operation::Assign).await.unwrap() } // the same account: locked meanwhile
     });
-    // While it waits, it can say for what: the dead holder's lease, and when it ends.
+    // While it waits, it can say for what: the dead holder, and when its heartbeat ends.
     sleep(Duration::from_secs(5)).await;
     let c = next.contention().expect("a waiting holder names what it waits for");
-    assert_eq!((c.leased_elsewhere, c.holders.clone()), (1, vec!["dead#b0".to_string()]), "{c:?}");
-    assert!(c.soonest_end_ms > 50_000 && c.soonest_end_ms <= LEASE.as_millis() as u64, "{c:?}");
+    assert_eq!(c.leased_elsewhere, 1, "{c:?}");
+    assert!(c.holders[0].starts_with("dead#b0@"), "{c:?}");
+    assert!(c.soonest_end_ms > 5_000 && c.soonest_end_ms <= HEARTBEAT_TTL.as_millis() as u64, "{c:?}");
     let _slot = waiting.await.unwrap();
     let waited = t0.elapsed();
-    assert!(waited >= LEASE - Duration::from_secs(1) && waited <= LEASE + Duration::from_secs(1), "{waited:?}");
+    assert!(waited >= HEARTBEAT_TTL - HEARTBEAT && waited <= HEARTBEAT_TTL + Duration::from_secs(3), "{waited:?}");
     assert_eq!(next.contention(), None, "nothing waits any more");
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_re_driven_worker_inherits_its_dead_predecessors_leases_at_once() {
+async fn a_parked_slot_keeps_its_account_until_aws_says_its_operation_ended() {
     let ops = Arc::new(HeldOps::default());
     let instance = MemoryInstance::new();
-    let store = Arc::new(MemoryStore::new());
-    let dead = instance.process().holder(&scope(), "run-x", Some(3), budget(2), ops.clone(), store.clone());
-    let (one, two) = (dead.acquire(&account(1)).await.unwrap(), dead.acquire(&account(2)).await.unwrap());
-    // Account 1's operation is still IN_PROGRESS; account 2's ended.
-    store.put_result(&accepted_result("run-x", account(1), "req-1")).await.unwrap();
-    store.put_result(&AccountResult { outcome: Outcome::Succeeded, ..accepted_result("run-x", account(2), "req-2") }).await.unwrap();
-    dead.die();
-    drop((one, two));
-
-    // The state machine re-drives batch 3 of run-x: the new worker has the same name.
-    let t0 = Instant::now();
-    let again = instance.process().holder(&scope(), "run-x", Some(3), budget(2), ops.clone(), store.clone());
-    let _resumed = again.acquire(&account(1)).await.unwrap(); // its own slot, at once
-    let _next = again.acquire(&account(3)).await.unwrap(); // account 2's slot: its operation ended
-    assert!(t0.elapsed() < Duration::from_secs(1), "waited {:?} for leases it inherits", t0.elapsed());
-    // Another run's holder gets nothing while they are held.
-    let other = instance.process().holder(&scope(), "run-y", Some(0), budget(2), ops.clone(), store.clone());
-    assert!(tokio::time::timeout(Duration::from_secs(5), other.acquire(&account(4))).await.is_err(), "a third slot out of two");
+    let first = instance.process().holder(&scope(), "run-a", Some(0), budget(2), ops.clone());
+    let _beat = first.maintain();
+    let slot = first.acquire(&account(1), Operation::Assign).await.unwrap();
+    let request = ops.start(&account(1));
+    // The batch ends with the operation still running (its account timed out): parked.
+    slot.park(Some(request.clone()));
+    first.settle().await;
+    let second = instance.process().holder(&scope(), "run-b", Some(0), budget(2), ops.clone());
+    let _keep = second.maintain();
+    // Another account gets the other slot at once; the parked account waits for AWS.
+    let _other = tokio::time::timeout(Duration::from_secs(1), second.acquire(&account(2), Operation::Assign)).await.expect("a free slot").unwrap();
+    let same = tokio::spawn({
+        let second = second.clone();
+        async move { second.acquire(&account(1), Operation::Assign).await.unwrap() }
+    });
+    sleep(Duration::from_secs(60)).await;
+    assert!(!same.is_finished(), "the account was taken while its operation ran");
+    assert!(ops.described.lock().unwrap().iter().all(|id| *id == request), "asked about by its request id");
+    let asked = ops.described.lock().unwrap().len();
+    assert!((2..=8).contains(&asked), "{asked} describes in 60 s: checks back off");
+    ops.end(&request);
+    tokio::time::timeout(Duration::from_secs(20), same).await.expect("taken once it ended").unwrap();
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_holder_whose_lease_was_taken_over_cannot_renew_or_release_it() {
-    let ledger = MemoryLedger::new();
-    let s = scope();
-    let clock = TokioClock::new();
-    let now = clock.now_us();
-    let lease = LEASE.as_micros() as u64;
-    let claim = |holder: &'static str, seen: u64, now: u64| ClaimRequest { slot: 0, seen_fence: seen, holder, account: &ACCOUNT, now_us: now, expires_us: now + lease };
-    static ACCOUNT: std::sync::LazyLock<AccountId> = std::sync::LazyLock::new(|| account(7));
-    let Claim::Granted { fence: old } = ledger.claim(&s, &claim("old", 0, now)).await.unwrap() else { panic!() };
-    // Before expiry nobody else gets it.
-    assert_eq!(ledger.claim(&s, &claim("new", old, now + 1)).await.unwrap(), Claim::Lost);
-    let later = now + lease + 1;
-    let Claim::Granted { fence: new } = ledger.claim(&s, &claim("new", old, later)).await.unwrap() else { panic!() };
-    assert!(new > old);
-    assert!(!ledger.renew(&s, 0, old, later + lease).await.unwrap());
-    assert!(!ledger.release(&s, 0, old).await.unwrap());
-    let view = ledger.view(&s).await.unwrap();
-    assert_eq!(view.slots[0].holder.as_deref(), Some("new"));
-    assert_eq!(view.slots[0].fence, new);
-    assert!(view.slots[0].is_live(later));
+async fn a_retried_worker_takes_over_its_dead_predecessors_slots_and_never_a_live_twins() {
+    let ops = Arc::new(HeldOps::default());
+    let instance = MemoryInstance::new();
+    let dead = instance.process().holder(&scope(), "run-x", Some(3), budget(2), ops.clone());
+    let beat = dead.maintain();
+    let (one, two) = (dead.acquire(&account(1), Operation::Assign).await.unwrap(), dead.acquire(&account(2), Operation::Assign).await.unwrap());
+    let running = ops.start(&account(1)); // account 2's never started
+    dead.die();
+    drop((one, two, beat));
+
+    // A twin of batch 3 (Step Functions retried the worker while this one still runs) holds
+    // both slots of a second instance: the retried worker of that one gets nothing.
+    let twins = MemoryInstance::new();
+    let live = twins.process().holder(&scope(), "run-x", Some(3), budget(2), ops.clone());
+    let _live_beat = live.maintain();
+    let _held = (live.acquire(&account(5), Operation::Assign).await.unwrap(), live.acquire(&account(6), Operation::Assign).await.unwrap());
+    let twin = twins.process().holder(&scope(), "run-x", Some(3), budget(2), ops.clone());
+    let _twin_beat = twin.maintain();
+    assert_ne!(live.holder(), twin.holder(), "each incarnation is its own holder");
+    assert!(tokio::time::timeout(HEARTBEAT_TTL * 3, twin.acquire(&account(7), Operation::Assign)).await.is_err(), "a twin took a live holder's slot");
+
+    // The retried worker of the dead one takes its slots once its heartbeat expired: account
+    // 2's at once, account 1's once AWS says its operation ended.
+    let again = instance.process().holder(&scope(), "run-x", Some(3), budget(2), ops.clone());
+    let _again_beat = again.maintain();
+    let t0 = Instant::now();
+    let _next = again.acquire(&account(3), Operation::Assign).await.unwrap();
+    assert!(t0.elapsed() <= HEARTBEAT_TTL + Duration::from_secs(2), "waited {:?}", t0.elapsed());
+    let resumed = tokio::spawn({
+        let again = again.clone();
+        async move { again.acquire(&account(1), Operation::Assign).await.unwrap() }
+    });
+    sleep(Duration::from_secs(10)).await;
+    assert!(!resumed.is_finished(), "account 1 was taken while its operation ran");
+    ops.end(&running);
+    tokio::time::timeout(Duration::from_secs(20), resumed).await.expect("resumed once it ended").unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_holder_cut_off_from_the_ledger_starts_nothing_and_claims_again_before_it_does() {
+    let ops = Arc::new(HeldOps::default());
+    let instance = MemoryInstance::new();
+    let holder = instance.process().holder(&scope(), "run-c", Some(0), budget(2), ops.clone());
+    let beat = holder.maintain();
+    let slot = holder.acquire(&account(1), Operation::Assign).await.unwrap();
+    assert!(slot.may_start().await);
+    // Its heartbeat stops (the task is gone, as if every write failed): after FENCE_AFTER it
+    // may not start the operation any more.
+    drop(beat);
+    sleep(FENCE_AFTER + Duration::from_secs(1)).await;
+    assert!(!slot.may_start().await, "started an operation while cut off from the ledger");
+    let fence = |view: &sso_fanout_core::store::ledger::LedgerView| view.slots.iter().find(|s| s.holder.is_some()).map(|s| s.fence);
+    let before = fence(&instance.ledger.view(&scope()).await.unwrap());
+    // Back in touch: the slot is claimed again under a new fence before anything starts.
+    let _beat = holder.maintain();
+    sleep(Duration::from_millis(100)).await;
+    assert!(slot.may_start().await);
+    let after = fence(&instance.ledger.view(&scope()).await.unwrap());
+    assert!(after > before, "claimed again: fence {before:?} -> {after:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -269,7 +321,7 @@ async fn holders_pacing_together_keep_any_one_second_window_within_the_rate() {
     let t0 = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for h in 0..3 {
-        let holder = instance.process().holder(&scope(), &format!("h{h}"), Some(0), budget(15), Arc::new(HeldOps::default()), Arc::new(MemoryStore::new()));
+        let holder = instance.process().holder(&scope(), &format!("h{h}"), Some(0), budget(15), Arc::new(HeldOps::default()));
         for _ in 0..4 {
             let (holder, sent) = (holder.clone(), sent.clone());
             tasks.spawn(async move {
@@ -296,7 +348,7 @@ async fn two_holders_wanting_more_than_the_slots_share_them_evenly() {
     let instance = MemoryInstance::new();
     let live = Arc::new(Mutex::new((0usize, 0usize)));
     let work = |name: &'static str, offset: usize| {
-        let holder = instance.process().holder(&scope(), name, Some(0), budget(4), Arc::new(HeldOps::default()), Arc::new(MemoryStore::new()));
+        let holder = instance.process().holder(&scope(), name, Some(0), budget(4), Arc::new(HeldOps::default()));
         let live = live.clone();
         async move {
             let _keep = holder.maintain();
@@ -305,7 +357,7 @@ async fn two_holders_wanting_more_than_the_slots_share_them_evenly() {
             for i in 0..40 {
                 let (holder, live) = (holder.clone(), live.clone());
                 tasks.spawn(async move {
-                    let _slot = holder.acquire(&account(offset + i)).await.unwrap();
+                    let _slot = holder.acquire(&account(offset + i), Operation::Assign).await.unwrap();
                     {
                         let mut l = live.lock().unwrap();
                         l.0 += 1;
@@ -324,4 +376,13 @@ async fn two_holders_wanting_more_than_the_slots_share_them_evenly() {
     assert!(a.max(b) / a.min(b) <= 1.15, "finish times {a} and {b}");
     // 80 one-second holds on 4 slots: 20 s if the slots never idle.
     assert!(a.max(b) < 20.0 * 1.25, "took {}", a.max(b));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_holder_that_cannot_tell_the_ledgers_clock_well_enough_refuses_to_share_the_quota() {
+    let instance = MemoryInstance::new();
+    let holder = instance.skewed_process(0, 2_000_000).holder(&scope(), "run-u", Some(0), budget(2), Arc::new(HeldOps::default()));
+    let refused = holder.acquire(&account(1), Operation::Assign).await.err().expect("refused");
+    assert!(refused.to_string().contains("clock") && refused.to_string().contains("NTP"), "{refused}");
+    assert!(instance.ledger.view(&scope()).await.unwrap().slots.is_empty(), "nothing was claimed");
 }

@@ -9,6 +9,7 @@
 //! quota is counted as a violation; faults the user cannot avoid (throttle storms, 5xx, late
 //! FAILED) are injected on purpose and counted apart.
 
+pub mod faulty;
 pub mod org;
 mod rate;
 
@@ -369,7 +370,7 @@ impl SimCloud {
                 failed,
             });
             let state = if failed { OpState::Failed } else { OpState::Succeeded };
-            s.finished.insert(id.clone(), OpStatus { request_id: id, state, failure_reason: op.failure });
+            s.finished.insert(id.clone(), OpStatus::of(id, state, op.failure));
         }
     }
 
@@ -475,7 +476,7 @@ impl SimCloud {
             id.clone(),
             PendingOp { account_id: key.account_id.clone(), key: tuple, operation: op, accepted: now, done, failure: self.late_failure(&key.account_id, op) },
         );
-        Ok(OpStatus { request_id: id, state: OpState::InProgress, failure_reason: None })
+        Ok(OpStatus::of(id, OpState::InProgress, None))
     }
 
     async fn org_calls(&self, calls: u64) {
@@ -659,10 +660,13 @@ impl AssignmentOps for SimCloud {
             Operation::Revoke => "DescribeAccountAssignmentDeletionStatus",
         };
         self.sso_call(api, |s, _| {
+            // A describe names the assignment the request is for, as AWS's does.
+            let target = s.requests.get(request_id).map(|(key, _, _)| key.clone());
             if s.ops.contains_key(request_id) {
-                return Ok(OpStatus { request_id: request_id.into(), state: OpState::InProgress, failure_reason: None });
+                return Ok(OpStatus { target, ..OpStatus::of(request_id, OpState::InProgress, None) });
             }
-            s.finished.get(request_id).cloned().ok_or_else(|| FanoutError::not_found("request", request_id, ""))
+            let finished = s.finished.get(request_id).cloned().ok_or_else(|| FanoutError::not_found("request", request_id, ""))?;
+            Ok(OpStatus { target, ..finished })
         })
         .await
     }

@@ -3,7 +3,7 @@
 use sso_fanout_aws::{AwsClients, AwsIdentityCenter, AwsOrgDirectory, DynamoStore, IdentityCenterConfig};
 use sso_fanout_aws::ledger::DynamoLedger;
 use sso_fanout_core::pipeline::Services;
-use sso_fanout_core::quota::{Ledger, WallClock};
+use sso_fanout_core::quota::Ledger;
 use sso_fanout_core::planner::PlannerConfig;
 use sso_fanout_core::store::DEFAULT_RETENTION_DAYS;
 use sso_fanout_core::tiers::QuotaBudget;
@@ -69,13 +69,15 @@ impl LambdaConfig {
 
     /// The ports over given clients (tests pass clients pinned to a local emulator).
     pub fn services_with(&self, clients: &AwsClients) -> Services {
-        let ledger = DynamoLedger::new(clients.dynamodb.clone(), self.table.clone());
+        // The ledger's client has the ledger's timeouts; its clock is DynamoDB's, measured from
+        // the answers' Date (Lambdas of one stack share no machine clock).
+        let ledger = DynamoLedger::new(clients.ledger_dynamodb.clone(), self.table.clone());
         Services::new(
             Arc::new(AwsOrgDirectory::new(clients.organizations.clone())),
             Arc::new(AwsIdentityCenter::from_clients(clients, self.identity_center.clone())),
             Arc::new(DynamoStore::new(clients.dynamodb.clone(), self.table.clone()).with_retention_days(self.result_retention_days)),
         )
-        .with_quota(Ledger::new(Arc::new(ledger), Arc::new(WallClock)))
+        .with_quota(Ledger::new(Arc::new(ledger), clients.ledger_clock.clone()))
     }
 }
 

@@ -6,7 +6,7 @@ use sso_fanout_tests::binaries;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -55,6 +55,23 @@ impl Emulator {
             .map(|(_, b)| b)
             .unwrap_or_default();
         serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))
+    }
+
+    /// `sso-fanout` (the real AWS backend) pointed at this emulator by `AWS_ENDPOINT_URL` alone,
+    /// with dummy credentials and `dir` as its home; stdin closed.
+    pub fn cli(&self, dir: &Path) -> Command {
+        let mut command = Command::new(binaries::dir().join("sso-fanout"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir)
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdin(Stdio::null());
+        command
     }
 
     pub fn stats(&self) -> Value {

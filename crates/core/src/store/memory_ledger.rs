@@ -5,7 +5,8 @@
 //! Writes are counted as the DynamoDB ledger (`sso-fanout-aws`, `TABLE.md`) makes them for the
 //! same calls, so the bench can report writes per change: a claim writes the slot and the
 //! account's lock (and deletes the lock of the account it replaces: 3), a release frees the
-//! slot and deletes the lock (2), everything else writes one item.
+//! slot and deletes the lock (2), a park writes the slot (the lock stays), everything else
+//! writes one item.
 
 use super::ledger::*;
 use crate::error::Result;
@@ -32,14 +33,22 @@ struct ScopeLedger {
     next_request_us: u64,
 }
 
-/// A call's answer and the item writes DynamoDB would have made for it.
+/// A call's answer and the item writes DynamoDB would have made for it, and the write units
+/// they bill (an item written in a transaction bills two: DynamoDB developer guide, "Capacity
+/// management for transactions").
 pub struct Applied<T> {
     pub answer: T,
     pub writes: u64,
+    pub units: u64,
 }
 
 fn applied<T>(answer: T, writes: u64) -> Applied<T> {
-    Applied { answer, writes }
+    Applied { answer, writes, units: writes }
+}
+
+/// A call DynamoDB makes as one transaction (a claim: slot and lock; a release: slot and lock).
+fn applied_in_transaction<T>(answer: T, writes: u64) -> Applied<T> {
+    Applied { answer, writes, units: 2 * writes }
 }
 
 impl LedgerState {
@@ -57,52 +66,49 @@ impl LedgerState {
     pub fn claim(&mut self, scope: &Scope, c: &ClaimRequest<'_>) -> Applied<Claim> {
         let l = self.scope(scope);
         let current = l.slots.get(&c.slot).cloned().unwrap_or_else(|| SlotRecord::free(c.slot));
-        let handover = current.holder.as_deref() == Some(c.holder);
-        if current.fence != c.seen_fence || (current.is_live(c.now_us) && !handover) {
-            return applied(Claim::Lost, 2);
+        if current.fence != c.seen_fence {
+            return applied_in_transaction(Claim::Lost, 2);
         }
-        if l.slots.values().any(|s| s.slot != c.slot && s.is_live(c.now_us) && s.account.as_ref() == Some(c.account)) {
-            return applied(Claim::AccountBusy, 2);
-        }
-        // An expired lease elsewhere that still names the account loses it for good: its
-        // holder can no longer renew it (it would hold the account twice).
-        for s in l.slots.values_mut().filter(|s| s.slot != c.slot && s.account.as_ref() == Some(c.account)) {
-            s.account = None;
+        if l.slots.values().any(|s| s.slot != c.slot && s.locked_account() == Some(c.account)) {
+            return applied_in_transaction(Claim::AccountBusy, 2);
         }
         let replaces_other_account = current.account.as_ref().is_some_and(|a| a != c.account);
         let fence = current.fence + 1;
-        let record = SlotRecord { slot: c.slot, fence, holder: Some(c.holder.to_string()), account: Some(c.account.clone()), expires_us: c.expires_us };
+        let operation = Some(SlotOperation { op: c.op, request_id: None, since_us: c.now_us });
+        let record = SlotRecord { slot: c.slot, fence, holder: Some(c.holder.to_string()), account: Some(c.account.clone()), operation };
         l.slots.insert(c.slot, record);
-        applied(Claim::Granted { fence }, if replaces_other_account { 3 } else { 2 })
-    }
-
-    pub fn renew(&mut self, scope: &Scope, slot: u32, fence: u64, expires_us: u64) -> Applied<bool> {
-        let renewed = match self.scope(scope).slots.get_mut(&slot) {
-            // A lease whose account went to another slot (`account` cleared) stays dead.
-            Some(s) if s.fence == fence && s.holder.is_some() && s.account.is_some() => {
-                s.expires_us = expires_us;
-                true
-            }
-            _ => false,
-        };
-        applied(renewed, 1)
+        applied_in_transaction(Claim::Granted { fence }, if replaces_other_account { 3 } else { 2 })
     }
 
     pub fn release(&mut self, scope: &Scope, slot: u32, fence: u64) -> Applied<bool> {
         let released = match self.scope(scope).slots.get_mut(&slot) {
-            Some(s) if s.fence == fence && s.holder.is_some() => {
-                s.holder = None;
-                s.account = None;
+            Some(s) if s.fence == fence && s.operation.is_some() => {
+                *s = SlotRecord { fence, ..SlotRecord::free(slot) };
                 true
             }
             _ => false,
         };
-        applied(released, 2)
+        applied_in_transaction(released, 2)
     }
 
-    pub fn reserve_requests(&mut self, scope: &Scope, count: u32, interval_us: u64, now_us: u64) -> Applied<u64> {
+    pub fn park(&mut self, scope: &Scope, slot: u32, fence: u64, request_id: Option<&str>) -> Applied<bool> {
+        let parked = match self.scope(scope).slots.get_mut(&slot) {
+            Some(s) if s.fence == fence && s.operation.is_some() => {
+                s.holder = None;
+                if let (Some(op), Some(id)) = (s.operation.as_mut(), request_id) {
+                    op.request_id = Some(id.to_string());
+                }
+                true
+            }
+            _ => false,
+        };
+        applied(parked, 1)
+    }
+
+    pub fn reserve_requests(&mut self, scope: &Scope, count: u32, interval_us: u64, now_us: u64, cap_us: u64) -> Applied<u64> {
         let l = self.scope(scope);
-        let first = l.next_request_us.max(now_us);
+        let next = if l.next_request_us > now_us.saturating_add(cap_us) { now_us } else { l.next_request_us };
+        let first = next.max(now_us);
         l.next_request_us = first + u64::from(count) * interval_us;
         applied(first, 1)
     }
@@ -128,6 +134,7 @@ impl LedgerState {
 pub struct MemoryLedger {
     state: Mutex<LedgerState>,
     writes: AtomicU64,
+    units: AtomicU64,
     released: Arc<Notify>,
 }
 
@@ -141,9 +148,15 @@ impl MemoryLedger {
         self.writes.load(Ordering::Relaxed)
     }
 
+    /// Write units they would bill on DynamoDB.
+    pub fn write_units(&self) -> u64 {
+        self.units.load(Ordering::Relaxed)
+    }
+
     fn apply<T>(&self, f: impl FnOnce(&mut LedgerState) -> Applied<T>) -> T {
         let applied = f(&mut self.state.lock().expect("ledger"));
         self.writes.fetch_add(applied.writes, Ordering::Relaxed);
+        self.units.fetch_add(applied.units, Ordering::Relaxed);
         applied.answer
     }
 }
@@ -158,8 +171,8 @@ impl QuotaLedger for MemoryLedger {
         Ok(self.apply(|l| l.claim(scope, c)))
     }
 
-    async fn renew(&self, scope: &Scope, slot: u32, fence: u64, expires_us: u64) -> Result<bool> {
-        Ok(self.apply(|l| l.renew(scope, slot, fence, expires_us)))
+    async fn park(&self, scope: &Scope, slot: u32, fence: u64, request_id: Option<&str>) -> Result<bool> {
+        Ok(self.apply(|l| l.park(scope, slot, fence, request_id)))
     }
 
     async fn release(&self, scope: &Scope, slot: u32, fence: u64) -> Result<bool> {
@@ -170,8 +183,8 @@ impl QuotaLedger for MemoryLedger {
         Ok(released)
     }
 
-    async fn reserve_requests(&self, scope: &Scope, count: u32, interval_us: u64, now_us: u64) -> Result<u64> {
-        Ok(self.apply(|l| l.reserve_requests(scope, count, interval_us, now_us)))
+    async fn reserve_requests(&self, scope: &Scope, count: u32, interval_us: u64, now_us: u64, cap_us: u64) -> Result<u64> {
+        Ok(self.apply(|l| l.reserve_requests(scope, count, interval_us, now_us, cap_us)))
     }
 
     async fn put_holder(&self, scope: &Scope, holder: &HolderRecord) -> Result<()> {
@@ -187,5 +200,16 @@ impl QuotaLedger for MemoryLedger {
 
     fn released(&self) -> Option<Arc<Notify>> {
         Some(self.released.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keeps_the_ledger_contract() {
+        let scope = Scope { organization_id: "o-test".into(), management_account_id: "111111111111".into(), instance_arn: "arn:aws:sso:::instance/ssoins-test".into(), region: "sim".into() };
+        crate::store::ledger::contract::check(&MemoryLedger::new(), &scope).await;
     }
 }
