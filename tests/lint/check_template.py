@@ -12,6 +12,11 @@ Subcommands:
   iam           Fails on any IAM action '*' / 'service:*' / wildcard, any
                 NotAction, and any managed policy other than the allowed ones,
                 in the template as written and in the transformed template.
+  table-actions Every DynamoDB action the AWS adapters call on the table
+                (crates/aws/src: SDK calls, and the Put/Update/Delete/
+                ConditionCheck items of TransactWriteItems, each governed by
+                its own IAM action) is granted on the table to every function
+                (they share the store and ledger adapters), and nothing else is.
   checkov-skips JSON
                 Given checkov's JSON report (of the template, and of the
                 transformed template if scanned too): it parsed and scanned
@@ -147,6 +152,67 @@ def policy_problems(where: str, node: Any, path: str = "") -> Iterator[str]:
             yield from policy_problems(where, value, f"{path}[{i}]")
 
 
+# SDK method -> IAM action. TransactWriteItems has no IAM action of its own: each item is governed
+# by the action of its kind ("Using IAM with DynamoDB transactions", DynamoDB developer guide).
+DYNAMODB_CALLS = {
+    "get_item": "GetItem", "put_item": "PutItem", "update_item": "UpdateItem",
+    "delete_item": "DeleteItem", "query": "Query", "scan": "Scan",
+    "batch_write_item": "BatchWriteItem", "batch_get_item": "BatchGetItem",
+    "transact_get_items": "GetItem",
+}
+TRANSACTION_ITEMS = {"put": "PutItem", "update": "UpdateItem", "delete": "DeleteItem", "condition_check": "ConditionCheckItem"}
+FUNCTIONS = ("PlannerFunction", "WorkerFunction", "ReporterFunction")
+
+
+def table_actions_used() -> dict[str, set[str]]:
+    """IAM action -> the files under crates/aws/src that need it."""
+    used: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "crates" / "aws" / "src").rglob("*.rs")):
+        text = path.read_text()
+        if "aws_sdk_dynamodb" not in text:
+            continue
+        where = str(path.relative_to(ROOT))
+        for method, action in DYNAMODB_CALLS.items():
+            if re.search(rf"\.{method}\(\)", text):
+                used.setdefault(action, set()).add(where)
+        for kind, action in TRANSACTION_ITEMS.items():
+            if re.search(rf"TransactWriteItem::builder\(\)\s*\.{kind}\(", text):
+                used.setdefault(action, set()).add(where)
+    return used
+
+
+def table_grants(function: dict[str, Any]) -> set[str]:
+    """dynamodb:* actions a function's inline policies allow on FanoutTable."""
+    granted: set[str] = set()
+    for policy in function.get("Properties", {}).get("Policies", []) or []:
+        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            if statement.get("Effect") != "Allow" or "FanoutTable" not in json.dumps(statement.get("Resource")):
+                continue
+            actions = statement.get("Action", [])
+            for action in actions if isinstance(actions, list) else [actions]:
+                if isinstance(action, str) and action.startswith("dynamodb:"):
+                    granted.add(action.removeprefix("dynamodb:"))
+    return granted
+
+
+def table_actions() -> list[str]:
+    used = table_actions_used()
+    if not used:
+        return ["found no DynamoDB call under crates/aws/src (has the adapter moved?)"]
+    resources = load_template().get("Resources", {})
+    errors = []
+    for name in FUNCTIONS:
+        if name not in resources:
+            errors.append(f"{name}: not in the template")
+            continue
+        granted = table_grants(resources[name])
+        for action in sorted(set(used) - granted):
+            errors.append(f"{name}: dynamodb:{action} not granted on FanoutTable (used by {', '.join(sorted(used[action]))})")
+        for action in sorted(granted - set(used)):
+            errors.append(f"{name}: dynamodb:{action} granted on FanoutTable but no adapter calls it (least privilege: remove it)")
+    return errors
+
+
 # checkov's text for a suppression without a comment, and the least a reason has to say.
 CHECKOV_NO_COMMENT = "No comment provided"
 MIN_REASON_CHARS = 20
@@ -203,6 +269,8 @@ def main(argv: list[str]) -> int:
         errors = asl_contract()
     elif cmd == "transform":
         _, errors = transformed_template(Path(argv[2]))
+    elif cmd == "table-actions":
+        errors = table_actions()
     elif cmd == "checkov-skips":
         errors = checkov_skips(Path(argv[2]))
     elif cmd == "iam":

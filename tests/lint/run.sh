@@ -98,6 +98,9 @@ if [ "$failed" -eq 0 ]; then
     node "$LINT_DIR/asl-smoke.mjs"
 fi
 
+check "template: every DynamoDB action the adapters call is granted to each function, and no other" \
+  "$PY" "$LINT_DIR/check_template.py" table-actions
+
 # cfn-lint validates SAM resources against the SAM schema (it no longer runs the transform).
 check "template: cfn-lint $TEMPLATE" "$CFN_LINT" --non-zero-exit-code warning -- "$TEMPLATE"
 
